@@ -1,0 +1,217 @@
+//! `pullgate check`: evaluate the Pods and workloads of manifests offline, against the Secrets,
+//! ServiceAccounts and Namespaces in the same input, as the mutating then validating webhook would.
+
+use crate::engine::podview::{PodView, WorkloadKind};
+use crate::engine::{evaluate_pod, Decision, Finding, Operation, PodContext};
+use crate::manifests::Document;
+use crate::policy::Policy;
+use crate::store::index::ClusterIndex;
+use crate::store::objects::index_documents;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One evaluated object in the report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    /// Kind of the object.
+    pub kind: String,
+    /// Namespace evaluated in.
+    pub namespace: String,
+    /// Name (or generateName*).
+    pub name: String,
+    /// Whether admission would accept it.
+    pub allowed: bool,
+    /// Secrets pullgate would inject.
+    pub injected_secrets: Vec<String>,
+    /// The imagePullSecrets the pods end up with.
+    pub image_pull_secrets: Vec<String>,
+    /// Per-image details.
+    pub images: Vec<ImageResult>,
+    /// Findings.
+    pub findings: Vec<Finding>,
+}
+
+/// One image of a checked object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageResult {
+    /// Container name.
+    pub container: String,
+    /// Image as written.
+    pub image: String,
+    /// Registry domain (absent when the reference is invalid).
+    pub registry: Option<String>,
+    /// Repository path.
+    pub repository: Option<String>,
+    /// Whether the policy says it needs credentials.
+    pub requires_credentials: bool,
+    /// Secrets covering it, in the kubelet's order.
+    pub matched_secrets: Vec<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct CheckReport {
+    /// One entry per Pod or workload.
+    pub results: Vec<CheckResult>,
+    /// Documents of kinds pullgate does not evaluate.
+    pub skipped: usize,
+    /// Objects that could not be read (with their document).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether every object is admitted.
+    pub fn all_allowed(&self) -> bool {
+        self.results.iter().all(|r| r.allowed)
+    }
+}
+
+/// Evaluate every Pod and workload among `docs`.
+pub fn check(docs: &[Document], policy: &Policy, default_ns: &str, now: i64) -> CheckReport {
+    let (index, mut errors) = index_documents(docs, default_ns);
+    let mut report = CheckReport::default();
+    for d in docs {
+        let Some(kind) = WorkloadKind::from_kind(d.kind()) else {
+            if !matches!(d.kind(), "Secret" | "ServiceAccount" | "Namespace") {
+                report.skipped += 1;
+            }
+            continue;
+        };
+        match PodView::from_value(kind, &d.value) {
+            Ok(view) => report
+                .results
+                .push(check_one(&view, policy, &index, default_ns, now)),
+            Err(e) => errors.push(format!("{d}: {e}")),
+        }
+    }
+    report.errors = errors;
+    report
+}
+
+fn check_one(
+    view: &PodView,
+    policy: &Policy,
+    index: &ClusterIndex,
+    default_ns: &str,
+    now: i64,
+) -> CheckResult {
+    let meta = view.meta();
+    let namespace = meta
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(default_ns);
+    let ctx = PodContext {
+        namespace,
+        operation: Operation::Create,
+        now,
+        allow_inject: true,
+    };
+    let d = evaluate_pod(view, &ctx, policy, index);
+    to_result(view, namespace, &d)
+}
+
+fn to_result(view: &PodView, namespace: &str, d: &Decision<'_>) -> CheckResult {
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    CheckResult {
+        kind: view.kind.as_str().to_owned(),
+        namespace: namespace.to_owned(),
+        name: view.meta().display_name(),
+        allowed: d.allowed,
+        injected_secrets: owned(&d.injected),
+        image_pull_secrets: owned(&d.image_pull_secrets),
+        images: d
+            .images
+            .iter()
+            .map(|i| ImageResult {
+                container: i.container.to_owned(),
+                image: i.image.to_owned(),
+                registry: i.reference.as_ref().map(|r| r.domain().to_owned()),
+                repository: i.reference.as_ref().map(|r| r.path().to_owned()),
+                requires_credentials: i.requires_credentials,
+                matched_secrets: owned(&i.matched_secrets),
+            })
+            .collect(),
+        findings: d.findings.clone(),
+    }
+}
+
+/// The report as a compact human table followed by findings with their fixes.
+pub fn render_text(report: &CheckReport) -> String {
+    let mut out = String::new();
+    let rows: Vec<[String; 5]> = report
+        .results
+        .iter()
+        .map(|r| {
+            [
+                r.kind.clone(),
+                r.namespace.clone(),
+                r.name.clone(),
+                if r.allowed { "allowed" } else { "DENIED" }.to_owned(),
+                if r.injected_secrets.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.injected_secrets.join(",")
+                },
+            ]
+        })
+        .collect();
+    let header = ["KIND", "NAMESPACE", "NAME", "RESULT", "INJECTED"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 4 {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ");
+            }
+        }
+        l
+    };
+    let _ = writeln!(out, "{}", line(header));
+    for row in &rows {
+        let _ = writeln!(
+            out,
+            "{}",
+            line([&row[0], &row[1], &row[2], &row[3], &row[4]])
+        );
+    }
+    for r in report.results.iter().filter(|r| !r.findings.is_empty()) {
+        let _ = writeln!(out, "\n{} {}/{}:", r.kind, r.namespace, r.name);
+        for f in &r.findings {
+            let container = f
+                .container
+                .as_deref()
+                .map(|c| format!(" [{c}]"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<7} {}{container}: {}",
+                f.severity.as_str(),
+                f.code,
+                f.message
+            );
+        }
+    }
+    for e in &report.errors {
+        let _ = writeln!(out, "\nerror: {e}");
+    }
+    let denied = report.results.iter().filter(|r| !r.allowed).count();
+    let _ = writeln!(
+        out,
+        "\n{} checked, {} denied, {} skipped (kinds pullgate does not evaluate)",
+        report.results.len(),
+        denied,
+        report.skipped
+    );
+    out
+}

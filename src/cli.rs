@@ -1,0 +1,188 @@
+//! The command line: `serve`, `check`, `certs`, `validate-config`, with `PULLGATE_*` env fallbacks.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// pullgate: catch imagePullSecrets misconfiguration at admission time.
+#[derive(Debug, Parser)]
+#[command(name = "pullgate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS admission webhook.
+    Serve(ServeArgs),
+    /// Check manifests offline (for CI pipelines).
+    Check(CheckArgs),
+    /// Generate a CA and a serving certificate for the webhook.
+    Certs(CertsArgs),
+    /// Validate a policy file and exit (0 valid, 2 invalid).
+    ValidateConfig {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+/// `pullgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTPS address for /mutate, /validate, /healthz and /readyz.
+    #[arg(long, env = "PULLGATE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for /metrics.
+    #[arg(long, env = "PULLGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Policy file (YAML).
+    #[arg(long, env = "PULLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PEM certificate chain (hot-reloaded).
+    #[arg(
+        long,
+        env = "PULLGATE_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; hot-reloaded).
+    #[arg(long, env = "PULLGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate an in-memory CA and serving certificate at start.
+    #[arg(long, env = "PULLGATE_SELF_SIGNED")]
+    pub self_signed: bool,
+    /// With --self-signed: write the CA certificate here so clients can verify.
+    #[arg(long, env = "PULLGATE_CA_OUT", requires = "self_signed")]
+    pub ca_out: Option<PathBuf>,
+    /// Directory of manifests (Secrets, ServiceAccounts, Namespaces) to serve from; reloaded on change.
+    #[arg(long, env = "PULLGATE_MANIFESTS", conflicts_with = "cluster")]
+    pub manifests: Option<PathBuf>,
+    /// Watch the cluster's Secrets, ServiceAccounts and Namespaces (in-cluster config or --kubeconfig).
+    #[arg(long, env = "PULLGATE_CLUSTER")]
+    pub cluster: bool,
+    /// Kubeconfig for --cluster (default: in-cluster config, then the usual KUBECONFIG lookup).
+    #[arg(long, env = "KUBECONFIG", requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespaces to watch with --cluster (repeatable or comma-separated; default all).
+    #[arg(
+        long = "watch-namespace",
+        env = "PULLGATE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        requires = "cluster"
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// Per-request deadline, below the API server's webhook timeout.
+    #[arg(long, env = "PULLGATE_REQUEST_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Admission requests handled at once; more wait.
+    #[arg(long, env = "PULLGATE_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "PULLGATE_SHUTDOWN_GRACE_PERIOD", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace_period: Duration,
+    /// How often the manifests directory and certificate files are checked for changes.
+    #[arg(long, env = "PULLGATE_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+}
+
+/// Output format of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human table and findings.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Validation mode override for `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidationArg {
+    /// Reject (exit 1) on errors.
+    Deny,
+    /// Report only.
+    Warn,
+    /// No findings.
+    Off,
+}
+
+/// `pullgate check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy file (YAML).
+    #[arg(long, env = "PULLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Namespace for objects that name none.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// Override the policy's validation mode (CI usually wants deny).
+    #[arg(long)]
+    pub validation: Option<ValidationArg>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Files, directories (recursively *.yaml, *.yml, *.json) or `-` for stdin.
+    #[arg(default_value = "-")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `pullgate certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DNS names of the serving certificate (default: the pullgate.pullgate.svc names and localhost).
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// IP addresses of the serving certificate (default: 127.0.0.1).
+    #[arg(long = "ip")]
+    pub ip: Vec<IpAddr>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+}
+
+/// Parse `500ms`, `4s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?}: add a unit (ms, s, m)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?}: too large")),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "4", "4h", "x4s", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

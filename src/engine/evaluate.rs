@@ -1,0 +1,902 @@
+//! `evaluate_pod` and `evaluate_service_account`: what the kubelet will do with a pod's images,
+//! what to inject so that it can pull them, and the findings that name each cause and fix.
+
+use super::findings::{closest, Code, Finding, Severity};
+use super::keyring::{is_default_registry_match, MatchTarget, NearMiss, RegistryKey};
+use super::podview::{ContainerKind, PodView, WorkloadKind};
+use super::reference::ImageRef;
+use crate::policy::{Effective, Policy, Validation};
+use crate::store::index::{ClusterIndex, NamespaceInfo, SecretInfo};
+
+/// The admission operation being decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A new object: injection possible.
+    Create,
+    /// An update of an existing pod: imagePullSecrets can no longer change.
+    Update,
+}
+
+/// Where and when a pod is evaluated.
+#[derive(Debug, Clone, Copy)]
+pub struct PodContext<'a> {
+    /// Namespace of the pod.
+    pub namespace: &'a str,
+    /// Operation.
+    pub operation: Operation,
+    /// Current time, seconds since the Unix epoch (for secret age).
+    pub now: i64,
+    /// Whether this phase may inject (the mutating phase); validation sees the mutated object.
+    pub allow_inject: bool,
+}
+
+/// One container image and how the kubelet will authenticate its pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageDetail<'a> {
+    /// Container name.
+    pub container: &'a str,
+    /// Where the container sits in the spec.
+    pub container_kind: ContainerKind,
+    /// Image as written.
+    pub image: &'a str,
+    /// Parsed reference (None when invalid).
+    pub reference: Option<ImageRef>,
+    /// Whether the policy says this registry needs credentials.
+    pub requires_credentials: bool,
+    /// Secrets whose keys cover the image, in the order the kubelet tries them.
+    pub matched_secrets: Vec<&'a str>,
+}
+
+/// The engine's answer for one pod or pod template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision<'a> {
+    /// Settings in force for the namespace.
+    pub effective: Effective,
+    /// The namespace is excluded by policy: nothing was checked.
+    pub excluded: bool,
+    /// Static (mirror) pod: never mutated, never denied.
+    pub static_pod: bool,
+    /// Whether the pod is admitted.
+    pub allowed: bool,
+    /// Whether deny mode would reject it (any error finding).
+    pub would_deny: bool,
+    /// Secret names to add, in order.
+    pub injected: Vec<&'a str>,
+    /// Whether the spec had its own imagePullSecrets (else they came from the ServiceAccount).
+    pub had_own_pull_secrets: bool,
+    /// The imagePullSecrets the pod ends up with (own or inherited, then injected).
+    pub image_pull_secrets: Vec<&'a str>,
+    /// Per-image details.
+    pub images: Vec<ImageDetail<'a>>,
+    /// Findings, errors first.
+    pub findings: Vec<Finding>,
+}
+
+impl Decision<'_> {
+    /// Findings that fail a pull.
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+    }
+}
+
+/// Where the pod's effective imagePullSecrets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source<'a> {
+    Pod,
+    ServiceAccount(&'a str),
+}
+
+impl Source<'_> {
+    fn field(self) -> String {
+        match self {
+            Source::Pod => "the pod's spec.imagePullSecrets".to_owned(),
+            Source::ServiceAccount(sa) => format!("ServiceAccount {sa:?} imagePullSecrets"),
+        }
+    }
+}
+
+/// A referenced secret and what the kubelet makes of it.
+enum Resolved<'a> {
+    Usable(&'a SecretInfo),
+    Missing(&'a str),
+    WrongType(&'a SecretInfo),
+    Unusable(&'a SecretInfo),
+}
+
+/// Decide for one pod or pod template, as the kubelet would pull its images.
+pub fn evaluate_pod<'a>(
+    view: &'a PodView,
+    ctx: &PodContext<'_>,
+    policy: &Policy,
+    index: &'a ClusterIndex,
+) -> Decision<'a> {
+    let ns = index.namespace(ctx.namespace);
+    let effective = policy.for_namespace(&ns.overrides);
+    let spec = &view.pod.spec;
+    let mut d = Decision {
+        effective,
+        excluded: policy.excludes(ctx.namespace),
+        static_pod: view.kind == WorkloadKind::Pod && view.pod.metadata.is_mirror(),
+        allowed: true,
+        would_deny: false,
+        injected: Vec::new(),
+        had_own_pull_secrets: spec.has_own_pull_secrets(),
+        image_pull_secrets: Vec::new(),
+        images: Vec::new(),
+        findings: Vec::new(),
+    };
+    if d.excluded {
+        return d;
+    }
+    let mut findings = Vec::new();
+
+    for (kind, c) in spec.all_containers() {
+        let Some(image) = c.image.as_deref().filter(|i| !i.is_empty()) else {
+            // API validation rejects a container without an image; nothing to pull.
+            continue;
+        };
+        let (reference, requires) = match ImageRef::parse(image) {
+            Ok(r) => {
+                let requires = policy
+                    .registries
+                    .requires_credentials(&MatchTarget::new(r.name()));
+                (Some(r), requires)
+            }
+            Err(e) => {
+                findings.push(Finding::for_image(
+                    Code::InvalidImageReference,
+                    Severity::Error,
+                    &c.name,
+                    image,
+                    None,
+                    format!(
+                        "image {image:?} of container {:?} is not a valid reference ({e}): the kubelet cannot pull it; fix {}",
+                        c.name,
+                        container_field(kind)
+                    ),
+                ));
+                (None, false)
+            }
+        };
+        d.images.push(ImageDetail {
+            container: &c.name,
+            container_kind: kind,
+            image,
+            reference,
+            requires_credentials: requires,
+            matched_secrets: Vec::new(),
+        });
+    }
+
+    if d.static_pod {
+        static_pod_findings(&d, spec.has_own_pull_secrets(), &mut findings);
+        d.findings = sorted(findings);
+        return d;
+    }
+
+    // The ServiceAccount admission plugin copies the SA's secrets only when the pod names none.
+    let sa_name = spec.service_account();
+    let sa = ns.service_accounts.get(sa_name);
+    let (source, names): (Source<'a>, Vec<&'a str>) = if d.had_own_pull_secrets {
+        let names = spec
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|r| r.name.as_str());
+        (Source::Pod, dedup(names))
+    } else {
+        let names = sa
+            .into_iter()
+            .flat_map(|s| s.image_pull_secrets.iter().map(String::as_str));
+        (Source::ServiceAccount(sa_name), dedup(names))
+    };
+    if sa.is_none() && sa_name != "default" {
+        // With no ServiceAccount known at all the store is probably partial (offline check).
+        let severity = if ns.service_accounts.is_empty() {
+            Severity::Warning
+        } else {
+            Severity::Error
+        };
+        findings.push(Finding::general(
+            Code::ServiceAccountMissing,
+            severity,
+            format!(
+                "ServiceAccount {sa_name:?} does not exist in namespace {:?}, so pods using it are rejected: create it (kubectl create serviceaccount {sa_name} -n {}) or fix spec.serviceAccountName",
+                ctx.namespace, ctx.namespace
+            ),
+        ));
+    }
+
+    let resolved: Vec<Resolved<'a>> = names.iter().map(|n| resolve(ns, n)).collect();
+    let mut usable: Vec<&'a SecretInfo> = Vec::new();
+    let mut fatal: Option<&'a SecretInfo> = None;
+    for r in &resolved {
+        match r {
+            Resolved::Usable(s) => usable.push(s),
+            Resolved::Unusable(s) if s.payload.as_ref().is_err_and(|e| e.is_fatal()) => {
+                fatal = fatal.or(Some(s));
+            }
+            _ => {}
+        }
+    }
+    d.image_pull_secrets = names.clone();
+
+    if let Some(bad) = fatal {
+        // The kubelet's keyring construction fails: every pull of this pod fails, public images too.
+        let err = bad
+            .payload
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        findings.push(Finding::general(
+            Code::MalformedSecret,
+            Severity::Error,
+            format!(
+                "secret {:?} in {} has an unusable payload ({err}); the kubelet then fails EVERY image pull of this pod: fix its .dockerconfigjson (kubectl create secret docker-registry {} -n {} --docker-server=… --dry-run=client -o yaml | kubectl apply -f -) or remove the reference",
+                bad.name,
+                source.field(),
+                bad.name,
+                ctx.namespace
+            ),
+        ));
+    }
+
+    // Coverage with what the pod has, then injection for what is left uncovered.
+    let can_inject = effective.inject
+        && ctx.allow_inject
+        && ctx.operation == Operation::Create
+        && !view.pod.metadata.annotations.inject_opt_out
+        && fatal.is_none();
+    let mut blamed: Vec<&str> = Vec::new();
+    for i in 0..d.images.len() {
+        let img = &d.images[i];
+        let Some(r) = img.reference.as_ref().filter(|_| img.requires_credentials) else {
+            continue;
+        };
+        let target = MatchTarget::new(r.name());
+        if !kubelet_lookup(&usable, &target).is_empty() || fatal.is_some() {
+            continue;
+        }
+        let candidate = ns
+            .pull_secrets_newest_first()
+            .into_iter()
+            .find(|s| s.payload.is_ok() && s.covers(&target) && !names.contains(&s.name.as_str()));
+        match candidate {
+            Some(s) if can_inject => {
+                if !d.injected.contains(&s.name.as_str()) {
+                    d.injected.push(&s.name);
+                    usable.push(s);
+                }
+            }
+            _ => {
+                let (container, image) = (img.container, img.image);
+                let f = uncovered_finding(
+                    ns,
+                    index,
+                    ctx,
+                    &target,
+                    r,
+                    &resolved,
+                    source,
+                    sa_name,
+                    candidate,
+                    &mut blamed,
+                    container,
+                    image,
+                );
+                findings.push(f);
+            }
+        }
+    }
+    if !d.injected.is_empty() {
+        d.image_pull_secrets.extend(d.injected.iter().copied());
+        findings.push(Finding::general(
+            Code::SecretsInjected,
+            Severity::Info,
+            format!(
+                "added imagePullSecrets {} so that the kubelet can authenticate",
+                quoted(&d.injected)
+            ),
+        ));
+    }
+
+    // Referenced-secret problems that did not cause a failure are still worth fixing.
+    for r in &resolved {
+        name_level_findings(r, ns, index, ctx, source, &blamed, &mut findings);
+    }
+
+    for img in &mut d.images {
+        let Some(r) = img.reference.as_ref() else {
+            continue;
+        };
+        let target = MatchTarget::new(r.name());
+        img.matched_secrets = kubelet_lookup(&usable, &target);
+        if !img.requires_credentials {
+            continue;
+        }
+        if img.matched_secrets.len() > 1 {
+            findings.push(Finding::for_image(
+                Code::AmbiguousCredentials,
+                Severity::Warning,
+                img.container,
+                img.image,
+                Some(r.domain()),
+                format!(
+                    "{} secrets cover registry {:?} ({}); the kubelet tries them in that order and a stale one can mask a valid one: keep one secret per registry",
+                    img.matched_secrets.len(),
+                    r.domain(),
+                    quoted(&img.matched_secrets)
+                ),
+            ));
+        }
+        if let Some(max) = policy.max_secret_age {
+            for name in &img.matched_secrets {
+                let Some(s) = ns.secrets.get(*name) else {
+                    continue;
+                };
+                let Some(created) = s.created else { continue };
+                let age = ctx.now.saturating_sub(created);
+                if age > i64::try_from(max.0.as_secs()).unwrap_or(i64::MAX) {
+                    findings.push(Finding::for_image(
+                        Code::StaleCredentials,
+                        Severity::Warning,
+                        img.container,
+                        img.image,
+                        Some(r.domain()),
+                        format!(
+                            "secret {name:?} covering {:?} is {} days old (maxSecretAge {max}): rotate the credential at the registry, create a new secret and reference it before removing the old one",
+                            r.domain(),
+                            age / 86_400
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    d.findings = sorted(findings);
+    d.would_deny = d.findings.iter().any(|f| f.severity == Severity::Error);
+    d.allowed = !(effective.validation == Validation::Deny && d.would_deny);
+    d
+}
+
+/// Everything needed to name why one image is not covered.
+#[allow(clippy::too_many_arguments)]
+fn uncovered_finding<'a>(
+    ns: &'a NamespaceInfo,
+    index: &'a ClusterIndex,
+    ctx: &PodContext<'_>,
+    target: &MatchTarget<'_>,
+    r: &ImageRef,
+    resolved: &[Resolved<'a>],
+    source: Source<'_>,
+    sa_name: &str,
+    candidate: Option<&'a SecretInfo>,
+    blamed: &mut Vec<&'a str>,
+    container: &str,
+    image: &str,
+) -> Finding {
+    let registry = r.domain();
+    let recreate = if ctx.operation == Operation::Update {
+        "; a pod's imagePullSecrets cannot change after creation, so fix the workload or ServiceAccount and recreate the pod"
+    } else {
+        ""
+    };
+    let mk = |code, message: String| {
+        Finding::for_image(
+            code,
+            Severity::Error,
+            container,
+            image,
+            Some(registry),
+            format!("{message}{recreate}"),
+        )
+    };
+
+    // 1. A referenced secret is for this host, but not exactly.
+    let referenced = resolved.iter().filter_map(|x| match x {
+        Resolved::Usable(s) => Some(*s),
+        _ => None,
+    });
+    if let Some((s, key, why)) = near_miss(referenced, target) {
+        blamed.push(&s.name);
+        return mk(
+            Code::RegistryMismatch,
+            mismatch_message(image, r, s, key, &why),
+        );
+    }
+    // 2. A referenced secret is missing, in another namespace, of the wrong type, or unusable.
+    for x in resolved {
+        match x {
+            Resolved::Missing(name) => {
+                blamed.push(name);
+                return mk(
+                    missing_code(index, name, ctx.namespace),
+                    missing_message(ns, index, ctx, name, source, Some(registry)),
+                );
+            }
+            Resolved::WrongType(s) => {
+                blamed.push(&s.name);
+                return mk(Code::WrongSecretType, wrong_type_message(s));
+            }
+            Resolved::Unusable(s) => {
+                blamed.push(&s.name);
+                let err = s
+                    .payload
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                return mk(
+                    Code::MalformedSecret,
+                    format!(
+                        "secret {:?} gives the kubelet no credentials ({err}), so image {image:?} is pulled without any: recreate it with kubectl create secret docker-registry {} -n {} --docker-server={registry}",
+                        s.name, s.name, ctx.namespace
+                    ),
+                );
+            }
+            Resolved::Usable(_) => {}
+        }
+    }
+    // 3. A matching secret exists here but nothing references it.
+    if let Some(s) = candidate {
+        let other_sa = ns
+            .service_accounts
+            .values()
+            .find(|a| a.name != sa_name && a.image_pull_secrets.contains(&s.name));
+        let hint = other_sa
+            .map(|a| format!("; ServiceAccount {:?} references it: should the pod use serviceAccountName: {}?", a.name, a.name))
+            .unwrap_or_default();
+        return mk(
+            Code::ServiceAccountNotPatched,
+            format!(
+                "secret {:?} covers registry {registry:?} but neither the pod nor ServiceAccount {sa_name:?} references it: kubectl patch serviceaccount {sa_name} -n {} -p '{{\"imagePullSecrets\":[{{\"name\":\"{}\"}}]}}' (or add it to spec.imagePullSecrets), then recreate the pod{hint}",
+                s.name, ctx.namespace, s.name
+            ),
+        );
+    }
+    // 4. An unreferenced secret of the namespace is for this host, but not exactly.
+    let all = ns
+        .secrets
+        .values()
+        .filter(|s| s.payload.is_ok() && s.is_pull_type());
+    if let Some((s, key, why)) = near_miss(all, target) {
+        return mk(
+            Code::RegistryMismatch,
+            mismatch_message(image, r, s, key, &why),
+        );
+    }
+    // 5. Nothing here covers it.
+    let elsewhere = index.secrets_covering_elsewhere(target, ctx.namespace, 3);
+    let where_ = if elsewhere.is_empty() {
+        format!(
+            "and none exists elsewhere in the cluster: create one (kubectl create secret docker-registry regcred -n {} --docker-server={registry} --docker-username=… --docker-password=…) and reference it from the pod or its ServiceAccount",
+            ctx.namespace
+        )
+    } else {
+        let list: Vec<String> = elsewhere
+            .iter()
+            .map(|s| format!("{}/{}", s.namespace, s.name))
+            .collect();
+        format!(
+            "but {} covers it in another namespace and secrets are namespace-scoped: copy or sync it into {:?} and reference it",
+            list.join(", "),
+            ctx.namespace
+        )
+    };
+    mk(
+        Code::NoCredentials,
+        format!(
+            "no pull secret in namespace {:?} covers registry {registry:?} (image {image:?}), {where_}; a retry succeeds once it exists",
+            ctx.namespace
+        ),
+    )
+}
+
+fn resolve<'a>(ns: &'a NamespaceInfo, name: &'a str) -> Resolved<'a> {
+    match ns.secrets.get(name) {
+        None => Resolved::Missing(name),
+        Some(s) if !s.is_pull_type() => Resolved::WrongType(s),
+        Some(s) if s.payload.is_err() => Resolved::Unusable(s),
+        Some(s) => Resolved::Usable(s),
+    }
+}
+
+/// Findings about a referenced secret itself, when it was not already blamed for a failed pull.
+fn name_level_findings(
+    r: &Resolved<'_>,
+    ns: &NamespaceInfo,
+    index: &ClusterIndex,
+    ctx: &PodContext<'_>,
+    source: Source<'_>,
+    blamed: &[&str],
+    out: &mut Vec<Finding>,
+) {
+    let name = match r {
+        Resolved::Missing(n) => *n,
+        Resolved::Usable(s) | Resolved::WrongType(s) | Resolved::Unusable(s) => &s.name,
+    };
+    if let Resolved::Usable(s) | Resolved::Unusable(s) = r {
+        if s.is_dockercfg() {
+            out.push(Finding::general(
+                Code::DeprecatedDockercfg,
+                Severity::Warning,
+                format!(
+                    "secret {name:?} uses the deprecated kubernetes.io/dockercfg type: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry {name} -n {} …)",
+                    ctx.namespace
+                ),
+            ));
+        }
+        if let Ok(p) = &s.payload {
+            if !p.ignored_helpers.is_empty() {
+                out.push(Finding::general(
+                    Code::CredentialHelperIgnored,
+                    Severity::Warning,
+                    format!(
+                        "secret {name:?} names credential helpers ({}), which the kubelet ignores: put the credentials under \"auths\"",
+                        p.ignored_helpers.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if blamed.contains(&name) {
+        return;
+    }
+    let f = match r {
+        Resolved::Missing(n) => Finding::general(
+            missing_code(index, n, ctx.namespace),
+            Severity::Warning,
+            missing_message(ns, index, ctx, n, source, None),
+        ),
+        Resolved::WrongType(s) => Finding::general(
+            Code::WrongSecretType,
+            Severity::Warning,
+            wrong_type_message(s),
+        ),
+        Resolved::Unusable(s) if s.payload.as_ref().is_err_and(|e| !e.is_fatal()) => {
+            let err = s
+                .payload
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            Finding::general(
+                Code::MalformedSecret,
+                Severity::Warning,
+                format!(
+                    "secret {:?} gives the kubelet no credentials ({err}): fix or remove it",
+                    s.name
+                ),
+            )
+        }
+        _ => return,
+    };
+    out.push(f);
+}
+
+fn missing_code(index: &ClusterIndex, name: &str, namespace: &str) -> Code {
+    if index
+        .namespaces_with_secret(name, namespace)
+        .next()
+        .is_some()
+    {
+        Code::SecretInOtherNamespace
+    } else {
+        Code::SecretNotFound
+    }
+}
+
+fn missing_message(
+    ns: &NamespaceInfo,
+    index: &ClusterIndex,
+    ctx: &PodContext<'_>,
+    name: &str,
+    source: Source<'_>,
+    registry: Option<&str>,
+) -> String {
+    let namespace = ctx.namespace;
+    let others: Vec<&str> = index
+        .namespaces_with_secret(name, namespace)
+        .take(3)
+        .collect();
+    if let Some(first) = others.first() {
+        return format!(
+            "imagePullSecret {name:?} (from {}) exists only in namespace(s) {}, and a pod can use secrets of its own namespace only: copy it (kubectl get secret {name} -n {first} -o json | jq 'del(.metadata.namespace,.metadata.uid,.metadata.resourceVersion,.metadata.creationTimestamp)' | kubectl apply -n {namespace} -f -) or sync it",
+            source.field(),
+            others.join(", ")
+        );
+    }
+    let suggestion = closest(
+        name,
+        ns.secrets
+            .values()
+            .filter(|s| s.is_pull_type())
+            .map(|s| s.name.as_str()),
+    )
+    .map(|c| format!(" (did you mean {c:?}?)"))
+    .unwrap_or_default();
+    let server = registry.unwrap_or("<registry>");
+    format!(
+        "imagePullSecret {name:?} (from {}) does not exist in namespace {namespace:?}{suggestion}: fix the name, or create it (kubectl create secret docker-registry {name} -n {namespace} --docker-server={server} --docker-username=… --docker-password=…)",
+        source.field()
+    )
+}
+
+fn wrong_type_message(s: &SecretInfo) -> String {
+    format!(
+        "secret {:?} has type {:?}, which the kubelet ignores for image pulls: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry {} -n {} …)",
+        s.name, s.secret_type, s.name, s.namespace
+    )
+}
+
+fn mismatch_message(
+    image: &str,
+    r: &ImageRef,
+    s: &SecretInfo,
+    key: &RegistryKey,
+    why: &NearMiss,
+) -> String {
+    let registry = r.domain();
+    let raw = s
+        .payload
+        .as_ref()
+        .ok()
+        .and_then(|p| p.entries.iter().find(|e| e.key.as_ref().ok() == Some(key)))
+        .map_or(key.as_str(), |e| e.raw.as_str());
+    let detail = match why {
+        NearMiss::Port { key: k, image: i } => format!(
+            "the port differs (key {}, image {})",
+            k.as_deref().map_or("none".to_owned(), |p| format!(":{p}")),
+            i.as_deref().map_or("none".to_owned(), |p| format!(":{p}"))
+        ),
+        NearMiss::Path {
+            key_path,
+            image_path,
+        } => {
+            format!("the key's path {key_path:?} is not a prefix of the image path {image_path:?}")
+        }
+        NearMiss::Case => "the host differs in letter case (keys are case-sensitive)".to_owned(),
+        NearMiss::LabelCount => {
+            "a glob matches one DNS label per '*', and the label counts differ".to_owned()
+        }
+    };
+    format!(
+        "image {image:?} needs credentials for {:?}, but secret {:?} has key {raw:?}: {detail}; add an entry for {registry:?} (kubectl create secret docker-registry {} -n {} --docker-server={registry} …)",
+        r.name(),
+        s.name,
+        s.name,
+        s.namespace
+    )
+}
+
+/// The first key among `secrets` that is for the image's host but does not cover it.
+fn near_miss<'s>(
+    secrets: impl Iterator<Item = &'s SecretInfo>,
+    target: &MatchTarget<'_>,
+) -> Option<(&'s SecretInfo, &'s RegistryKey, NearMiss)> {
+    for s in secrets {
+        for k in s.usable_keys() {
+            if let Some(why) = k.near_miss(target) {
+                return Some((s, k, why));
+            }
+        }
+    }
+    None
+}
+
+fn static_pod_findings(d: &Decision<'_>, references_secrets: bool, out: &mut Vec<Finding>) {
+    for img in d.images.iter().filter(|i| i.requires_credentials) {
+        out.push(Finding::for_image(
+            Code::StaticPod,
+            Severity::Warning,
+            img.container,
+            img.image,
+            img.reference.as_ref().map(ImageRef::domain),
+            format!(
+                "static pod: the kubelet cannot give it imagePullSecrets, so {:?} must be pulled with node credentials: configure a kubelet credential provider (--image-credential-provider-config and --image-credential-provider-bin-dir) or pre-pull the image",
+                img.image
+            ),
+        ));
+    }
+    if references_secrets {
+        out.push(Finding::general(
+            Code::StaticPod,
+            Severity::Warning,
+            "static pod lists imagePullSecrets: the API server refuses its mirror pod (mirror pods may not reference secrets) and the kubelet cannot read them; remove them from the manifest and use a kubelet credential provider".to_owned(),
+        ));
+    }
+}
+
+/// The kubelet's credential order for an image among the given secrets (BasicDockerKeyring.Lookup).
+fn kubelet_lookup<'a>(secrets: &[&'a SecretInfo], target: &MatchTarget<'_>) -> Vec<&'a str> {
+    let mut hits: Vec<(&str, usize, &'a str)> = Vec::new();
+    for (i, s) in secrets.iter().enumerate() {
+        for k in s.usable_keys() {
+            if k.matches(target) {
+                hits.push((k.as_str(), i, &s.name));
+            }
+        }
+    }
+    if hits.is_empty() && is_default_registry_match(target.name()) {
+        for (i, s) in secrets.iter().enumerate() {
+            if s.usable_keys().any(|k| k.as_str() == "index.docker.io") {
+                hits.push(("index.docker.io", i, &s.name));
+            }
+        }
+    }
+    // Keys in descending byte order; credentials of one key in pod secret order.
+    hits.sort_by(|a, b| b.0.cmp(a.0).then(a.1.cmp(&b.1)));
+    let mut out: Vec<&'a str> = Vec::with_capacity(hits.len());
+    for (_, _, name) in hits {
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+fn dedup<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&'a str> = Vec::new();
+    for n in names.filter(|n| !n.is_empty()) {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+fn container_field(kind: ContainerKind) -> &'static str {
+    match kind {
+        ContainerKind::Regular => "spec.containers[].image",
+        ContainerKind::Init => "spec.initContainers[].image",
+        ContainerKind::Ephemeral => "spec.ephemeralContainers[].image",
+    }
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn sorted(mut findings: Vec<Finding>) -> Vec<Finding> {
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    findings
+}
+
+/// The engine's answer for a ServiceAccount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountDecision<'a> {
+    /// Secret names to add, newest first.
+    pub injected: Vec<&'a str>,
+    /// Findings (warnings: a ServiceAccount is never denied).
+    pub findings: Vec<Finding>,
+}
+
+/// Decide for a ServiceAccount: which of the namespace's pull secrets to add, and what is wrong with its references.
+pub fn evaluate_service_account<'a>(
+    sa_name: &str,
+    referenced: &[&str],
+    inject_opt_out: bool,
+    namespace: &str,
+    policy: &Policy,
+    index: &'a ClusterIndex,
+) -> ServiceAccountDecision<'a> {
+    let ns = index.namespace(namespace);
+    let mut d = ServiceAccountDecision {
+        injected: Vec::new(),
+        findings: Vec::new(),
+    };
+    if policy.excludes(namespace) {
+        return d;
+    }
+    let ctx = PodContext {
+        namespace,
+        operation: Operation::Create,
+        now: 0,
+        allow_inject: false,
+    };
+    let source = Source::ServiceAccount(sa_name);
+    for name in dedup(referenced.iter().copied()) {
+        let r = match ns.secrets.get(name) {
+            None => Resolved::Missing(name),
+            Some(s) if !s.is_pull_type() => Resolved::WrongType(s),
+            Some(s) if s.payload.is_err() => Resolved::Unusable(s),
+            Some(s) => Resolved::Usable(s),
+        };
+        if let Resolved::Unusable(s) = r {
+            if s.payload.as_ref().is_err_and(|e| e.is_fatal()) {
+                let err = s
+                    .payload
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                d.findings.push(Finding::general(
+                    Code::MalformedSecret,
+                    Severity::Warning,
+                    format!("secret {name:?} has an unusable payload ({err}); every pod using this ServiceAccount will fail all image pulls: fix or remove it"),
+                ));
+                continue;
+            }
+        }
+        name_level_findings(&r, ns, index, &ctx, source, &[], &mut d.findings);
+    }
+    if policy.for_namespace(&ns.overrides).inject && !inject_opt_out {
+        for s in ns.pull_secrets_newest_first() {
+            if s.payload.is_ok()
+                && !referenced.contains(&s.name.as_str())
+                && s.usable_keys().any(|k| {
+                    policy
+                        .registries
+                        .requires_credentials(&MatchTarget::new(k.as_str()))
+                })
+            {
+                d.injected.push(&s.name);
+            }
+        }
+    }
+    d
+}
+
+/// Findings about a pull secret on its own (for Secret admission): unusable payloads, the
+/// deprecated type, ignored helpers, and keys whose scheme or path match no private registry.
+pub fn secret_findings(s: &SecretInfo, policy: &Policy) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if !s.is_pull_type() {
+        return out;
+    }
+    if s.is_dockercfg() {
+        out.push(Finding::general(
+            Code::DeprecatedDockercfg,
+            Severity::Warning,
+            format!("secret {:?} uses the deprecated kubernetes.io/dockercfg type: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry)", s.name),
+        ));
+    }
+    match &s.payload {
+        Err(e) => out.push(Finding::general(
+            Code::MalformedSecret,
+            Severity::Warning,
+            if e.is_fatal() {
+                format!("secret {:?} has an unusable payload ({e}): every pod referencing it will fail all image pulls; fix its data", s.name)
+            } else {
+                format!("secret {:?} gives the kubelet no credentials ({e}): fix its data", s.name)
+            },
+        )),
+        Ok(p) => {
+            if !p.ignored_helpers.is_empty() {
+                out.push(Finding::general(
+                    Code::CredentialHelperIgnored,
+                    Severity::Warning,
+                    format!("secret {:?} names credential helpers ({}), which the kubelet ignores: put the credentials under \"auths\"", s.name, p.ignored_helpers.join(", ")),
+                ));
+            }
+            for e in &p.entries {
+                let decorated = e.raw.contains("://") || e.key.as_ref().is_ok_and(|k| !k.path().is_empty());
+                let covers_private = e.key.as_ref().is_ok_and(|k| {
+                    policy.registries.requires_credentials(&MatchTarget::new(k.as_str()))
+                });
+                match &e.key {
+                    Err(err) => out.push(Finding::general(
+                        Code::RegistryMismatch,
+                        Severity::Warning,
+                        format!("secret {:?} has registry key {:?} that the kubelet ignores ({err}): write it as host[:port]", s.name, e.raw),
+                    )),
+                    Ok(k) if decorated && !covers_private => out.push(Finding::general(
+                        Code::RegistryMismatch,
+                        Severity::Warning,
+                        format!("secret {:?} has registry key {:?} (normalised {:?}) that matches no private registry of the policy: write it as the images' host[:port]", s.name, e.raw, k.as_str()),
+                    )),
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,14 @@
+//! The pure decision engine: no I/O, no async; plain data in, a decision out.
+
+pub mod evaluate;
+pub mod findings;
+pub mod keyring;
+pub mod podview;
+pub mod pullsecret;
+pub mod reference;
+
+pub use evaluate::{
+    evaluate_pod, evaluate_service_account, Decision, ImageDetail, Operation, PodContext,
+    ServiceAccountDecision,
+};
+pub use findings::{Code, Finding, Severity};

@@ -1,0 +1,18 @@
+//! pullgate: catches imagePullSecrets misconfiguration at admission time, deciding exactly as the kubelet would.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod admission;
+pub mod check;
+pub mod cli;
+pub mod engine;
+pub mod manifests;
+pub mod metrics;
+pub mod policy;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

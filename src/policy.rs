@@ -1,0 +1,448 @@
+//! The policy file (unknown fields rejected with their path) and per-namespace overrides.
+
+use crate::engine::keyring::{MatchTarget, RegistryKey};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Namespace label that overrides `inject` for the namespace.
+pub const INJECT_LABEL: &str = "pullgate.io/inject";
+/// Namespace label that overrides `validation` for the namespace.
+pub const VALIDATION_LABEL: &str = "pullgate.io/validation";
+/// Largest policy file accepted, so a mistaken path cannot exhaust memory.
+pub const MAX_POLICY_BYTES: usize = 1 << 20;
+
+/// What a pod gets when an image that needs credentials has none usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Validation {
+    /// Reject the pod.
+    Deny,
+    /// Admit with warnings.
+    #[default]
+    Warn,
+    /// No validation output.
+    Off,
+}
+
+impl FromStr for Validation {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "deny" => Ok(Validation::Deny),
+            "warn" => Ok(Validation::Warn),
+            "off" => Ok(Validation::Off),
+            _ => Err(()),
+        }
+    }
+}
+
+impl Validation {
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Validation::Deny => "deny",
+            Validation::Warn => "warn",
+            Validation::Off => "off",
+        }
+    }
+}
+
+/// A registry pattern in kubelet key syntax, or `*` for every registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryPattern {
+    /// `*`: every registry (a kubelet key `*` would only match one-label hosts).
+    All,
+    /// A kubelet-style key: globs per label, port, path prefix.
+    Key(RegistryKey),
+}
+
+impl RegistryPattern {
+    /// Whether the pattern covers an image name (as the kubelet looks it up).
+    pub fn matches(&self, target: &MatchTarget<'_>) -> bool {
+        match self {
+            RegistryPattern::All => true,
+            RegistryPattern::Key(k) => k.matches(target),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RegistryPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "*" {
+            return Ok(RegistryPattern::All);
+        }
+        RegistryKey::parse(&s)
+            .map(RegistryPattern::Key)
+            .map_err(|e| serde::de::Error::custom(format!("invalid registry pattern {s:?}: {e}")))
+    }
+}
+
+impl Serialize for RegistryPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RegistryPattern::All => s.serialize_str("*"),
+            RegistryPattern::Key(k) => s.serialize_str(k.as_str()),
+        }
+    }
+}
+
+/// Which registries need credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Registries {
+    /// Registries whose images need credentials.
+    #[serde(default = "all_registries")]
+    pub private: Vec<RegistryPattern>,
+    /// Exceptions that never need credentials.
+    #[serde(default)]
+    pub public: Vec<RegistryPattern>,
+}
+
+fn all_registries() -> Vec<RegistryPattern> {
+    vec![RegistryPattern::All]
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        Registries {
+            private: all_registries(),
+            public: Vec::new(),
+        }
+    }
+}
+
+impl Registries {
+    /// Whether an image name needs credentials under this policy.
+    pub fn requires_credentials(&self, target: &MatchTarget<'_>) -> bool {
+        self.private.iter().any(|p| p.matches(target))
+            && !self.public.iter().any(|p| p.matches(target))
+    }
+}
+
+/// Namespace scoping.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Namespaces {
+    /// Namespaces pullgate never acts on.
+    #[serde(default = "default_excluded")]
+    pub exclude: Vec<String>,
+}
+
+fn default_excluded() -> Vec<String> {
+    vec!["kube-system".to_owned(), "kube-node-lease".to_owned()]
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Namespaces {
+            exclude: default_excluded(),
+        }
+    }
+}
+
+/// A duration written as `90d`, `12h`, `30m` or `45s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("duration {s:?} needs a unit (d, h, m or s)"))?;
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("duration {s:?} must start with a whole number"))?;
+        let mult = match unit {
+            "d" => 86_400,
+            "h" => 3_600,
+            "m" => 60,
+            "s" => 1,
+            _ => return Err(format!("duration {s:?}: unit must be d, h, m or s")),
+        };
+        n.checked_mul(mult)
+            .map(|secs| HumanDuration(Duration::from_secs(secs)))
+            .ok_or_else(|| format!("duration {s:?} is too large"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        if s.is_multiple_of(86_400) && s > 0 {
+            write!(f, "{}d", s / 86_400)
+        } else if s.is_multiple_of(3_600) && s > 0 {
+            write!(f, "{}h", s / 3_600)
+        } else if s.is_multiple_of(60) && s > 0 {
+            write!(f, "{}m", s / 60)
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The policy: what pullgate injects and how it validates.
+///
+/// Defaults without a file: inject on, validation `warn`, every registry private. Warn (not deny)
+/// because a webhook installed for the first time must not start rejecting pods before its owners
+/// have seen what it would reject (`pullgate_would_deny_total`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    /// Add matching secrets to pods and ServiceAccounts.
+    #[serde(default = "yes")]
+    pub inject: bool,
+    /// deny | warn | off.
+    #[serde(default)]
+    pub validation: Validation,
+    /// Which registries need credentials.
+    #[serde(default)]
+    pub registries: Registries,
+    /// Namespace scoping.
+    #[serde(default)]
+    pub namespaces: Namespaces,
+    /// Warn when the secret covering an image is older than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_secret_age: Option<HumanDuration>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            inject: true,
+            validation: Validation::default(),
+            registries: Registries::default(),
+            namespaces: Namespaces::default(),
+            max_secret_age: None,
+        }
+    }
+}
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file is larger than [`MAX_POLICY_BYTES`].
+    #[error("policy is {size} bytes, more than the {MAX_POLICY_BYTES} allowed")]
+    TooLarge {
+        /// Size seen.
+        size: usize,
+    },
+    /// Not YAML.
+    #[error("policy is not valid YAML: {0}")]
+    Yaml(String),
+    /// A field is unknown or has the wrong type.
+    #[error("policy field `{path}`: {message}")]
+    Field {
+        /// Path of the bad field, e.g. `registries.privat`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Policy {
+    /// Parse a policy from YAML (or JSON) text, naming the path of any bad field.
+    pub fn from_yaml(text: &str) -> Result<Policy, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge { size: text.len() });
+        }
+        let value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            crate::manifests::yaml_to_value(text).map_err(PolicyError::Yaml)?
+        };
+        let value = match value {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            v => v,
+        };
+        serde_path_to_error::deserialize(value).map_err(|e| PolicyError::Field {
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
+    }
+
+    /// The policy in force for a namespace, after its `pullgate.io/*` labels.
+    pub fn for_namespace(&self, labels: &NamespaceOverrides) -> Effective {
+        Effective {
+            inject: labels.inject.unwrap_or(self.inject),
+            validation: labels.validation.unwrap_or(self.validation),
+        }
+    }
+
+    /// Whether pullgate acts on this namespace at all.
+    pub fn excludes(&self, namespace: &str) -> bool {
+        self.namespaces.exclude.iter().any(|n| n == namespace)
+    }
+}
+
+/// A namespace's overrides, read from its labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NamespaceOverrides {
+    /// From `pullgate.io/inject`.
+    pub inject: Option<bool>,
+    /// From `pullgate.io/validation`.
+    pub validation: Option<Validation>,
+}
+
+impl NamespaceOverrides {
+    /// Read overrides from namespace labels; unknown values are ignored (the policy applies).
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Self {
+        NamespaceOverrides {
+            inject: labels.get(INJECT_LABEL).and_then(|v| match v.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            }),
+            validation: labels.get(VALIDATION_LABEL).and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
+/// The settings in force for one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effective {
+    /// Injection on.
+    pub inject: bool,
+    /// Validation mode.
+    pub validation: Validation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_file() {
+        let p = Policy::from_yaml("").unwrap();
+        assert_eq!(p, Policy::default());
+        assert!(p.inject);
+        assert_eq!(p.validation, Validation::Warn);
+        assert_eq!(p.registries.private, vec![RegistryPattern::All]);
+        assert!(p.excludes("kube-system"));
+    }
+
+    #[test]
+    fn full_policy_parses() {
+        let p = Policy::from_yaml(
+            "inject: false\nvalidation: deny\nregistries:\n  private: ['*.example.com', 'ghcr.io/acme']\n  public: [registry.k8s.io]\nnamespaces:\n  exclude: [infra]\nmaxSecretAge: 90d\n",
+        )
+        .unwrap();
+        assert!(!p.inject);
+        assert_eq!(p.validation, Validation::Deny);
+        assert_eq!(p.registries.private.len(), 2);
+        assert_eq!(
+            p.max_secret_age,
+            Some(HumanDuration(Duration::from_secs(90 * 86_400)))
+        );
+        assert!(p.excludes("infra") && !p.excludes("kube-system"));
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields_name_their_path() {
+        let cases = [
+            ("registries:\n  privat: []\n", "registries"),
+            ("validation: maybe\n", "validation"),
+            ("maxSecretAge: 90 days\n", "maxSecretAge"),
+            ("inject: 3\n", "inject"),
+            ("namespaces:\n  exclude: {a: b}\n", "namespaces.exclude"),
+            ("injekt: true\n", "."),
+        ];
+        for (text, path) in cases {
+            match Policy::from_yaml(text) {
+                Err(PolicyError::Field { path: p, .. }) => {
+                    assert!(p.starts_with(path), "{text}: {p}")
+                }
+                other => panic!("{text}: expected field error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_and_oversized_policies_are_errors() {
+        assert!(matches!(
+            Policy::from_yaml("a: [unclosed"),
+            Err(PolicyError::Yaml(_))
+        ));
+        assert!(matches!(
+            Policy::from_yaml("- a\n- b\n"),
+            Err(PolicyError::Field { .. })
+        ));
+        let big = "#".repeat(MAX_POLICY_BYTES + 1);
+        assert!(matches!(
+            Policy::from_yaml(&big),
+            Err(PolicyError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (s, secs) in [
+            ("90d", 90 * 86_400),
+            ("12h", 43_200),
+            ("30m", 1_800),
+            ("45s", 45),
+        ] {
+            let d: HumanDuration = s.parse().unwrap();
+            assert_eq!(d.0.as_secs(), secs);
+            assert_eq!(d.to_string(), s);
+        }
+        for bad in ["", "d", "10", "10w", "-1d", "99999999999999999999d", "1.5d"] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn namespace_labels_override() {
+        let mut labels = BTreeMap::new();
+        labels.insert(INJECT_LABEL.to_owned(), "false".to_owned());
+        labels.insert(VALIDATION_LABEL.to_owned(), "deny".to_owned());
+        let eff = Policy::default().for_namespace(&NamespaceOverrides::from_labels(&labels));
+        assert_eq!(
+            eff,
+            Effective {
+                inject: false,
+                validation: Validation::Deny
+            }
+        );
+        labels.insert(VALIDATION_LABEL.to_owned(), "bogus".to_owned());
+        let eff = Policy::default().for_namespace(&NamespaceOverrides::from_labels(&labels));
+        assert_eq!(eff.validation, Validation::Warn);
+    }
+
+    #[test]
+    fn requires_credentials_honours_public_exceptions() {
+        let p = Policy::from_yaml(
+            "registries:\n  private: ['*']\n  public: [registry.k8s.io, docker.io/library]\n",
+        )
+        .unwrap();
+        let need = |n: &str| p.registries.requires_credentials(&MatchTarget::new(n));
+        assert!(need("registry.example.com/app"));
+        assert!(!need("registry.k8s.io/pause"));
+        assert!(!need("docker.io/library/nginx"));
+        assert!(need("docker.io/acme/app"));
+    }
+}

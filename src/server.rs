@@ -1,0 +1,656 @@
+//! `pullgate serve`: the HTTPS admission server (HTTP/1.1 and HTTP/2 over rustls), the plain-HTTP
+//! metrics server, hot reload of the store and of the certificate, and graceful shutdown.
+
+use crate::admission::{self, Endpoint, Outcome, ReviewError};
+use crate::cli::ServeArgs;
+use crate::metrics::{
+    kind_label, operation_label, CodeLabels, EndpointLabels, KindLabels, Metrics, RequestLabels,
+    WouldDenyLabels,
+};
+use crate::policy::{Policy, PolicyError};
+use crate::store::files::FileStore;
+use crate::store::Store;
+use crate::tls::{self, CertResolver, TlsError};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{error, info, warn};
+
+/// Largest admission body accepted (an UPDATE review carries the object twice).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// Time a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client gets to send request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The policy file is invalid.
+    #[error("policy {path}: {source}")]
+    Policy {
+        /// File.
+        path: String,
+        /// Error.
+        #[source]
+        source: PolicyError,
+    },
+    /// Reading a file failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be loaded.
+    #[error("loading the store: {0}")]
+    Store(String),
+    /// Certificates could not be loaded or generated.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Binding or serving failed.
+    #[error("{what} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither --manifests nor --cluster was given.
+    #[error("no store: pass --manifests DIR or --cluster")]
+    NoStore,
+}
+
+impl From<TlsError> for ServeError {
+    fn from(e: TlsError) -> Self {
+        ServeError::Tls(e.to_string())
+    }
+}
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    /// The policy in force.
+    pub policy: Policy,
+    /// Where namespace views come from.
+    pub store: Arc<dyn Store>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// False once shutdown begins.
+    pub serving: AtomicBool,
+    /// Bound on admissions handled at once.
+    pub limiter: Semaphore,
+    /// Per-request deadline.
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// State with the given parts.
+    pub fn new(
+        policy: Policy,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        max_concurrent: usize,
+        request_timeout: Duration,
+    ) -> Self {
+        AppState {
+            policy,
+            store,
+            metrics,
+            serving: AtomicBool::new(true),
+            limiter: Semaphore::new(max_concurrent.max(1)),
+            request_timeout,
+        }
+    }
+}
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into(), "code": status.as_u16() });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The HTTPS routes: `/mutate`, `/validate`, `/healthz`, `/readyz`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let method = || async {
+        json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use POST for admission, GET for probes",
+        )
+    };
+    Router::new()
+        .route(
+            "/mutate",
+            post(|s, q, h, b| admit(Endpoint::Mutate, s, q, h, b)).fallback(method),
+        )
+        .route(
+            "/validate",
+            post(|s, q, h, b| admit(Endpoint::Validate, s, q, h, b)).fallback(method),
+        )
+        .route(
+            "/healthz",
+            get(|| async { (StatusCode::OK, "ok") }).fallback(method),
+        )
+        .route("/readyz", get(readyz).fallback(method))
+        .fallback(|| async {
+            json_error(
+                StatusCode::NOT_FOUND,
+                "not found: the webhook serves POST /mutate and POST /validate",
+            )
+        })
+        .with_state(state)
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+    if st.serving.load(Ordering::Relaxed) && st.store.ready() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AdmitQuery {
+    timeout: Option<String>,
+}
+
+async fn admit(
+    endpoint: Endpoint,
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<AdmitQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let start = Instant::now();
+    // The API server says how long it waits (`?timeout=5s`); answer well before that.
+    let deadline = q
+        .timeout
+        .as_deref()
+        .and_then(|t| crate::cli::parse_duration(t).ok())
+        .map_or(st.request_timeout, |t| {
+            st.request_timeout.min(t.mul_f32(0.8))
+        });
+    let resp = match tokio::time::timeout(deadline, handle(endpoint, &st, &headers, body)).await {
+        Ok(r) => r,
+        Err(_) => {
+            record_error(&st, endpoint, "deadline exceeded");
+            json_error(StatusCode::GATEWAY_TIMEOUT, "deadline exceeded")
+        }
+    };
+    st.metrics
+        .duration
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.as_str(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn handle(endpoint: Endpoint, st: &AppState, headers: &HeaderMap, body: Body) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        record_error(st, endpoint, "unsupported content type");
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type {ct:?} is not application/json"),
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            record_error(st, endpoint, "unreadable body");
+            return if too_large {
+                json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                json_error(StatusCode::BAD_REQUEST, "could not read the request body")
+            };
+        }
+    };
+    let Ok(_permit) = st.limiter.acquire().await else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let result = {
+        let view = st.store.view();
+        admission::review(endpoint, &bytes, &st.policy, &view, now)
+    };
+    match result {
+        Ok(outcome) => {
+            record(st, endpoint, &outcome);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                outcome.body,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            record_error(st, endpoint, &review_error_kind(&e));
+            json_error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}
+
+fn review_error_kind(e: &ReviewError) -> String {
+    match e {
+        ReviewError::Malformed(_) => "malformed AdmissionReview".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn record_error(st: &AppState, endpoint: Endpoint, what: &str) {
+    st.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: endpoint.as_str(),
+            kind: "other",
+            operation: "other",
+            result: "error",
+        })
+        .inc();
+    warn!(
+        endpoint = endpoint.as_str(),
+        error = what,
+        "admission request refused"
+    );
+}
+
+fn record(st: &AppState, endpoint: Endpoint, o: &Outcome) {
+    let m = &st.metrics;
+    let result = if o.object_error {
+        "error"
+    } else if !o.allowed {
+        "denied"
+    } else if o.mutated {
+        "mutated"
+    } else {
+        "allowed"
+    };
+    let kind = kind_label(&o.kind);
+    m.requests
+        .get_or_create(&RequestLabels {
+            endpoint: endpoint.as_str(),
+            kind,
+            operation: operation_label(&o.operation),
+            result,
+        })
+        .inc();
+    for c in &o.denied_codes {
+        m.denials
+            .get_or_create(&CodeLabels { code: c.as_str() })
+            .inc();
+    }
+    for c in &o.warning_codes {
+        m.warnings
+            .get_or_create(&CodeLabels { code: c.as_str() })
+            .inc();
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for r in &o.would_deny_registries {
+        if !seen.contains(&r.as_str()) {
+            seen.push(r);
+            m.would_deny
+                .get_or_create(&WouldDenyLabels {
+                    namespace: o.namespace.clone(),
+                    registry: r.clone(),
+                })
+                .inc();
+        }
+    }
+    if o.injected > 0 {
+        m.injected
+            .get_or_create(&KindLabels { kind })
+            .inc_by(o.injected as u64);
+    }
+    let codes: Vec<&str> = o.denied_codes.iter().map(|c| c.as_str()).collect();
+    if o.object_error {
+        warn!(uid = %o.uid, namespace = %o.namespace, kind = %o.kind, operation = %o.operation, "unreadable object in admission request");
+    } else if !o.allowed {
+        info!(uid = %o.uid, namespace = %o.namespace, kind = %o.kind, operation = %o.operation, codes = ?codes, "denied");
+    }
+}
+
+/// The metrics route.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    )
+}
+
+/// Serve `router` over TLS on `listener` until `shutdown` turns true; then stop accepting and let
+/// in-flight requests finish for at most `grace`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // E.g. EMFILE: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => info!("all connections drained"),
+        _ = tokio::time::sleep(grace) => warn!("shutdown grace period over; closing remaining connections"),
+    }
+}
+
+/// Resolve on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Identity of a file for change detection: its resolved path (symlink swaps change it), mtime and size.
+fn file_stamp(p: &Path) -> Option<(PathBuf, SystemTime, u64)> {
+    let real = std::fs::canonicalize(p).ok()?;
+    let m = std::fs::metadata(&real).ok()?;
+    Some((real, m.modified().ok()?, m.len()))
+}
+
+/// Watch a certificate pair and swap it into the resolver when both files change into a valid pair.
+async fn watch_certificate(
+    cert: PathBuf,
+    key: PathBuf,
+    resolver: Arc<CertResolver>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+) {
+    let mut last = (file_stamp(&cert), file_stamp(&key));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = (file_stamp(&cert), file_stamp(&key));
+        if now == last {
+            continue;
+        }
+        last = now;
+        match tls::load_pem_files(&cert, &key) {
+            Ok(loaded) => {
+                resolver.set(loaded.key);
+                metrics.cert_expiry.set(loaded.not_after as f64);
+                info!(cert = %cert.display(), not_after = loaded.not_after, "serving certificate reloaded");
+            }
+            Err(e) => {
+                error!(error = %e, "certificate reload failed; keeping the previous certificate")
+            }
+        }
+    }
+}
+
+/// Poll the manifests directory and swap in a new index when it changes.
+async fn watch_manifests(store: Arc<FileStore>, metrics: Arc<Metrics>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match store.reload_if_changed() {
+            Ok(true) => {
+                metrics.store_stale.set(0);
+                publish_store_metrics(&*store, &metrics);
+                info!(dir = %store.dir().display(), "manifests reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                metrics.store_stale.set(1);
+                error!(error = %e, "manifest reload failed; keeping the last good state");
+            }
+        }
+    }
+}
+
+fn publish_store_metrics(store: &dyn Store, metrics: &Metrics) {
+    let view = store.view();
+    let gauge = |kind, n: usize| {
+        metrics
+            .store_objects
+            .get_or_create(&KindLabels { kind })
+            .set(i64::try_from(n).unwrap_or(i64::MAX))
+    };
+    gauge("Secret", view.secret_count());
+    gauge("ServiceAccount", view.service_account_count());
+    gauge("Namespace", view.namespace_count());
+    metrics
+        .store_last_reload
+        .set(jiff::Timestamp::now().as_second() as f64);
+}
+
+/// Run `pullgate serve` until SIGTERM/SIGINT.
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let policy = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ServeError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            Policy::from_yaml(&text).map_err(|source| ServeError::Policy {
+                path: p.display().to_string(),
+                source,
+            })?
+        }
+        None => Policy::default(),
+    };
+    let metrics = Arc::new(Metrics::new());
+
+    let (resolver, cert_files) = if args.self_signed {
+        let ips = vec![
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ];
+        let dns: Vec<String> = tls::certs::DEFAULT_DNS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let g =
+            tls::certs::generate(&dns, &ips, 365).map_err(|e| ServeError::Tls(e.to_string()))?;
+        if let Some(out) = &args.ca_out {
+            std::fs::write(out, &g.ca_cert_pem).map_err(|source| ServeError::Read {
+                path: out.display().to_string(),
+                source,
+            })?;
+            info!(path = %out.display(), "wrote the self-signed CA certificate");
+        }
+        let loaded = tls::load_pem_pair(
+            g.tls_cert_pem.as_bytes(),
+            g.tls_key_pem.as_bytes(),
+            "generated",
+            "generated",
+        )?;
+        metrics.cert_expiry.set(loaded.not_after as f64);
+        (Arc::new(CertResolver::new(loaded.key)), None)
+    } else {
+        let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            return Err(ServeError::Tls(
+                "pass --tls-cert and --tls-key, or --self-signed".to_owned(),
+            ));
+        };
+        let loaded = tls::load_pem_files(cert, key)?;
+        metrics.cert_expiry.set(loaded.not_after as f64);
+        (
+            Arc::new(CertResolver::new(loaded.key)),
+            Some((cert.clone(), key.clone())),
+        )
+    };
+    let tls_config =
+        tls::server_config(resolver.clone()).map_err(|e| ServeError::Tls(e.to_string()))?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let store: Arc<dyn Store> = if let Some(dir) = &args.manifests {
+        let file_store =
+            Arc::new(FileStore::load(dir).map_err(|e| ServeError::Store(e.to_string()))?);
+        publish_store_metrics(&*file_store, &metrics);
+        tasks.spawn(watch_manifests(
+            file_store.clone(),
+            metrics.clone(),
+            args.reload_interval,
+        ));
+        file_store
+    } else if args.cluster {
+        let client = crate::store::kube::client(args.kubeconfig.as_deref())
+            .await
+            .map_err(|e| ServeError::Store(e.to_string()))?;
+        crate::store::kube::ClusterStore::start(
+            client,
+            args.watch_namespaces.clone(),
+            metrics.clone(),
+        )
+    } else {
+        return Err(ServeError::NoStore);
+    };
+
+    let state = Arc::new(AppState::new(
+        policy,
+        store,
+        metrics.clone(),
+        args.max_concurrent_requests,
+        args.request_timeout,
+    ));
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "listen",
+            addr: args.listen,
+            source,
+        })?;
+    let metrics_listener = TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "metrics-listen",
+            addr: args.metrics_listen,
+            source,
+        })?;
+    // Log the bound addresses (port 0 picks a free one, which tests rely on).
+    let bound = listener.local_addr().unwrap_or(args.listen);
+    let metrics_bound = metrics_listener.local_addr().unwrap_or(args.metrics_listen);
+    info!(listen = %bound, metrics = %metrics_bound, "pullgate serving");
+
+    if let Some((cert, key)) = cert_files {
+        tasks.spawn(watch_certificate(
+            cert,
+            key,
+            resolver,
+            metrics.clone(),
+            args.reload_interval,
+        ));
+    }
+    let metrics_app = metrics_router(metrics.clone());
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
+            error!(error = %e, "metrics server failed");
+        }
+    });
+
+    let (tx, rx) = watch::channel(false);
+    let st = state.clone();
+    tokio::spawn(async move {
+        termination_signal().await;
+        info!("termination signal: draining");
+        st.serving.store(false, Ordering::Relaxed);
+        let _ = tx.send(true);
+    });
+    serve_tls(
+        listener,
+        TlsAcceptor::from(Arc::new(tls_config)),
+        router(state),
+        rx,
+        args.shutdown_grace_period,
+    )
+    .await;
+    tasks.abort_all();
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! The in-memory cluster index the engine reads: pull secrets (keys only), ServiceAccounts and
+//! namespace overrides, with the cross-namespace lookups diagnostics need. Pure data, no I/O.
+
+use crate::engine::keyring::MatchTarget;
+use crate::engine::pullsecret::{
+    parse_pull_secret, PayloadError, PullSecretKeys, DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE,
+};
+use crate::policy::NamespaceOverrides;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Annotation on a ServiceAccount listing the pull secrets pullgate added (so only those are ever removed).
+pub const MANAGED_ANNOTATION: &str = "pullgate.io/managed-pull-secrets";
+
+/// A secret as the index keeps it: metadata and parsed registry keys, never credential data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `type` of the secret.
+    pub secret_type: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: Option<i64>,
+    /// resourceVersion, when read from an API server.
+    pub resource_version: Option<String>,
+    /// Parsed registry keys, or why the payload is unusable (pull-secret types only).
+    pub payload: Result<PullSecretKeys, PayloadError>,
+}
+
+impl SecretInfo {
+    /// Build from a secret's metadata and decoded data; the data is parsed and then dropped.
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        secret_type: &str,
+        created: Option<i64>,
+        resource_version: Option<String>,
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Self {
+        let payload = if is_pull_type(secret_type) {
+            parse_pull_secret(secret_type, data)
+        } else {
+            Ok(PullSecretKeys::default())
+        };
+        SecretInfo {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            secret_type: secret_type.to_owned(),
+            created,
+            resource_version,
+            payload,
+        }
+    }
+
+    /// Whether the type is one the kubelet reads pull credentials from.
+    pub fn is_pull_type(&self) -> bool {
+        is_pull_type(&self.secret_type)
+    }
+
+    /// Whether the type is the deprecated `kubernetes.io/dockercfg`.
+    pub fn is_dockercfg(&self) -> bool {
+        self.secret_type == DOCKERCFG_TYPE
+    }
+
+    /// Whether one of the secret's usable keys covers the image name.
+    pub fn covers(&self, target: &MatchTarget<'_>) -> bool {
+        self.usable_keys().any(|k| k.matches(target))
+    }
+
+    /// The keys the kubelet would use from this secret (none when the payload is unusable).
+    pub fn usable_keys(&self) -> impl Iterator<Item = &crate::engine::keyring::RegistryKey> {
+        self.payload
+            .as_ref()
+            .ok()
+            .filter(|_| self.is_pull_type())
+            .into_iter()
+            .flat_map(|p| p.entries.iter())
+            .filter_map(|e| e.key.as_ref().ok())
+    }
+}
+
+/// Whether a secret type carries pull credentials.
+pub fn is_pull_type(secret_type: &str) -> bool {
+    secret_type == DOCKER_CONFIG_JSON_TYPE || secret_type == DOCKERCFG_TYPE
+}
+
+/// A ServiceAccount as the index keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceAccountInfo {
+    /// Name.
+    pub name: String,
+    /// imagePullSecrets names, in order.
+    pub image_pull_secrets: Vec<String>,
+    /// Names pullgate added (from [`MANAGED_ANNOTATION`]).
+    pub managed: Vec<String>,
+    /// `pullgate.io/inject: "false"`.
+    pub inject_opt_out: bool,
+}
+
+/// One namespace's view: what the engine needs to decide for a pod there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// Overrides from the namespace's labels.
+    pub overrides: NamespaceOverrides,
+    /// Secrets by name (all types seen; pull types have keys).
+    pub secrets: BTreeMap<String, SecretInfo>,
+    /// ServiceAccounts by name.
+    pub service_accounts: BTreeMap<String, ServiceAccountInfo>,
+}
+
+impl NamespaceInfo {
+    /// Pull secrets, newest first (ties by name), the order injection uses.
+    pub fn pull_secrets_newest_first(&self) -> Vec<&SecretInfo> {
+        let mut v: Vec<&SecretInfo> = self.secrets.values().filter(|s| s.is_pull_type()).collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.name.cmp(&b.name)));
+        v
+    }
+}
+
+/// A secret somewhere in the cluster: (namespace, name).
+pub type SecretRef = (String, String);
+
+/// The whole cluster's view, indexed for O(1) namespace lookups and cheap cross-namespace queries.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterIndex {
+    namespaces: HashMap<String, NamespaceInfo>,
+    /// Secret name -> namespaces holding a secret of that name.
+    by_name: HashMap<String, BTreeSet<String>>,
+    /// Key hostname -> pull secrets with a key for it (non-glob keys).
+    by_host: HashMap<String, BTreeSet<SecretRef>>,
+    /// Pull secrets with a glob key (few in practice; checked one by one).
+    globbed: BTreeSet<SecretRef>,
+    secrets: usize,
+    service_accounts: usize,
+}
+
+static EMPTY_NAMESPACE: std::sync::LazyLock<NamespaceInfo> =
+    std::sync::LazyLock::new(NamespaceInfo::default);
+
+impl ClusterIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The view of a namespace (empty when nothing is known of it).
+    pub fn namespace(&self, name: &str) -> &NamespaceInfo {
+        self.namespaces.get(name).unwrap_or(&EMPTY_NAMESPACE)
+    }
+
+    /// Names of the namespaces known.
+    pub fn namespace_names(&self) -> impl Iterator<Item = &str> {
+        self.namespaces.keys().map(String::as_str)
+    }
+
+    /// Number of secrets indexed.
+    pub fn secret_count(&self) -> usize {
+        self.secrets
+    }
+
+    /// Number of ServiceAccounts indexed.
+    pub fn service_account_count(&self) -> usize {
+        self.service_accounts
+    }
+
+    /// Number of namespaces indexed.
+    pub fn namespace_count(&self) -> usize {
+        self.namespaces.len()
+    }
+
+    /// Namespaces other than `except` that hold a secret named `name`.
+    pub fn namespaces_with_secret<'a>(
+        &'a self,
+        name: &str,
+        except: &'a str,
+    ) -> impl Iterator<Item = &'a str> {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(move |ns| *ns != except)
+    }
+
+    /// Well-formed pull secrets outside `except` whose keys cover the image name (at most `limit`).
+    pub fn secrets_covering_elsewhere(
+        &self,
+        target: &MatchTarget<'_>,
+        except: &str,
+        limit: usize,
+    ) -> Vec<&SecretInfo> {
+        let hostname = strip_port(target.host());
+        let exact = self.by_host.get(hostname).into_iter().flatten();
+        let mut out = Vec::new();
+        for (ns, name) in exact.chain(self.globbed.iter()) {
+            if out.len() >= limit {
+                break;
+            }
+            if ns == except {
+                continue;
+            }
+            if let Some(s) = self.namespace(ns).secrets.get(name) {
+                if s.covers(target)
+                    && !out
+                        .iter()
+                        .any(|o: &&SecretInfo| o.namespace == s.namespace && o.name == s.name)
+                {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Add or replace a secret.
+    pub fn upsert_secret(&mut self, secret: SecretInfo) {
+        self.remove_secret(&secret.namespace.clone(), &secret.name.clone());
+        self.by_name
+            .entry(secret.name.clone())
+            .or_default()
+            .insert(secret.namespace.clone());
+        let sref = (secret.namespace.clone(), secret.name.clone());
+        for key in secret.usable_keys() {
+            if key.is_glob() {
+                self.globbed.insert(sref.clone());
+            } else {
+                self.by_host
+                    .entry(key.hostname().to_owned())
+                    .or_default()
+                    .insert(sref.clone());
+            }
+        }
+        self.secrets += 1;
+        self.namespaces
+            .entry(secret.namespace.clone())
+            .or_default()
+            .secrets
+            .insert(secret.name.clone(), secret);
+    }
+
+    /// Remove a secret; returns it if it was known.
+    pub fn remove_secret(&mut self, namespace: &str, name: &str) -> Option<SecretInfo> {
+        let old = self.namespaces.get_mut(namespace)?.secrets.remove(name)?;
+        self.secrets -= 1;
+        if let Some(set) = self.by_name.get_mut(name) {
+            set.remove(namespace);
+            if set.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+        let sref = (old.namespace.clone(), old.name.clone());
+        for key in old.usable_keys() {
+            if key.is_glob() {
+                self.globbed.remove(&sref);
+            } else if let Some(set) = self.by_host.get_mut(key.hostname()) {
+                set.remove(&sref);
+                if set.is_empty() {
+                    self.by_host.remove(key.hostname());
+                }
+            }
+        }
+        self.prune(namespace);
+        Some(old)
+    }
+
+    /// Add or replace a ServiceAccount.
+    pub fn upsert_service_account(&mut self, namespace: &str, sa: ServiceAccountInfo) {
+        let ns = self.namespaces.entry(namespace.to_owned()).or_default();
+        if ns.service_accounts.insert(sa.name.clone(), sa).is_none() {
+            self.service_accounts += 1;
+        }
+    }
+
+    /// Remove a ServiceAccount.
+    pub fn remove_service_account(
+        &mut self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<ServiceAccountInfo> {
+        let old = self
+            .namespaces
+            .get_mut(namespace)?
+            .service_accounts
+            .remove(name)?;
+        self.service_accounts -= 1;
+        self.prune(namespace);
+        Some(old)
+    }
+
+    /// Set a namespace's overrides (from its labels).
+    pub fn upsert_namespace(&mut self, name: &str, overrides: NamespaceOverrides) {
+        self.namespaces
+            .entry(name.to_owned())
+            .or_default()
+            .overrides = overrides;
+        self.prune(name);
+    }
+
+    /// Forget a namespace's overrides (its objects go with their own deletions).
+    pub fn remove_namespace(&mut self, name: &str) {
+        if let Some(ns) = self.namespaces.get_mut(name) {
+            ns.overrides = NamespaceOverrides::default();
+        }
+        self.prune(name);
+    }
+
+    /// Drop a namespace entry that holds nothing, keeping the map small.
+    fn prune(&mut self, name: &str) {
+        if self.namespaces.get(name).is_some_and(|n| {
+            n.secrets.is_empty()
+                && n.service_accounts.is_empty()
+                && n.overrides == NamespaceOverrides::default()
+        }) {
+            self.namespaces.remove(name);
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// A dockerconfigjson secret with the given registry keys (test helper).
+    pub fn pull_secret(ns: &str, name: &str, keys: &[&str], created: i64) -> SecretInfo {
+        let auths: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                let auth = base64::engine::general_purpose::STANDARD.encode("user:pw");
+                ((*k).to_owned(), serde_json::json!({ "auth": auth }))
+            })
+            .collect();
+        let payload = serde_json::json!({ "auths": auths }).to_string();
+        let mut data = BTreeMap::new();
+        data.insert(".dockerconfigjson".to_owned(), payload.into_bytes());
+        SecretInfo::new(
+            ns,
+            name,
+            DOCKER_CONFIG_JSON_TYPE,
+            Some(created),
+            None,
+            &data,
+        )
+    }
+
+    #[test]
+    fn upsert_and_remove_keep_indexes_consistent() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("a", "regcred", &["registry.example.com"], 1));
+        idx.upsert_secret(pull_secret(
+            "b",
+            "regcred",
+            &["registry.example.com:5000"],
+            2,
+        ));
+        idx.upsert_secret(pull_secret("c", "globby", &["*.example.com"], 3));
+        assert_eq!(idx.secret_count(), 3);
+        let names: Vec<_> = idx.namespaces_with_secret("regcred", "a").collect();
+        assert_eq!(names, ["b"]);
+
+        let t = MatchTarget::new("registry.example.com/app");
+        let found: Vec<_> = idx
+            .secrets_covering_elsewhere(&t, "z", 10)
+            .iter()
+            .map(|s| s.namespace.clone())
+            .collect();
+        assert_eq!(found, ["a", "c"]);
+        let t5000 = MatchTarget::new("registry.example.com:5000/app");
+        let found: Vec<_> = idx
+            .secrets_covering_elsewhere(&t5000, "z", 10)
+            .iter()
+            .map(|s| s.namespace.clone())
+            .collect();
+        assert_eq!(found, ["b"]);
+
+        // Replacing a secret re-indexes its keys.
+        idx.upsert_secret(pull_secret("a", "regcred", &["quay.io"], 4));
+        assert_eq!(idx.secret_count(), 3);
+        assert!(idx
+            .secrets_covering_elsewhere(&t, "z", 10)
+            .iter()
+            .all(|s| s.namespace != "a"));
+
+        assert!(idx.remove_secret("c", "globby").is_some());
+        assert!(idx.remove_secret("c", "globby").is_none());
+        assert!(idx.secrets_covering_elsewhere(&t, "z", 10).is_empty());
+        idx.remove_secret("a", "regcred");
+        idx.remove_secret("b", "regcred");
+        assert_eq!(idx.secret_count(), 0);
+        assert_eq!(idx.namespace_count(), 0);
+        assert_eq!(idx.namespaces_with_secret("regcred", "").count(), 0);
+    }
+
+    #[test]
+    fn service_accounts_and_namespaces() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_service_account(
+            "a",
+            ServiceAccountInfo {
+                name: "default".into(),
+                ..Default::default()
+            },
+        );
+        idx.upsert_service_account(
+            "a",
+            ServiceAccountInfo {
+                name: "default".into(),
+                image_pull_secrets: vec!["x".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(idx.service_account_count(), 1);
+        assert_eq!(
+            idx.namespace("a").service_accounts["default"].image_pull_secrets,
+            ["x"]
+        );
+        idx.upsert_namespace(
+            "a",
+            NamespaceOverrides {
+                inject: Some(false),
+                validation: None,
+            },
+        );
+        assert_eq!(idx.namespace("a").overrides.inject, Some(false));
+        idx.remove_service_account("a", "default");
+        idx.remove_namespace("a");
+        assert_eq!(idx.namespace_count(), 0);
+        assert!(idx.namespace("missing").secrets.is_empty());
+    }
+
+    #[test]
+    fn newest_first_ordering() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("a", "old", &["r.io"], 1));
+        idx.upsert_secret(pull_secret("a", "new", &["r.io"], 9));
+        idx.upsert_secret(pull_secret("a", "mid", &["r.io"], 5));
+        let names: Vec<_> = idx
+            .namespace("a")
+            .pull_secrets_newest_first()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["new", "mid", "old"]);
+    }
+
+    #[test]
+    fn strip_port_handles_ipv6() {
+        assert_eq!(strip_port("r.io:5000"), "r.io");
+        assert_eq!(strip_port("r.io"), "r.io");
+        assert_eq!(strip_port("[::1]:5000"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

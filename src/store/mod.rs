@@ -1,0 +1,36 @@
+//! The namespace views the engine reads: the pure index, and the stores that keep it current.
+
+pub mod files;
+pub mod index;
+pub mod kube;
+pub mod objects;
+
+use index::ClusterIndex;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// A read view of the index, held for the duration of one decision.
+pub enum View<'a> {
+    /// A snapshot shared by reference count (swapped whole on reload).
+    Shared(Arc<ClusterIndex>),
+    /// A read lock on an index updated in place (watch events).
+    Locked(std::sync::RwLockReadGuard<'a, ClusterIndex>),
+}
+
+impl Deref for View<'_> {
+    type Target = ClusterIndex;
+    fn deref(&self) -> &ClusterIndex {
+        match self {
+            View::Shared(a) => a,
+            View::Locked(g) => g,
+        }
+    }
+}
+
+/// Where the engine's cluster view comes from: manifest files, or a live cluster.
+pub trait Store: Send + Sync + 'static {
+    /// The current view.
+    fn view(&self) -> View<'_>;
+    /// Whether the initial load is complete.
+    fn ready(&self) -> bool;
+}
