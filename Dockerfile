@@ -6,25 +6,30 @@
 # no shell, no package manager. It runs as the numeric user 65532 so runAsNonRoot can verify it.
 
 FROM rust:1-bookworm AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 
 # Dependencies first, in their own layer: compile them against a dummy crate so that editing src/ does not
-# rebuild the whole dependency graph. Explicit [[bench]] targets get a dummy file so the manifest loads.
+# rebuild the whole dependency graph. Explicit [[bench]], [[test]] and [[example]] targets get a dummy
+# file too, or cargo would refuse to load the manifest.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+RUN mkdir -p src benches tests examples \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && sed -n '/^\[\[bench\]\]/,/^\[/s/^name *= *"\([^"]*\)".*/\1/p' Cargo.toml \
-    | while read -r bench; do echo 'fn main() {}' > "benches/${bench}.rs"; done \
+ && awk '/^\[\[(bench|test|example)\]\]/ { kind = $0; gsub(/[][]/, "", kind); next } \
+         /^\[/ { kind = "" } \
+         kind != "" && /^name *=/ { name = $0; gsub(/^name *= *"|".*$/, "", name); print kind "s", name }' Cargo.toml \
+    | sed 's/^benchs /benches /' \
+    | while read -r dir name; do echo 'fn main() {}' > "${dir}/${name}.rs"; done \
  && cargo build --release --locked --bin pullgate \
- && rm -rf src benches
+ && rm -rf src benches tests examples
 
 # The real build. The dummy crate's fingerprints are removed so cargo cannot mistake it for this one.
 COPY . .
 RUN rm -rf target/release/.fingerprint/pullgate-* target/release/deps/pullgate-* target/release/deps/libpullgate-* \
  && cargo build --release --locked --bin pullgate \
  && install -D -m 0555 target/release/pullgate /out/pullgate \
- && /out/pullgate --version
+ && /out/pullgate --help > /dev/null
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 

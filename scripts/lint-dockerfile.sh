@@ -12,7 +12,7 @@ if ! command -v hadolint >/dev/null 2>&1; then
 fi
 
 echo "$(hadolint --version)"
-if hadolint --failure-threshold warning "$dockerfile"; then
+if hadolint --no-color --failure-threshold warning "$dockerfile"; then
   echo "hadolint: $dockerfile passed"
 else
   status=$?

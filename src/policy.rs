@@ -369,7 +369,7 @@ mod tests {
             ("maxSecretAge: 90 days\n", "maxSecretAge"),
             ("inject: 3\n", "inject"),
             ("namespaces:\n  exclude: {a: b}\n", "namespaces.exclude"),
-            ("injekt: true\n", "."),
+            ("injekt: true\n", "injekt"),
         ];
         for (text, path) in cases {
             match Policy::from_yaml(text) {

@@ -235,7 +235,7 @@ pub fn evaluate_pod<'a>(
             Code::MalformedSecret,
             Severity::Error,
             format!(
-                "secret {:?} in {} has an unusable payload ({err}); the kubelet then fails EVERY image pull of this pod: fix its .dockerconfigjson (kubectl create secret docker-registry {} -n {} --docker-server=… --dry-run=client -o yaml | kubectl apply -f -) or remove the reference",
+                "secret {:?} in {} is unusable ({err}): fix its .dockerconfigjson (kubectl create secret docker-registry {} -n {} --docker-server=… --dry-run=client -o yaml | kubectl apply -f -) or remove the reference",
                 bad.name,
                 source.field(),
                 bad.name,
@@ -899,4 +899,419 @@ pub fn secret_findings(s: &SecretInfo, policy: &Policy) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::tests::pull_secret;
+    use crate::store::index::ServiceAccountInfo;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn pod(spec: serde_json::Value) -> PodView {
+        PodView::from_value(
+            WorkloadKind::Pod,
+            &json!({"metadata": {"name": "p"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    fn one(image: &str, secrets: &[&str]) -> PodView {
+        let refs: Vec<_> = secrets.iter().map(|s| json!({"name": s})).collect();
+        let mut spec = json!({"containers": [{"name": "app", "image": image}]});
+        if !secrets.is_empty() {
+            spec["imagePullSecrets"] = json!(refs);
+        }
+        pod(spec)
+    }
+
+    fn ctx(allow_inject: bool) -> PodContext<'static> {
+        PodContext {
+            namespace: "shop",
+            operation: Operation::Create,
+            now: NOW,
+            allow_inject,
+        }
+    }
+
+    fn deny() -> Policy {
+        Policy {
+            validation: Validation::Deny,
+            ..Policy::default()
+        }
+    }
+
+    fn shop() -> ClusterIndex {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret(
+            "shop",
+            "regcred",
+            &["registry.example.com"],
+            NOW - 86_400,
+        ));
+        idx.upsert_secret(pull_secret(
+            "shop",
+            "ghcr",
+            &["ghcr.io"],
+            NOW - 400 * 86_400,
+        ));
+        idx.upsert_service_account(
+            "shop",
+            ServiceAccountInfo {
+                name: "default".into(),
+                ..Default::default()
+            },
+        );
+        idx.upsert_service_account(
+            "shop",
+            ServiceAccountInfo {
+                name: "builder".into(),
+                image_pull_secrets: vec!["ghcr".into()],
+                ..Default::default()
+            },
+        );
+        idx.upsert_secret(pull_secret(
+            "payments",
+            "pay",
+            &["registry.internal:5000"],
+            NOW,
+        ));
+        idx
+    }
+
+    fn codes(d: &Decision<'_>) -> Vec<Code> {
+        d.findings.iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn covered_image_is_allowed_without_findings() {
+        let idx = shop();
+        let v = one("registry.example.com/shop/web:1", &["regcred"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(d.allowed && !d.would_deny, "{:?}", d.findings);
+        assert!(d.findings.is_empty());
+        assert_eq!(d.images[0].matched_secrets, ["regcred"]);
+    }
+
+    #[test]
+    fn port_mismatch_names_secret_and_port() {
+        let idx = shop();
+        let v = one("registry.example.com:5000/shop/api:2", &["regcred"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(!d.allowed);
+        assert_eq!(codes(&d), [Code::RegistryMismatch]);
+        let m = &d.findings[0].message;
+        assert!(
+            m.contains("regcred")
+                && m.contains(":5000")
+                && m.contains("--docker-server=registry.example.com:5000"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn unreferenced_near_miss_is_found_too() {
+        let idx = shop();
+        let v = one("registry.example.com:5000/app:1", &[]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert_eq!(codes(&d), [Code::RegistryMismatch]);
+        assert!(d.findings[0].message.contains("regcred"));
+    }
+
+    #[test]
+    fn typo_suggests_closest_name() {
+        let idx = shop();
+        let v = one("registry.example.com/shop/web:1", &["regcreds"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert_eq!(codes(&d), [Code::SecretNotFound]);
+        assert!(
+            d.findings[0].message.contains("did you mean \"regcred\""),
+            "{}",
+            d.findings[0].message
+        );
+    }
+
+    #[test]
+    fn secret_in_other_namespace() {
+        let idx = shop();
+        let v = one("registry.internal:5000/pay/api:1", &["pay"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert_eq!(codes(&d), [Code::SecretInOtherNamespace]);
+        assert!(d.findings[0].message.contains("payments"));
+    }
+
+    #[test]
+    fn no_credentials_mentions_other_namespaces() {
+        let idx = shop();
+        let v = one("registry.internal:5000/pay/api:1", &[]);
+        let d = evaluate_pod(&v, &ctx(true), &deny(), &idx);
+        assert_eq!(codes(&d), [Code::NoCredentials]);
+        let m = &d.findings[0].message;
+        assert!(m.contains("payments/pay") && m.contains("retry"), "{m}");
+        let v = one("quay.io/nobody/x:1", &[]);
+        let d = evaluate_pod(&v, &ctx(true), &deny(), &idx);
+        assert!(d.findings[0].message.contains("none exists elsewhere"));
+    }
+
+    #[test]
+    fn injection_adds_newest_covering_secret_once() {
+        let mut idx = shop();
+        idx.upsert_secret(pull_secret(
+            "shop",
+            "regcred-new",
+            &["registry.example.com"],
+            NOW - 10,
+        ));
+        let v = pod(json!({"containers": [
+            {"name": "a", "image": "registry.example.com/a:1"},
+            {"name": "b", "image": "registry.example.com/b:1"}]}));
+        let d = evaluate_pod(&v, &ctx(true), &deny(), &idx);
+        assert!(d.allowed, "{:?}", d.findings);
+        assert_eq!(d.injected, ["regcred-new"]);
+        assert_eq!(d.image_pull_secrets, ["regcred-new"]);
+        assert_eq!(codes(&d), [Code::SecretsInjected]);
+    }
+
+    #[test]
+    fn injection_keeps_inherited_service_account_secrets() {
+        let idx = shop();
+        let v = pod(json!({"serviceAccountName": "builder", "containers": [
+            {"name": "a", "image": "registry.example.com/a:1"}, {"name": "b", "image": "ghcr.io/acme/b:1"}]}));
+        let d = evaluate_pod(&v, &ctx(true), &deny(), &idx);
+        assert!(d.allowed);
+        assert!(!d.had_own_pull_secrets);
+        assert_eq!(d.image_pull_secrets, ["ghcr", "regcred"]);
+        assert_eq!(d.injected, ["regcred"]);
+    }
+
+    #[test]
+    fn no_injection_in_validation_phase_or_when_opted_out() {
+        let idx = shop();
+        let v = one("registry.example.com/a:1", &[]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(d.injected.is_empty() && !d.allowed);
+        assert_eq!(codes(&d), [Code::ServiceAccountNotPatched]);
+        let opted = pod(json!({"containers": [{"name": "a", "image": "ghcr.io/a:1"}]}));
+        let mut opted = opted;
+        opted.pod.metadata.annotations.inject_opt_out = true;
+        let d = evaluate_pod(&opted, &ctx(true), &deny(), &idx);
+        assert!(d.injected.is_empty());
+        let m = &d.findings[0].message;
+        assert!(m.contains("serviceAccountName: builder"), "{m}");
+    }
+
+    #[test]
+    fn update_cannot_inject_and_says_recreate() {
+        let idx = shop();
+        let v = one("registry.example.com/a:1", &[]);
+        let c = PodContext {
+            operation: Operation::Update,
+            ..ctx(true)
+        };
+        let d = evaluate_pod(&v, &c, &deny(), &idx);
+        assert!(d.injected.is_empty());
+        assert!(d.findings[0].message.contains("recreate the pod"));
+    }
+
+    #[test]
+    fn pod_with_own_secrets_does_not_inherit() {
+        let mut idx = shop();
+        idx.upsert_service_account(
+            "shop",
+            ServiceAccountInfo {
+                name: "default".into(),
+                image_pull_secrets: vec!["regcred".into()],
+                ..Default::default()
+            },
+        );
+        let v = one("registry.example.com/a:1", &["ghcr"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(
+            !d.allowed,
+            "the SA's regcred must not be merged into a pod that names its own"
+        );
+        let v = one("registry.example.com/a:1", &[]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(d.allowed);
+        assert_eq!(d.images[0].matched_secrets, ["regcred"]);
+    }
+
+    #[test]
+    fn fatal_malformed_secret_fails_every_image() {
+        let mut idx = shop();
+        let mut data = BTreeMap::new();
+        data.insert(
+            ".dockerconfigjson".to_owned(),
+            br#"{"auths":{"x.io":{"auth":"!!"}}}"#.to_vec(),
+        );
+        idx.upsert_secret(SecretInfo::new(
+            "shop",
+            "broken",
+            "kubernetes.io/dockerconfigjson",
+            None,
+            None,
+            &data,
+        ));
+        let v = one("registry.example.com/a:1", &["broken", "regcred"]);
+        let d = evaluate_pod(&v, &ctx(true), &deny(), &idx);
+        assert!(!d.allowed);
+        assert_eq!(codes(&d), [Code::MalformedSecret]);
+        assert!(d.injected.is_empty());
+    }
+
+    #[test]
+    fn wrong_type_and_dockercfg() {
+        let mut idx = shop();
+        idx.upsert_secret(SecretInfo::new(
+            "shop",
+            "opaque",
+            "Opaque",
+            None,
+            None,
+            &BTreeMap::new(),
+        ));
+        let v = one("registry.example.com/a:1", &["opaque"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert_eq!(codes(&d), [Code::WrongSecretType]);
+        let v = one("registry.example.com/a:1", &["opaque", "regcred"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(d.allowed);
+        assert_eq!(
+            d.findings
+                .iter()
+                .map(|f| (f.code, f.severity))
+                .collect::<Vec<_>>(),
+            [(Code::WrongSecretType, Severity::Warning)]
+        );
+
+        let mut data = BTreeMap::new();
+        data.insert(
+            ".dockercfg".to_owned(),
+            br#"{"quay.io":{"auth":"dTpw"}}"#.to_vec(),
+        );
+        idx.upsert_secret(SecretInfo::new(
+            "shop",
+            "legacy",
+            "kubernetes.io/dockercfg",
+            None,
+            None,
+            &data,
+        ));
+        let v = one("quay.io/a/b:1", &["legacy"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(d.allowed);
+        assert_eq!(codes(&d), [Code::DeprecatedDockercfg]);
+    }
+
+    #[test]
+    fn ambiguous_and_stale() {
+        let mut idx = shop();
+        idx.upsert_secret(pull_secret("shop", "ghcr-2", &["ghcr.io"], NOW));
+        let v = one("ghcr.io/acme/x:1", &["ghcr", "ghcr-2"]);
+        let p = Policy {
+            max_secret_age: "90d".parse().ok(),
+            ..deny()
+        };
+        let d = evaluate_pod(&v, &ctx(false), &p, &idx);
+        assert!(d.allowed);
+        let mut c = codes(&d);
+        c.sort();
+        assert_eq!(c, [Code::AmbiguousCredentials, Code::StaleCredentials]);
+        assert!(d.findings.iter().any(|f| f.message.contains("400 days")));
+    }
+
+    #[test]
+    fn invalid_image_and_static_pod() {
+        let idx = shop();
+        let v = one("registry.example.com/Shop/Web:1", &["regcred"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert_eq!(codes(&d), [Code::InvalidImageReference]);
+        assert!(!d.allowed);
+
+        let mut v = one("registry.example.com/a:1", &["regcred"]);
+        v.pod.metadata.annotations.mirror = true;
+        let d = evaluate_pod(&v, &ctx(true), &deny(), &idx);
+        assert!(d.allowed && d.static_pod && d.injected.is_empty());
+        assert!(codes(&d).iter().all(|c| *c == Code::StaticPod));
+        assert_eq!(codes(&d).len(), 2);
+    }
+
+    #[test]
+    fn service_account_missing() {
+        let idx = shop();
+        let v = pod(
+            json!({"serviceAccountName": "ghost", "containers": [{"name": "a", "image": "registry.example.com/a:1"}],
+            "imagePullSecrets": [{"name": "regcred"}]}),
+        );
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert_eq!(codes(&d), [Code::ServiceAccountMissing]);
+        assert!(!d.allowed);
+    }
+
+    #[test]
+    fn modes_and_exclusions() {
+        let idx = shop();
+        let v = one("registry.example.com:5000/a:1", &[]);
+        let warn = Policy::default();
+        let d = evaluate_pod(&v, &ctx(false), &warn, &idx);
+        assert!(d.allowed && d.would_deny);
+        let c = PodContext {
+            namespace: "kube-system",
+            ..ctx(false)
+        };
+        let d = evaluate_pod(&v, &c, &deny(), &idx);
+        assert!(d.allowed && d.excluded && d.findings.is_empty());
+        let public = Policy::from_yaml(
+            "validation: deny\nregistries:\n  public: ['registry.example.com:5000']\n",
+        )
+        .unwrap();
+        let d = evaluate_pod(&v, &ctx(false), &public, &idx);
+        assert!(d.allowed && !d.images[0].requires_credentials);
+    }
+
+    #[test]
+    fn docker_hub_fallback_to_index_docker_io_key() {
+        let mut idx = shop();
+        idx.upsert_secret(pull_secret(
+            "shop",
+            "hub",
+            &["https://index.docker.io/v1/"],
+            NOW,
+        ));
+        let v = one("acme/private:1", &["hub"]);
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(d.allowed, "{:?}", d.findings);
+        assert_eq!(d.images[0].matched_secrets, ["hub"]);
+    }
+
+    #[test]
+    fn service_account_injection() {
+        let mut idx = shop();
+        idx.upsert_secret(SecretInfo::new(
+            "shop",
+            "opaque",
+            "Opaque",
+            None,
+            None,
+            &BTreeMap::new(),
+        ));
+        let d = evaluate_service_account(
+            "builder",
+            &["ghcr", "missing"],
+            false,
+            "shop",
+            &Policy::default(),
+            &idx,
+        );
+        assert_eq!(d.injected, ["regcred"]);
+        assert_eq!(
+            d.findings.iter().map(|f| f.code).collect::<Vec<_>>(),
+            [Code::SecretNotFound]
+        );
+        let d = evaluate_service_account("builder", &[], true, "shop", &Policy::default(), &idx);
+        assert!(d.injected.is_empty());
+    }
 }

@@ -1,67 +1,1622 @@
-//! TEMPORARY STUB (replaced by the real module).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegistryKey {
-    s: String,
-}
+//! Registry-key normalisation and matching as the kubelet's credential keyring does.
+//!
+//! Ports, to the byte, the Go the kubelet runs for this: `BasicDockerKeyring.Add`/`Lookup`,
+//! `URLsMatch` and `isDefaultRegistryMatch` (pkg/credentialprovider/keyring.go), `url.Parse`
+//! (Go 1.26 rules: bracketed hosts must be IPv6, one colon in an http(s) host),
+//! `net.SplitHostPort`, `netip.ParseAddr` and `path/filepath.Match` on Unix. Matching works
+//! on bytes because a percent-escape can put bytes that are not UTF-8 into a Go string.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+/// Why `url.Parse` refuses a docker-config key; the kubelet then ignores the entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad key")]
-pub struct KeyError;
+pub enum KeyError {
+    /// Go refuses ASCII control characters anywhere before a `#`.
+    #[error("contains an ASCII control character")]
+    ControlCharacter,
+    /// The part before the last `@` has a character RFC 3986 user-info does not allow.
+    #[error("invalid user-info before '@'")]
+    InvalidUserinfo,
+    /// A `%` not followed by two hex digits, or a host escape of an ASCII byte.
+    #[error("invalid %-escape in the {part}")]
+    InvalidEscape {
+        /// Which part of the key the escape is in (never the escape itself: it may be user-info).
+        part: &'static str,
+    },
+    /// A character Go does not allow in a host name, such as a space.
+    #[error("invalid character {0:?} in host name")]
+    InvalidHostCharacter(char),
+    /// What follows the host's first colon is not all digits.
+    #[error("invalid port {0:?} after host")]
+    InvalidPort(String),
+    /// A host starting with `[` has no `]`.
+    #[error("missing ']' in host")]
+    MissingBracket,
+    /// A `[` not at the start of the host, or a bracketed host that is not an IPv6 address.
+    #[error("invalid IP literal in host (only an IPv6 address may be in brackets)")]
+    InvalidIpLiteral,
+}
+
+/// A docker-config key normalised like BasicDockerKeyring.Add (scheme dropped, /v1/ /v2/ cut, host verbatim).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegistryKey {
+    /// The key string the kubelet indexes, byte for byte; first so that `Ord` is Go's sort order.
+    key: Box<[u8]>,
+    /// `key` as text; differs from it only where a %-escape produced bytes that are not UTF-8.
+    text: Box<str>,
+    /// Length of the host (with port) at the start of `text`.
+    host_len: usize,
+    /// Where the host's port colon is in `text`, if it has one.
+    port_colon: Option<usize>,
+    /// How URLsMatch sees the key: it parses the key string again, which can fail.
+    matcher: Option<UrlParts>,
+}
+
 impl RegistryKey {
+    /// Normalise `raw`; Err where Go's url.Parse of "https://"+raw fails (the kubelet then ignores the entry).
     pub fn parse(raw: &str) -> Result<RegistryKey, KeyError> {
-        Ok(RegistryKey { s: raw.to_owned() })
+        // Add prepends "https://" unless one of these exact, case-sensitive schemes is there.
+        let after_scheme = raw
+            .strip_prefix("https://")
+            .or_else(|| raw.strip_prefix("http://"))
+            .unwrap_or(raw);
+        let url = parse_url(after_scheme.as_bytes())?;
+        // Docker treats the v1/v2 API roots as the bare host; only the first 3 bytes go.
+        let path: &[u8] = if url.path.starts_with(b"/v1/") || url.path.starts_with(b"/v2/") {
+            url.path.get(3..).unwrap_or_default()
+        } else {
+            &url.path
+        };
+        let path = if path == b"/" { &[][..] } else { path };
+        let mut key = url.host.to_vec();
+        key.extend_from_slice(path);
+
+        let host_text = String::from_utf8_lossy(&url.host);
+        let mut text = String::with_capacity(key.len());
+        text.push_str(&host_text);
+        text.push_str(&String::from_utf8_lossy(path));
+        Ok(RegistryKey {
+            matcher: UrlParts::parse(&key),
+            port_colon: port_colon(&host_text),
+            host_len: host_text.len(),
+            key: key.into_boxed_slice(),
+            text: text.into_boxed_str(),
+        })
     }
+
+    /// The normalised key, e.g. "index.docker.io", "quay.io/foo/", "registry.example.com:5000".
     pub fn as_str(&self) -> &str {
-        &self.s
+        &self.text
     }
+
+    /// Host with port, as written (after percent-decoding and without user-info, as Go's URL.Host).
     pub fn host(&self) -> &str {
-        &self.s
+        self.text.get(..self.host_len).unwrap_or_default()
     }
+
+    /// Host without port; IPv6 brackets are kept.
     pub fn hostname(&self) -> &str {
-        &self.s
+        let host = self.host();
+        self.port_colon.and_then(|i| host.get(..i)).unwrap_or(host)
     }
+
+    /// The port digits, or None when there are none (a bare trailing colon counts as no port, as in Go).
     pub fn port(&self) -> Option<&str> {
-        None
+        self.port_colon
+            .and_then(|i| self.host().get(i + 1..))
+            .filter(|p| !p.is_empty())
     }
+
+    /// The path part: "" or e.g. "/team" or "/foo/".
     pub fn path(&self) -> &str {
-        ""
+        self.text.get(self.host_len..).unwrap_or_default()
     }
+
+    /// Whether the host URLsMatch compares has glob metacharacters (so it is not an exact-host key).
     pub fn is_glob(&self) -> bool {
-        false
+        self.matcher.as_ref().is_some_and(UrlParts::is_glob)
     }
-    pub fn matches(&self, t: &MatchTarget<'_>) -> bool {
-        t.name.starts_with(&self.s)
+
+    /// URLsMatch against an image name that was prepared once.
+    pub fn matches(&self, target: &MatchTarget<'_>) -> bool {
+        match (&self.matcher, &target.parts) {
+            (Some(key), Some(image)) => urls_match(key, image),
+            _ => false,
+        }
     }
-    pub fn near_miss(&self, _t: &MatchTarget<'_>) -> Option<NearMiss> {
-        None
+
+    /// Why a related key does not match (same hostname ignoring case/port, or a glob of the same hostname); None when unrelated or when it matches.
+    pub fn near_miss(&self, target: &MatchTarget<'_>) -> Option<NearMiss> {
+        let (key, image) = (self.matcher.as_ref()?, target.parts.as_ref()?);
+        if urls_match(key, image) {
+            return None;
+        }
+        let same_count = key.labels == image.labels;
+        let exact = same_count && labels_match(key, image, false);
+        let folded = same_count && !exact && labels_match(key, image, true);
+        if exact || folded {
+            // Report in the order the kubelet checks: port, then path, then the labels.
+            if key.port != image.port {
+                return Some(NearMiss::Port {
+                    key: non_empty_text(&key.port),
+                    image: non_empty_text(&image.port),
+                });
+            }
+            if !image.path.starts_with(&key.path) {
+                return Some(NearMiss::Path {
+                    key_path: String::from_utf8_lossy(&key.path).into_owned(),
+                    image_path: String::from_utf8_lossy(&image.path).into_owned(),
+                });
+            }
+            return folded.then_some(NearMiss::Case);
+        }
+        (key.is_glob() && !same_count && literal_suffix_agrees(key, image))
+            .then_some(NearMiss::LabelCount)
     }
 }
+
+impl fmt::Debug for RegistryKey {
+    /// The normalised key as text, rather than its bytes and parts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RegistryKey").field(&self.as_str()).finish()
+    }
+}
+
+/// An image Name() (e.g. "registry.example.com:5000/team/app", "docker.io/library/nginx") split once for matching.
+#[derive(Debug, Clone)]
 pub struct MatchTarget<'a> {
     name: &'a str,
+    /// None when `url.Parse("https://"+name)` fails: then no key matches, as in Lookup.
+    parts: Option<UrlParts>,
 }
+
 impl<'a> MatchTarget<'a> {
-    pub fn new(name: &'a str) -> Self {
-        MatchTarget { name }
+    /// Parse `name` as URLsMatch does, once for all the keys it is compared with.
+    pub fn new(name: &'a str) -> MatchTarget<'a> {
+        MatchTarget {
+            name,
+            parts: UrlParts::parse(name.as_bytes()),
+        }
     }
+
+    /// The image name as given.
     pub fn name(&self) -> &'a str {
         self.name
     }
+
+    /// The registry part of the name as written: everything before the first '/'.
     pub fn host(&self) -> &'a str {
-        self.name.split('/').next().unwrap_or("")
+        self.name.split('/').next().unwrap_or(self.name)
     }
 }
+
+/// Why a key for the same registry host does not cover the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NearMiss {
+    /// Ports are compared as strings: absent and "443" differ, as do "5000" and "05000".
     Port {
+        /// The key's port, None when it has none.
         key: Option<String>,
+        /// The image's port, None when it has none.
         image: Option<String>,
     },
+    /// The image path does not start with the key path (a plain string prefix).
     Path {
+        /// The key's path, e.g. "/team/".
         key_path: String,
+        /// The image's path, e.g. "/team".
         image_path: String,
     },
+    /// The hosts differ only in ASCII case; the kubelet compares case-sensitively.
     Case,
+    /// A glob key whose `*` would have to span a '.'; each `*` covers one label only.
     LabelCount,
 }
-pub fn is_default_registry_match(_n: &str) -> bool {
-    false
+
+/// isDefaultRegistryMatch: whether the kubelet would offer index.docker.io credentials for this name.
+pub fn is_default_registry_match(name: &str) -> bool {
+    let (first, has_slash) = match name.split_once('/') {
+        Some((first, _)) => (first, true),
+        None => (name, false),
+    };
+    if first.is_empty() {
+        return false;
+    }
+    // Docker reads a first segment with '.' or ':' as a registry host, anything else as a user.
+    !has_slash || first == "docker.io" || first == "index.docker.io" || !first.contains(['.', ':'])
+}
+
+/// The index of (key -> values) a pod's secrets form, looked up as BasicDockerKeyring.Lookup does.
+#[derive(Clone)]
+pub struct Keyring<T> {
+    slots: Vec<Slot<T>>,
+    /// Slot of each normalised key: Add merges entries whose keys normalise alike.
+    by_key: HashMap<Box<[u8]>, usize>,
+    /// Exact-host keys by the hostname and port URLsMatch compares, so lookups need not scan them.
+    exact: HashMap<Box<[u8]>, PortIndex>,
+    /// Glob keys, which only a scan can match.
+    globs: Vec<usize>,
+    /// The slot of "index.docker.io", the Docker Hub fallback.
+    hub: Option<usize>,
+}
+
+#[derive(Clone)]
+struct Slot<T> {
+    key: RegistryKey,
+    values: Vec<T>,
+}
+
+/// The exact-host keys of one hostname, by port.
+type PortIndex = HashMap<Box<[u8]>, PathIndex>;
+
+/// The keys of one hostname and port, by path, for prefix lookups.
+#[derive(Clone, Default)]
+struct PathIndex {
+    by_path: HashMap<Box<[u8]>, Vec<usize>>,
+}
+
+/// Up to this many distinct paths a scan is cheaper than probing every prefix of the image path.
+const PROBE_THRESHOLD: usize = 16;
+
+impl PathIndex {
+    /// Calls `each` with the slots of every key path that prefixes `image_path` until it returns true.
+    fn find(&self, image_path: &[u8], mut each: impl FnMut(&[usize]) -> bool) -> bool {
+        if self.by_path.len() <= PROBE_THRESHOLD {
+            self.by_path
+                .iter()
+                .any(|(path, slots)| image_path.starts_with(path) && each(slots))
+        } else {
+            (0..=image_path.len()).any(|end| {
+                image_path
+                    .get(..end)
+                    .and_then(|prefix| self.by_path.get(prefix))
+                    .is_some_and(|slots| each(slots))
+            })
+        }
+    }
+}
+
+impl<T> Keyring<T> {
+    /// An empty keyring.
+    pub fn new() -> Self {
+        Keyring {
+            slots: Vec::new(),
+            by_key: HashMap::new(),
+            exact: HashMap::new(),
+            globs: Vec::new(),
+            hub: None,
+        }
+    }
+
+    /// Add a value under `key`; values of one key keep insertion order.
+    pub fn insert(&mut self, key: RegistryKey, value: T) {
+        if let Some(&slot) = self.by_key.get(&key.key) {
+            if let Some(slot) = self.slots.get_mut(slot) {
+                slot.values.push(value);
+            }
+            return;
+        }
+        let slot = self.slots.len();
+        self.by_key.insert(key.key.clone(), slot);
+        if &*key.key == b"index.docker.io" {
+            self.hub = Some(slot);
+        }
+        match &key.matcher {
+            Some(m) if m.is_glob() => self.globs.push(slot),
+            Some(m) => self
+                .exact
+                .entry(m.hostname.clone())
+                .or_default()
+                .entry(m.port.clone())
+                .or_default()
+                .by_path
+                .entry(m.path.clone())
+                .or_default()
+                .push(slot),
+            // A key URLsMatch cannot parse again never matches; it can still be the Hub fallback.
+            None => {}
+        }
+        self.slots.push(Slot {
+            key,
+            values: vec![value],
+        });
+    }
+
+    /// All values of every matching key, keys in DESCENDING byte order; the index.docker.io fallback only when nothing matched and is_default_registry_match.
+    pub fn lookup(&self, name: &str) -> Vec<&T> {
+        let mut hits = self.matching_slots(&MatchTarget::new(name));
+        if hits.is_empty() {
+            hits.extend(self.hub.filter(|_| is_default_registry_match(name)));
+        }
+        // Lookup walks its index reverse-sorted; only the matching keys need sorting here.
+        hits.sort_unstable_by(|a, b| self.key_of(*b).cmp(&self.key_of(*a)));
+        hits.iter()
+            .filter_map(|&slot| self.slots.get(slot))
+            .flat_map(|slot| slot.values.iter())
+            .collect()
+    }
+
+    /// Whether any key matches (same rules incl. fallback) without collecting.
+    pub fn covers(&self, name: &str) -> bool {
+        let target = MatchTarget::new(name);
+        let direct = target.parts.as_ref().is_some_and(|image| {
+            self.exact_index(image)
+                .is_some_and(|index| index.find(&image.path, |_| true))
+                || self.matching_globs(image).next().is_some()
+        });
+        direct || (self.hub.is_some() && is_default_registry_match(name))
+    }
+
+    /// The number of distinct normalised keys.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no key was inserted.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn key_of(&self, slot: usize) -> Option<&RegistryKey> {
+        self.slots.get(slot).map(|s| &s.key)
+    }
+
+    fn matching_slots(&self, target: &MatchTarget<'_>) -> Vec<usize> {
+        let mut hits = Vec::new();
+        if let Some(image) = &target.parts {
+            if let Some(index) = self.exact_index(image) {
+                index.find(&image.path, |slots| {
+                    hits.extend_from_slice(slots);
+                    false
+                });
+            }
+            hits.extend(self.matching_globs(image));
+        }
+        hits
+    }
+
+    /// The exact-host keys with the image's hostname and port.
+    fn exact_index(&self, image: &UrlParts) -> Option<&PathIndex> {
+        self.exact
+            .get(&*image.hostname)
+            .and_then(|ports| ports.get(&*image.port))
+    }
+
+    fn matching_globs<'s>(&'s self, image: &'s UrlParts) -> impl Iterator<Item = usize> + 's {
+        self.globs.iter().copied().filter(move |&slot| {
+            self.key_of(slot)
+                .and_then(|key| key.matcher.as_ref())
+                .is_some_and(|key| urls_match(key, image))
+        })
+    }
+}
+
+impl<T> Default for Keyring<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> fmt::Debug for Keyring<T> {
+    /// Lists keys and value counts only: values may be credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.slots.iter().map(|s| (s.key.as_str(), s.values.len())))
+            .finish()
+    }
+}
+
+/// A URL as URLsMatch compares it: SplitURL's host and port, and the path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct UrlParts {
+    /// What SplitURL splits on '.': SplitHostPort's host, or the whole Host when that fails.
+    hostname: Box<[u8]>,
+    /// SplitHostPort's port, empty when absent or when SplitHostPort fails.
+    port: Box<[u8]>,
+    path: Box<[u8]>,
+    /// How many '.'-separated labels `hostname` has.
+    labels: usize,
+}
+
+impl UrlParts {
+    /// ParseSchemelessURL then SplitURL; None where url.Parse fails.
+    fn parse(schemeless: &[u8]) -> Option<UrlParts> {
+        let url = parse_url(schemeless).ok()?;
+        let (hostname, port): (&[u8], &[u8]) =
+            split_host_port(&url.host).unwrap_or((&url.host, &[]));
+        Some(UrlParts {
+            labels: hostname.split(|&b| b == b'.').count(),
+            hostname: hostname.into(),
+            port: port.into(),
+            path: url.path.into(),
+        })
+    }
+
+    fn label_iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.hostname.split(|&b| b == b'.')
+    }
+
+    fn is_glob(&self) -> bool {
+        self.hostname.iter().any(|b| b"*?[\\".contains(b))
+    }
+}
+
+/// URLsMatch: equal ports as strings, equal label counts, path prefix, then a glob per label.
+fn urls_match(key: &UrlParts, image: &UrlParts) -> bool {
+    key.port == image.port
+        && key.labels == image.labels
+        && image.path.starts_with(&key.path)
+        && labels_match(key, image, false)
+}
+
+fn labels_match(key: &UrlParts, image: &UrlParts, fold_case: bool) -> bool {
+    key.label_iter()
+        .zip(image.label_iter())
+        .all(|(pattern, label)| {
+            if fold_case {
+                glob_match(&pattern.to_ascii_lowercase(), &label.to_ascii_lowercase())
+            } else {
+                glob_match(pattern, label)
+            }
+        })
+}
+
+/// Whether the trailing literal labels of a glob key name the image's trailing labels.
+fn literal_suffix_agrees(key: &UrlParts, image: &UrlParts) -> bool {
+    let key_labels: Vec<&[u8]> = key.label_iter().collect();
+    let image_labels: Vec<&[u8]> = image.label_iter().collect();
+    let literal = key_labels
+        .iter()
+        .rev()
+        .take_while(|l| !l.iter().any(|b| b"*?[\\".contains(b)))
+        .count();
+    literal > 0
+        && literal <= image_labels.len()
+        && key_labels
+            .iter()
+            .rev()
+            .zip(image_labels.iter().rev())
+            .take(literal)
+            .all(|(k, i)| k.eq_ignore_ascii_case(i))
+}
+
+fn non_empty_text(bytes: &[u8]) -> Option<String> {
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Where the port colon of a parsed host is: after the closing bracket, else its only colon.
+fn port_colon(host: &str) -> Option<usize> {
+    let from = if host.starts_with('[') {
+        host.rfind(']')? + 1
+    } else {
+        0
+    };
+    host.get(from..)?.find(':').map(|i| i + from)
+}
+
+// ---- net/url.Parse, reduced to the Host and Path of "scheme://" + rest ----
+
+/// The two fields of Go's url.URL that the keyring reads.
+struct GoUrl<'a> {
+    /// URL.Host: percent-decoded, user-info dropped.
+    host: Cow<'a, [u8]>,
+    /// URL.Path: percent-decoded.
+    path: Cow<'a, [u8]>,
+}
+
+/// Which unescape rules apply, as Go's `encoding` modes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Host,
+    Zone,
+    Userinfo,
+    Path,
+    Fragment,
+}
+
+impl Mode {
+    fn part(self) -> &'static str {
+        match self {
+            Mode::Host | Mode::Zone => "host",
+            Mode::Userinfo => "user-info",
+            Mode::Path => "path",
+            Mode::Fragment => "fragment",
+        }
+    }
+}
+
+/// url.Parse of "https://" + `rest`, where `rest` is what follows the "//".
+fn parse_url(rest: &[u8]) -> Result<GoUrl<'_>, KeyError> {
+    let (before_fragment, fragment) = cut(rest, b'#');
+    if before_fragment.iter().any(|&b| b < b' ' || b == 0x7f) {
+        return Err(KeyError::ControlCharacter);
+    }
+    let (before_query, _query) = cut(before_fragment, b'?');
+    let slash = before_query
+        .iter()
+        .position(|&b| b == b'/')
+        .unwrap_or(before_query.len());
+    let (authority, raw_path) = before_query.split_at(slash);
+    let host = parse_authority(authority)?;
+    let path = unescape(raw_path, Mode::Path)?;
+    if let Some(fragment) = fragment {
+        unescape(fragment, Mode::Fragment)?;
+    }
+    Ok(GoUrl { host, path })
+}
+
+fn parse_authority(authority: &[u8]) -> Result<Cow<'_, [u8]>, KeyError> {
+    let (userinfo, host) = rcut(authority, b'@');
+    let host = parse_host(host)?;
+    if let Some(userinfo) = userinfo {
+        if !userinfo.iter().all(|&c| valid_userinfo_byte(c)) {
+            return Err(KeyError::InvalidUserinfo);
+        }
+        // Go unescapes user and password separately; only their errors matter here.
+        let (user, password) = cut(userinfo, b':');
+        unescape(user, Mode::Userinfo)?;
+        if let Some(password) = password {
+            unescape(password, Mode::Userinfo)?;
+        }
+    }
+    Ok(host)
+}
+
+fn valid_userinfo_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-._:~!$&'()*+,;=%@".contains(&c)
+}
+
+fn parse_host(host: &[u8]) -> Result<Cow<'_, [u8]>, KeyError> {
+    match host.iter().rposition(|&b| b == b'[') {
+        Some(0) => parse_ip_literal(host).map(Cow::Owned),
+        // Since the CVE-2025-47912 fix a '[' may only open an IPv6 literal.
+        Some(_) => Err(KeyError::InvalidIpLiteral),
+        None => {
+            // Go 1.26 is strict for http(s): the first colon starts the port.
+            let colon = host.iter().position(|&b| b == b':').unwrap_or(host.len());
+            check_port(host.get(colon..).unwrap_or_default())?;
+            unescape(host, Mode::Host)
+        }
+    }
+}
+
+fn parse_ip_literal(host: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let (Some(bracketed), colon_port) = rcut(host, b']') else {
+        return Err(KeyError::MissingBracket);
+    };
+    check_port(colon_port)?;
+    let inner = bracketed.get(1..).unwrap_or_default();
+    // "%25" starts an RFC 6874 zone, which has looser escaping rules than the address.
+    let address = match find(inner, b"%25") {
+        Some(zone) => {
+            let (address, zone) = inner.split_at(zone);
+            let mut out = unescape(address, Mode::Host)?.into_owned();
+            out.extend_from_slice(&unescape(zone, Mode::Zone)?);
+            Cow::Owned(out)
+        }
+        None => unescape(inner, Mode::Host)?,
+    };
+    if !is_ipv6_literal(&address) {
+        return Err(KeyError::InvalidIpLiteral);
+    }
+    let mut out = Vec::with_capacity(address.len() + colon_port.len() + 2);
+    out.push(b'[');
+    out.extend_from_slice(&address);
+    out.push(b']');
+    out.extend_from_slice(colon_port);
+    Ok(out)
+}
+
+/// validOptionalPort: empty, or ':' and digits only (possibly none).
+fn check_port(colon_port: &[u8]) -> Result<(), KeyError> {
+    match colon_port.split_first() {
+        None => Ok(()),
+        Some((&b':', digits)) if digits.iter().all(u8::is_ascii_digit) => Ok(()),
+        Some(_) => Err(KeyError::InvalidPort(
+            String::from_utf8_lossy(colon_port).into_owned(),
+        )),
+    }
+}
+
+/// Go's unescape: validates every escape, and for hosts every ASCII byte; borrows when nothing is escaped.
+fn unescape(s: &[u8], mode: Mode) -> Result<Cow<'_, [u8]>, KeyError> {
+    let bad_escape = KeyError::InvalidEscape { part: mode.part() };
+    let mut escapes = 0;
+    let mut i = 0;
+    while let Some(&c) = s.get(i) {
+        if c != b'%' {
+            if matches!(mode, Mode::Host | Mode::Zone) && c < 0x80 && should_escape_in_host(c) {
+                return Err(KeyError::InvalidHostCharacter(char::from(c)));
+            }
+            i += 1;
+            continue;
+        }
+        let Some(byte) = escaped_byte(s, i) else {
+            return Err(bad_escape);
+        };
+        // Only "%25" and non-ASCII bytes may be escaped in a host; a zone may escape any
+        // byte a host could hold as it is, and a space.
+        let refused = match mode {
+            Mode::Host => byte < 0x80 && byte != b'%',
+            Mode::Zone => byte != b'%' && byte != b' ' && should_escape_in_host(byte),
+            Mode::Userinfo | Mode::Path | Mode::Fragment => false,
+        };
+        if refused {
+            return Err(bad_escape);
+        }
+        escapes += 1;
+        i += 3;
+    }
+    if escapes == 0 {
+        return Ok(Cow::Borrowed(s));
+    }
+    let mut out = Vec::with_capacity(s.len() - 2 * escapes);
+    let mut i = 0;
+    while let Some(&c) = s.get(i) {
+        match escaped_byte(s, i).filter(|_| c == b'%') {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// The byte a "%XX" at `i` stands for.
+fn escaped_byte(s: &[u8], i: usize) -> Option<u8> {
+    let hi = s.get(i + 1).copied().and_then(hex_value)?;
+    let lo = s.get(i + 2).copied().and_then(hex_value)?;
+    Some((hi << 4) | lo)
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    char::from(c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// shouldEscape(c, encodeHost): what a host may not hold as it is.
+fn should_escape_in_host(c: u8) -> bool {
+    !matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']' | b'<' | b'>' | b'"')
+}
+
+/// netip.ParseAddr succeeds and the address is not IPv4: what Go allows in brackets.
+fn is_ipv6_literal(s: &[u8]) -> bool {
+    // ParseAddr picks the family by the first '.', ':' or '%'.
+    s.iter().find(|b| b".:%".contains(b)) == Some(&b':') && parse_ipv6(s)
+}
+
+/// netip's parseIPv6, as a yes/no.
+fn parse_ipv6(input: &[u8]) -> bool {
+    let (mut s, zone) = cut(input, b'%');
+    if zone.is_some_and(<[u8]>::is_empty) {
+        return false;
+    }
+    let mut ellipsis: Option<usize> = None;
+    if let Some(rest) = s.strip_prefix(b"::") {
+        ellipsis = Some(0);
+        s = rest;
+        if s.is_empty() {
+            return true;
+        }
+    }
+    let mut i = 0;
+    while i < 16 {
+        let mut off = 0;
+        let mut acc: u32 = 0;
+        while let Some(d) = s.get(off).copied().and_then(hex_value) {
+            acc = (acc << 4) + u32::from(d);
+            if off > 3 || acc > 0xFFFF {
+                return false;
+            }
+            off += 1;
+        }
+        if off == 0 {
+            return false;
+        }
+        if s.get(off) == Some(&b'.') {
+            // An embedded IPv4 address must end the address and replace its last two groups.
+            if (ellipsis.is_none() && i != 12) || i + 4 > 16 || !ipv4_fields(s) {
+                return false;
+            }
+            s = &[];
+            i += 4;
+            break;
+        }
+        i += 2;
+        s = s.get(off..).unwrap_or_default();
+        let Some((&colon, rest)) = s.split_first() else {
+            break;
+        };
+        if colon != b':' || rest.is_empty() {
+            return false;
+        }
+        s = rest;
+        if let Some(rest) = s.strip_prefix(b":") {
+            if ellipsis.is_some() {
+                return false;
+            }
+            ellipsis = Some(i);
+            s = rest;
+            if s.is_empty() {
+                break;
+            }
+        }
+    }
+    if !s.is_empty() {
+        return false;
+    }
+    // Without "::" all 8 groups are needed; with it, "::" must stand for at least one.
+    if i < 16 {
+        ellipsis.is_some()
+    } else {
+        ellipsis.is_none()
+    }
+}
+
+/// netip's parseIPv4Fields: four decimal octets, no leading zeros.
+fn ipv4_fields(s: &[u8]) -> bool {
+    let (mut val, mut dots, mut digits) = (0u32, 0, 0);
+    for (i, &c) in s.iter().enumerate() {
+        if c.is_ascii_digit() {
+            if digits == 1 && val == 0 {
+                return false;
+            }
+            val = val * 10 + u32::from(c - b'0');
+            digits += 1;
+            if val > 255 {
+                return false;
+            }
+        } else if c == b'.' {
+            if i == 0 || i + 1 == s.len() || s.get(i - 1) == Some(&b'.') || dots == 3 {
+                return false;
+            }
+            dots += 1;
+            val = 0;
+            digits = 0;
+        } else {
+            return false;
+        }
+    }
+    dots == 3
+}
+
+/// net.SplitHostPort; None where it returns an error.
+fn split_host_port(hostport: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = hostport.iter().rposition(|&b| b == b':')?;
+    let (host, no_open_from, no_close_from) = if hostport.first() == Some(&b'[') {
+        // The first ']' must come just before the last ':'.
+        let end = hostport.iter().position(|&b| b == b']')?;
+        if end + 1 != colon {
+            return None;
+        }
+        (hostport.get(1..end)?, 1, end + 1)
+    } else {
+        let host = hostport.get(..colon)?;
+        if host.contains(&b':') {
+            return None;
+        }
+        (host, 0, 0)
+    };
+    if hostport.get(no_open_from..)?.contains(&b'[')
+        || hostport.get(no_close_from..)?.contains(&b']')
+    {
+        return None;
+    }
+    Some((host, hostport.get(colon + 1..)?))
+}
+
+/// strings.Cut on bytes: before the first `sep`, and after it if it occurs.
+fn cut(s: &[u8], sep: u8) -> (&[u8], Option<&[u8]>) {
+    let mut parts = s.splitn(2, |&b| b == sep);
+    (parts.next().unwrap_or_default(), parts.next())
+}
+
+/// Cut at the last `sep`: before it if it occurs, and after it (all of `s` when it does not).
+fn rcut(s: &[u8], sep: u8) -> (Option<&[u8]>, &[u8]) {
+    let mut parts = s.rsplitn(2, |&b| b == sep);
+    let after = parts.next().unwrap_or_default();
+    (parts.next(), after)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---- path/filepath.Match (Unix), with an ErrBadPattern being a non-match ----
+
+/// filepath.Match; a malformed pattern is a non-match, as URLsMatch treats the error.
+fn glob_match(mut pattern: &[u8], mut name: &[u8]) -> bool {
+    'pattern: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            // A trailing '*' takes the rest, short of a separator.
+            return !name.contains(&b'/');
+        }
+        match match_chunk(chunk, name) {
+            // The last chunk must use up the name, else a star may still find a later match.
+            Ok(Some(t)) if t.is_empty() || !pattern.is_empty() => {
+                name = t;
+                continue;
+            }
+            Err(BadPattern) => return false,
+            _ => {}
+        }
+        if star {
+            let mut skip = 0;
+            while name.get(skip).is_some_and(|&c| c != b'/') {
+                skip += 1;
+                match match_chunk(chunk, name.get(skip..).unwrap_or_default()) {
+                    Ok(Some(t)) if pattern.is_empty() && !t.is_empty() => {}
+                    Ok(Some(t)) => {
+                        name = t;
+                        continue 'pattern;
+                    }
+                    Ok(None) => {}
+                    Err(BadPattern) => return false,
+                }
+            }
+        }
+        return false;
+    }
+    name.is_empty()
+}
+
+/// filepath.ErrBadPattern.
+struct BadPattern;
+
+/// scanChunk: leading stars, then the pattern up to the next star outside a class.
+fn scan_chunk(pattern: &[u8]) -> (bool, &[u8], &[u8]) {
+    let start = pattern.iter().take_while(|&&c| c == b'*').count();
+    let pattern = pattern.get(start..).unwrap_or_default();
+    let mut in_range = false;
+    let mut i = 0;
+    while let Some(&c) = pattern.get(i) {
+        match c {
+            b'\\' if i + 1 < pattern.len() => i += 1,
+            b'[' => in_range = true,
+            b']' => in_range = false,
+            b'*' if !in_range => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    let (chunk, rest) = pattern.split_at(i.min(pattern.len()));
+    (start > 0, chunk, rest)
+}
+
+/// matchChunk: the rest of `s` after `chunk` matched its start, None if not; checks the
+/// whole chunk for errors even after a mismatch, as Go does.
+fn match_chunk<'s>(mut chunk: &[u8], mut s: &'s [u8]) -> Result<Option<&'s [u8]>, BadPattern> {
+    let mut failed = false;
+    while let Some((&c, rest)) = chunk.split_first() {
+        failed |= s.is_empty();
+        chunk = rest;
+        match c {
+            b'[' => {
+                let mut r = 0;
+                if !failed {
+                    let (rune, n) = decode_rune(s);
+                    r = rune;
+                    s = s.get(n..).unwrap_or_default();
+                }
+                let negated = chunk.first() == Some(&b'^');
+                if negated {
+                    chunk = chunk.get(1..).unwrap_or_default();
+                }
+                let mut matched = false;
+                let mut ranges = 0;
+                loop {
+                    if ranges > 0 {
+                        if let Some(rest) = chunk.strip_prefix(b"]") {
+                            chunk = rest;
+                            break;
+                        }
+                    }
+                    let (lo, rest) = get_esc(chunk)?;
+                    let (hi, rest) = match rest.strip_prefix(b"-") {
+                        Some(after_dash) => get_esc(after_dash)?,
+                        None => (lo, rest),
+                    };
+                    chunk = rest;
+                    matched |= lo <= r && r <= hi;
+                    ranges += 1;
+                }
+                failed |= matched == negated;
+            }
+            b'?' => {
+                if !failed {
+                    failed = s.first() == Some(&b'/');
+                    let (_, n) = decode_rune(s);
+                    s = s.get(n..).unwrap_or_default();
+                }
+            }
+            _ => {
+                let literal = if c == b'\\' {
+                    let (&escaped, rest) = chunk.split_first().ok_or(BadPattern)?;
+                    chunk = rest;
+                    escaped
+                } else {
+                    c
+                };
+                if !failed {
+                    failed = s.first() != Some(&literal);
+                    s = s.get(1..).unwrap_or_default();
+                }
+            }
+        }
+    }
+    Ok((!failed).then_some(s))
+}
+
+/// getEsc: one possibly escaped character of a class, which must not end the pattern.
+fn get_esc(chunk: &[u8]) -> Result<(u32, &[u8]), BadPattern> {
+    let chunk = match chunk.first() {
+        None | Some(b'-' | b']') => return Err(BadPattern),
+        Some(b'\\') => chunk.get(1..).filter(|c| !c.is_empty()).ok_or(BadPattern)?,
+        Some(_) => chunk,
+    };
+    let (rune, n) = decode_rune(chunk);
+    let rest = chunk.get(n..).unwrap_or_default();
+    if (rune == 0xFFFD && n == 1) || rest.is_empty() {
+        return Err(BadPattern);
+    }
+    Ok((rune, rest))
+}
+
+/// utf8.DecodeRune: the first rune and its length; (U+FFFD, 1) for an invalid byte, (U+FFFD, 0) for none.
+pub(super) fn decode_rune(s: &[u8]) -> (u32, usize) {
+    let head = s.get(..4).unwrap_or(s);
+    let valid = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(e) => {
+            std::str::from_utf8(head.get(..e.valid_up_to()).unwrap_or_default()).unwrap_or_default()
+        }
+    };
+    match valid.chars().next() {
+        Some(c) => (u32::from(c), c.len_utf8()),
+        None => (0xFFFD, usize::from(!s.is_empty())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(raw: &str) -> RegistryKey {
+        match RegistryKey::parse(raw) {
+            Ok(k) => k,
+            Err(e) => panic!("{raw:?} should parse: {e}"),
+        }
+    }
+
+    #[test]
+    fn normalisation_table() {
+        // (raw, normalised key)
+        let cases = [
+            ("index.docker.io", "index.docker.io"),
+            ("https://index.docker.io/v1/", "index.docker.io"),
+            ("https://index.docker.io/v2/", "index.docker.io"),
+            ("http://index.docker.io", "index.docker.io"),
+            ("http://foo.example.com", "foo.example.com"),
+            ("https://quay.io/v1/", "quay.io"),
+            ("quay.io/v2/foo", "quay.io/foo"),
+            ("quay.io/v1/v2/", "quay.io/v2/"),
+            ("quay.io/v1", "quay.io/v1"),
+            ("quay.io/v3/", "quay.io/v3/"),
+            ("quay.io/foo/", "quay.io/foo/"),
+            ("quay.io/", "quay.io"),
+            ("quay.io//", "quay.io//"),
+            ("Quay.IO/Team", "Quay.IO/Team"),
+            ("registry.example.com:5000", "registry.example.com:5000"),
+            ("registry.example.com:", "registry.example.com:"),
+            ("*.example.com/path", "*.example.com/path"),
+            ("[::1]:5000", "[::1]:5000"),
+            ("[::1]", "[::1]"),
+            ("[::ffff:1.2.3.4]", "[::ffff:1.2.3.4]"),
+            ("[fe80::1%25eth0]:5000/x", "[fe80::1%eth0]:5000/x"),
+            ("user:pass@registry.io/team", "registry.io/team"),
+            ("a@b@registry.io", "registry.io"),
+            ("registry.io/my path", "registry.io/my path"),
+            ("registry.io/a%2Fb", "registry.io/a/b"),
+            ("%C3%A9xample.com", "éxample.com"),
+            ("a%25b.com", "a%b.com"),
+            ("registry.io?x=1/y", "registry.io"),
+            ("registry.io/team?x", "registry.io/team"),
+            ("k?s.io", "k"),
+            ("registry.io#frag", "registry.io"),
+            // A control character after '#' is not checked by Go.
+            ("registry.io#a\nb", "registry.io"),
+            ("", ""),
+            ("/team", "/team"),
+            // Only the exact lower-case schemes are recognised; others become host "X:".
+            ("HTTPS://quay.io", "HTTPS://quay.io"),
+            ("ftp://quay.io/v1/", "ftp://quay.io/v1/"),
+            ("https://https://quay.io", "https://quay.io"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(key(raw).as_str(), want, "raw {raw:?}");
+        }
+    }
+
+    #[test]
+    fn normalisation_errors() {
+        let cases = [
+            ("host:abc", KeyError::InvalidPort(":abc".into())),
+            ("host:80:80", KeyError::InvalidPort(":80:80".into())),
+            ("::1", KeyError::InvalidPort("::1".into())),
+            ("my registry.io", KeyError::InvalidHostCharacter(' ')),
+            ("reg{1}.io", KeyError::InvalidHostCharacter('{')),
+            ("reg\\x.io", KeyError::InvalidHostCharacter('\\')),
+            ("registry.io\n", KeyError::ControlCharacter),
+            ("registry.io/a\tb", KeyError::ControlCharacter),
+            ("registry.io?\u{7f}", KeyError::ControlCharacter),
+            ("registry.io/a%zz", KeyError::InvalidEscape { part: "path" }),
+            ("registry.io/a%4", KeyError::InvalidEscape { part: "path" }),
+            (
+                "registry.io#%zz",
+                KeyError::InvalidEscape { part: "fragment" },
+            ),
+            ("%41bc.com", KeyError::InvalidEscape { part: "host" }),
+            ("us er@registry.io", KeyError::InvalidUserinfo),
+            (
+                "us%zzer@registry.io",
+                KeyError::InvalidEscape { part: "user-info" },
+            ),
+            ("[::1", KeyError::MissingBracket),
+            ("[::1]x", KeyError::InvalidPort("x".into())),
+            ("[::1]:x", KeyError::InvalidPort(":x".into())),
+            ("[1.2.3.4]", KeyError::InvalidIpLiteral),
+            ("[v1.x]", KeyError::InvalidIpLiteral),
+            ("[::1%25]", KeyError::InvalidIpLiteral),
+            ("[1:2:3:4:5:6:7:8:9]", KeyError::InvalidIpLiteral),
+            ("[::ffff:01.2.3.4]", KeyError::InvalidIpLiteral),
+            ("reg[0-9].io", KeyError::InvalidIpLiteral),
+            ("[a-z].io", KeyError::InvalidPort(".io".into())),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(RegistryKey::parse(raw), Err(want), "raw {raw:?}");
+        }
+    }
+
+    #[test]
+    fn key_components() {
+        // (raw, host, hostname, port, path)
+        let cases = [
+            (
+                "registry.example.com:5000/team",
+                "registry.example.com:5000",
+                "registry.example.com",
+                Some("5000"),
+                "/team",
+            ),
+            ("quay.io", "quay.io", "quay.io", None, ""),
+            ("quay.io:", "quay.io:", "quay.io", None, ""),
+            (
+                "https://quay.io/v2/foo/",
+                "quay.io",
+                "quay.io",
+                None,
+                "/foo/",
+            ),
+            ("[::1]:443/x", "[::1]:443", "[::1]", Some("443"), "/x"),
+            ("[::1]", "[::1]", "[::1]", None, ""),
+        ];
+        for (raw, host, hostname, port, path) in cases {
+            let k = key(raw);
+            assert_eq!(
+                (k.host(), k.hostname(), k.port(), k.path()),
+                (host, hostname, port, path),
+                "raw {raw:?}"
+            );
+        }
+        assert!(key("*.example.com").is_glob());
+        assert!(
+            key("[::1]").is_glob(),
+            "URLsMatch sees '[::1]' as a character class"
+        );
+        assert!(!key("[::1]:5000").is_glob());
+        assert!(!key("quay.io/*").is_glob());
+        assert_eq!(
+            format!("{:?}", key("https://quay.io/v1/")),
+            r#"RegistryKey("quay.io")"#
+        );
+    }
+
+    #[test]
+    fn ordering_is_byte_order_of_the_key() {
+        let mut keys = [
+            key("*.example.com/path"),
+            key("foo.example.com"),
+            key("bar.example.com/pong"),
+            key("bar.example.com"),
+        ];
+        keys.sort();
+        let sorted: Vec<&str> = keys.iter().map(RegistryKey::as_str).collect();
+        assert_eq!(
+            sorted,
+            [
+                "*.example.com/path",
+                "bar.example.com",
+                "bar.example.com/pong",
+                "foo.example.com"
+            ]
+        );
+        assert_eq!(key("https://quay.io/v1/"), key("quay.io"));
+    }
+
+    #[test]
+    fn matching_table() {
+        // (key, image name, matches)
+        let cases = [
+            ("*.kubernetes.io", "prefix.kubernetes.io", true),
+            ("prefix.*.io", "prefix.kubernetes.io", true),
+            ("prefix.kubernetes.*", "prefix.kubernetes.io", true),
+            ("*-good.kubernetes.io", "prefix-good.kubernetes.io", true),
+            ("*kubernetes.io", "kubernetes.io", true),
+            ("*.kubernetes.io/blah", "prefix.kubernetes.io/blah", true),
+            ("prefix.*.io/foo", "prefix.kubernetes.io/foo/bar", true),
+            (
+                "*.kubernetes.io:1111/blah",
+                "prefix.kubernetes.io:1111/blah",
+                true,
+            ),
+            ("*.kubernetes.io", "kubernetes.io", false),
+            ("*.*.kubernetes.io", "prefix.kubernetes.io", false),
+            ("*.*.kubernetes.io", "kubernetes.io", false),
+            ("kubernetes.io", "kubernetes.com", false),
+            ("k*.io", "quay.io", false),
+            (
+                "*.kubernetes.io:1234/blah",
+                "prefix.kubernetes.io:1111/blah",
+                false,
+            ),
+            (
+                "prefix.*.io/foo",
+                "prefix.kubernetes.io:1111/foo/bar",
+                false,
+            ),
+            ("*.io/foo", "x.io:1111/foo/bar", false),
+            (
+                "*.docker.io/path:1111",
+                "prefix.docker.io/path:1111/foo/bar",
+                true,
+            ),
+            (
+                "prefix.*.io/path:1111",
+                "prefix.docker.io/path/subpath:1111/foo/bar",
+                false,
+            ),
+            // Ports are strings: no default-port folding.
+            ("quay.io", "quay.io:443/x", false),
+            ("quay.io:443", "quay.io:443/x", true),
+            ("quay.io:443", "quay.io/x", false),
+            ("quay.io:", "quay.io/x", true),
+            ("quay.io:5000", "quay.io:05000/x", false),
+            // Paths are plain string prefixes; '*' in a path is literal.
+            ("bar.example.com/pong", "bar.example.com/pongz", true),
+            ("bar.example.com/pong", "bar.example.com/pon", false),
+            ("quay.io/foo/", "quay.io/foo", false),
+            ("quay.io/foo/", "quay.io/foo/bar", true),
+            ("*.io/fo*", "x.io/foo", false),
+            ("*.io/fo*", "x.io/fo*o", true),
+            ("https://quay.io/v1/", "quay.io/foo/bar", true),
+            // Case-sensitive everywhere.
+            ("Quay.io", "quay.io/x", false),
+            ("quay.io/Team", "quay.io/team/x", false),
+            // IPv6: with a port SplitHostPort strips the brackets; without, "[::1]" is a glob class.
+            ("[::1]:5000", "[::1]:5000/x", true),
+            ("[::1]", "[::1]/x", false),
+            // The Hub key never matches normalised Hub names directly.
+            ("index.docker.io", "docker.io/library/nginx", false),
+            ("docker.io", "docker.io/library/nginx", true),
+            ("*.io", "docker.io/library/nginx", true),
+            // A name url.Parse rejects matches nothing.
+            ("*", "bad host/x", false),
+        ];
+        for (k, image, want) in cases {
+            assert_eq!(
+                key(k).matches(&MatchTarget::new(image)),
+                want,
+                "key {k:?} image {image:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn glob_table() {
+        // (pattern, name, matches): filepath.Match on Unix, errors as non-matches.
+        let cases: [(&[u8], &[u8], bool); 30] = [
+            (b"*", b"abc", true),
+            (b"*", b"", true),
+            (b"a*", b"a", true),
+            (b"*c", b"abc", true),
+            (b"a*c", b"ac", true),
+            (b"a*b*c", b"axxbyyc", true),
+            (b"a*b*c", b"axxbyy", false),
+            (b"*x", b"yyx", true),
+            (b"a?c", b"abc", true),
+            (b"a?c", b"ac", false),
+            (b"?", "é".as_bytes(), true),
+            (b"[a-c]x", b"bx", true),
+            (b"[a-c]x", b"dx", false),
+            (b"[^a-c]x", b"dx", true),
+            (b"[^a-c]x", b"bx", false),
+            (b"[!a]", b"!", true),
+            (b"[!a]", b"b", false),
+            ("[é]".as_bytes(), "é".as_bytes(), true),
+            (b"[\\]]", b"]", true),
+            (b"\\*", b"*", true),
+            (b"\\*", b"a", false),
+            (b"*", b"a/b", false),
+            // Malformed patterns never match, even where a prefix would.
+            (b"[", b"a", false),
+            (b"a[", b"a", false),
+            (b"[]", b"]", false),
+            (b"[a-]", b"a", false),
+            (b"\\", b"", false),
+            (b"*[", b"a", false),
+            (b"a*[", b"ab", false),
+            (b"x[", b"a", false),
+        ];
+        for (pattern, name, want) in cases {
+            assert_eq!(
+                glob_match(pattern, name),
+                want,
+                "pattern {:?} name {:?}",
+                String::from_utf8_lossy(pattern),
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn split_host_port_follows_net() {
+        let cases = [
+            ("host:80", Some(("host", "80"))),
+            ("host:", Some(("host", ""))),
+            ("host", None),
+            ("[::1]:80", Some(("::1", "80"))),
+            ("[::1]", None),
+            ("a:b:c", None),
+            ("[::1]x:80", None),
+            ("ho[st:80", None),
+        ];
+        for (input, want) in cases {
+            let want = want.map(|(h, p): (&str, &str)| (h.as_bytes(), p.as_bytes()));
+            assert_eq!(split_host_port(input.as_bytes()), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn default_registry_match() {
+        let cases = [
+            ("foo/bar", true),
+            ("docker.io/foo/bar", true),
+            ("index.docker.io/foo/bar", true),
+            ("foo", true),
+            ("docker.io", true),
+            ("localhost/x", true),
+            ("Foo/x", true),
+            ("", false),
+            ("/x", false),
+            ("registry.tld/foo/bar", false),
+            ("registry:5000/foo/bar", false),
+            ("localhost:5000/x", false),
+            ("myhostdocker.io/foo/bar", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(is_default_registry_match(name), want, "{name:?}");
+        }
+    }
+
+    fn ring(entries: &[(&str, &'static str)]) -> Keyring<&'static str> {
+        let mut ring = Keyring::new();
+        for (raw, value) in entries {
+            ring.insert(key(raw), *value);
+        }
+        ring
+    }
+
+    #[test]
+    fn lookup_orders_descending_and_collects_every_match() {
+        let ring = ring(&[
+            ("bar.example.com/pong", "grace"),
+            ("bar.example.com", "ada"),
+        ]);
+        let cases: [(&str, &[&str]); 7] = [
+            ("bar.example.com", &["ada"]),
+            ("bar.example.com/pong", &["grace", "ada"]),
+            ("bar.example.com/ping", &["ada"]),
+            ("bar.example.com/pongz", &["grace", "ada"]),
+            ("bar.example.com/pong/pang", &["grace", "ada"]),
+            ("example.com", &[]),
+            ("foo.example.com", &[]),
+        ];
+        for (image, want) in cases {
+            let got: Vec<&str> = ring.lookup(image).into_iter().copied().collect();
+            assert_eq!(got, want, "image {image:?}");
+            assert_eq!(ring.covers(image), !want.is_empty(), "image {image:?}");
+        }
+    }
+
+    #[test]
+    fn lookup_orders_by_bytes_not_specificity() {
+        let ring = ring(&[("*.example.com/path", "glob"), ("foo.example.com", "exact")]);
+        let got: Vec<&str> = ring
+            .lookup("foo.example.com/path/app")
+            .into_iter()
+            .copied()
+            .collect();
+        assert_eq!(got, ["exact", "glob"], "'f' sorts after '*'");
+    }
+
+    #[test]
+    fn values_of_one_key_keep_insertion_order() {
+        let ring = ring(&[
+            ("quay.io", "first"),
+            ("https://quay.io/v1/", "second"),
+            ("quay.io/team", "team"),
+            ("http://quay.io", "third"),
+        ]);
+        assert_eq!(ring.len(), 2);
+        let got: Vec<&str> = ring
+            .lookup("quay.io/team/app")
+            .into_iter()
+            .copied()
+            .collect();
+        assert_eq!(got, ["team", "first", "second", "third"]);
+    }
+
+    #[test]
+    fn hub_fallback_only_when_nothing_matched() {
+        let hub = ring(&[("https://index.docker.io/v1/", "hub")]);
+        let cases = [
+            ("docker.io/library/nginx", true),
+            ("google/docker-registry", true),
+            ("jenkins", true),
+            ("localhost/x", true),
+            ("Foo/x", true),
+            ("index.docker.io/v1//google/docker-registry", true),
+            ("registry.tld/foo", false),
+            ("world.mesos.org/foo/bar", false),
+            ("localhost:5000/x", false),
+        ];
+        for (image, want) in cases {
+            let got: Vec<&str> = hub.lookup(image).into_iter().copied().collect();
+            assert_eq!(got == ["hub"], want, "image {image:?}: {got:?}");
+            assert_eq!(hub.covers(image), want, "image {image:?}");
+        }
+
+        let with_glob = ring(&[("index.docker.io", "hub"), ("*.io", "glob")]);
+        let got: Vec<&str> = with_glob
+            .lookup("docker.io/library/nginx")
+            .into_iter()
+            .copied()
+            .collect();
+        assert_eq!(got, ["glob"], "a direct match suppresses the Hub fallback");
+
+        let with_docker_io = ring(&[("index.docker.io", "hub"), ("docker.io", "direct")]);
+        let got: Vec<&str> = with_docker_io
+            .lookup("docker.io/library/nginx")
+            .into_iter()
+            .copied()
+            .collect();
+        assert_eq!(got, ["direct"]);
+
+        let path_only = ring(&[("index.docker.io/library", "lib")]);
+        assert!(
+            path_only.lookup("docker.io/library/nginx").is_empty(),
+            "only the bare key is the fallback"
+        );
+    }
+
+    #[test]
+    fn large_host_buckets_probe_prefixes() {
+        let mut ring = Keyring::new();
+        for i in 0..100 {
+            ring.insert(key(&format!("registry.example.com/team{i}")), i);
+        }
+        ring.insert(key("registry.example.com"), 1000);
+        ring.insert(key("registry.example.com:5000/team1"), 2000);
+        let got: Vec<i32> = ring
+            .lookup("registry.example.com/team10/app")
+            .into_iter()
+            .copied()
+            .collect();
+        assert_eq!(got, [10, 1, 1000]);
+        assert_eq!(ring.lookup("registry.example.com:5000/team1"), [&2000]);
+        assert_eq!(ring.len(), 102);
+    }
+
+    #[test]
+    fn near_misses() {
+        let cases = [
+            (
+                "quay.io",
+                "quay.io:443/x",
+                Some(NearMiss::Port {
+                    key: None,
+                    image: Some("443".into()),
+                }),
+            ),
+            (
+                "*.example.com:5000",
+                "a.example.com/x",
+                Some(NearMiss::Port {
+                    key: Some("5000".into()),
+                    image: None,
+                }),
+            ),
+            (
+                "quay.io/foo/",
+                "quay.io/foo",
+                Some(NearMiss::Path {
+                    key_path: "/foo/".into(),
+                    image_path: "/foo".into(),
+                }),
+            ),
+            ("Quay.io", "quay.io/x", Some(NearMiss::Case)),
+            ("*.Example.com", "a.example.com/x", Some(NearMiss::Case)),
+            (
+                "*.kubernetes.io",
+                "kubernetes.io/x",
+                Some(NearMiss::LabelCount),
+            ),
+            (
+                "*.example.com",
+                "a.b.example.com/x",
+                Some(NearMiss::LabelCount),
+            ),
+            ("*.example.com", "foo.com/x", None),
+            ("example.com", "a.example.com/x", None),
+            ("example.com", "other.com/x", None),
+            ("quay.io", "quay.io/x", None),
+        ];
+        for (k, image, want) in cases {
+            assert_eq!(
+                key(k).near_miss(&MatchTarget::new(image)),
+                want,
+                "key {k:?} image {image:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn match_target_parts() {
+        let t = MatchTarget::new("registry.example.com:5000/team/app");
+        assert_eq!(
+            (t.name(), t.host()),
+            (
+                "registry.example.com:5000/team/app",
+                "registry.example.com:5000"
+            )
+        );
+        assert_eq!(MatchTarget::new("nginx").host(), "nginx");
+    }
+
+    #[test]
+    fn debug_of_a_keyring_shows_no_values() {
+        let ring = ring(&[("quay.io", "hunter2-value")]);
+        let shown = format!("{ring:?}");
+        assert!(
+            shown.contains("quay.io") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    /// The kubelet's Lookup: every key, descending, URLsMatch, then the Hub fallback.
+    fn naive_lookup<'r>(keys: &'r [(RegistryKey, u32)], name: &str) -> Vec<&'r u32> {
+        let mut sorted: Vec<&RegistryKey> = keys.iter().map(|(k, _)| k).collect();
+        sorted.sort();
+        sorted.dedup();
+        let target = MatchTarget::new(name);
+        let hits: Vec<&u32> = sorted
+            .iter()
+            .rev()
+            .filter(|k| k.matches(&target))
+            .flat_map(|k| keys.iter().filter(move |(k2, _)| k2 == *k).map(|(_, v)| v))
+            .collect();
+        if !hits.is_empty() || !is_default_registry_match(name) {
+            return hits;
+        }
+        keys.iter()
+            .filter(|(k, _)| k.as_str() == "index.docker.io")
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    fn key_strategy() -> impl Strategy<Value = String> {
+        prop::string::string_regex("(https://)?((\\*|a|b|ab)\\.){0,2}(io|docker\\.io|index\\.docker\\.io)(:(5000|443|))?(/v1/|/(a|b|ab|a/b)/?)?")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn image_strategy() -> impl Strategy<Value = String> {
+        prop::string::string_regex(
+            "(((a|b|ab)\\.){0,2}(io|docker\\.io)(:(5000|443))?/)?(a|b|ab|library)(/(a|b|ab|x))?",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    proptest! {
+        #[test]
+        fn indexed_lookup_equals_the_kubelet_scan(
+            raws in prop::collection::vec(key_strategy(), 0..40),
+            images in prop::collection::vec(image_strategy(), 1..20),
+        ) {
+            let keys: Vec<(RegistryKey, u32)> = raws
+                .iter()
+                .zip(0u32..)
+                .filter_map(|(raw, v)| RegistryKey::parse(raw).ok().map(|k| (k, v)))
+                .collect();
+            let mut ring = Keyring::new();
+            for (k, v) in &keys {
+                ring.insert(k.clone(), *v);
+            }
+            for image in &images {
+                let want = naive_lookup(&keys, image);
+                prop_assert_eq!(ring.lookup(image), want.clone(), "image {}", image);
+                prop_assert_eq!(ring.covers(image), !want.is_empty());
+            }
+        }
+
+        #[test]
+        fn prefix_probing_equals_the_kubelet_scan(
+            paths in prop::collection::vec("(/[ab]{0,3}){0,3}/?", 17..60),
+            images in prop::collection::vec("r\\.io(:5000)?(/[ab]{1,3}){1,4}", 1..20),
+        ) {
+            // Many paths on one host push the index past PROBE_THRESHOLD.
+            let keys: Vec<(RegistryKey, u32)> = paths
+                .iter()
+                .zip(0u32..)
+                .filter_map(|(path, v)| RegistryKey::parse(&format!("r.io{path}")).ok().map(|k| (k, v)))
+                .collect();
+            let mut ring = Keyring::new();
+            for (k, v) in &keys {
+                ring.insert(k.clone(), *v);
+            }
+            for image in &images {
+                let want = naive_lookup(&keys, image);
+                prop_assert_eq!(ring.lookup(image), want.clone(), "image {}", image);
+                prop_assert_eq!(ring.covers(image), !want.is_empty());
+            }
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(raw in any::<String>(), image in any::<String>()) {
+            let target = MatchTarget::new(&image);
+            let _ = target.host();
+            if let Ok(k) = RegistryKey::parse(&raw) {
+                let _ = (k.host(), k.hostname(), k.port(), k.path(), k.is_glob());
+                let matched = k.matches(&target);
+                let near = k.near_miss(&target);
+                prop_assert!(!(matched && near.is_some()));
+                let mut ring = Keyring::new();
+                ring.insert(k, ());
+                prop_assert_eq!(ring.covers(&image), !ring.lookup(&image).is_empty());
+            }
+        }
+
+        #[test]
+        fn url_like_strings_never_panic(raw in "[a-z:@%\\[\\]/.*?#0-9A-F]{0,24}", image in "[a-z:@%\\[\\]/.*0-9]{0,24}") {
+            let target = MatchTarget::new(&image);
+            if let Ok(k) = RegistryKey::parse(&raw) {
+                let _ = (k.matches(&target), k.near_miss(&target), k.hostname(), k.port());
+            }
+        }
+
+        #[test]
+        fn glob_never_panics(pattern in prop::collection::vec(any::<u8>(), 0..12), name in prop::collection::vec(any::<u8>(), 0..12)) {
+            let _ = glob_match(&pattern, &name);
+        }
+    }
 }

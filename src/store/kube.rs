@@ -1,43 +1,915 @@
-//! TEMPORARY STUB: the watch-backed cluster store (being written).
+//! The live cluster store: kube-rs watchers on pull Secrets, ServiceAccounts and Namespaces keep a
+//! [`ClusterIndex`] current in place.
+//!
+//! One watcher runs per resource (and per pull-secret type, selected server-side with
+//! `type=…`), cluster-wide or once per watched namespace. Each event is converted to an index
+//! entry outside the lock and applied with a short write lock, so admission reads are never
+//! blocked for long. A relist (`Init` … `InitDone`, after a 410 or a restart) removes whatever
+//! that watcher no longer sees, so the index converges even when deletions were missed.
+//! Secret data is decoded only to parse registry keys and is dropped at once: the index keeps
+//! what [`SecretInfo`] keeps, and nothing here logs or formats an object.
 
-use super::index::ClusterIndex;
+use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
+use super::objects::parse_managed;
 use super::{Store, View};
-use crate::metrics::Metrics;
+use crate::engine::podview::INJECT_ANNOTATION;
+use crate::engine::pullsecret::{DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE};
+use crate::metrics::{KindLabels, Metrics, ResourceLabels};
+use crate::policy::NamespaceOverrides;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Config, Resource};
+use prometheus_client::metrics::gauge::Gauge;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn, Instrument};
+
+/// A client from a kubeconfig file, or else inferred (in-cluster config, then `$KUBECONFIG`/`~/.kube/config`).
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, kube::Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            Config::from_custom_kubeconfig(
+                Kubeconfig::read_from(path)?,
+                &KubeConfigOptions::default(),
+            )
+            .await?
+        }
+        None => Config::infer().await.map_err(kube::Error::InferConfig)?,
+    };
+    Client::try_from(config)
+}
 
 /// A store fed by watches on the API server.
 pub struct ClusterStore {
-    index: RwLock<ClusterIndex>,
+    shared: Arc<Shared>,
+    /// The watcher tasks; aborted when the store is dropped so nothing outlives it.
+    tasks: Vec<AbortHandle>,
 }
 
-/// A client from a kubeconfig file, or in-cluster config.
-pub async fn client(_kubeconfig: Option<&Path>) -> Result<kube::Client, kube::Error> {
-    kube::Client::try_default().await
+/// State the watcher tasks share with the store.
+struct Shared {
+    index: RwLock<ClusterIndex>,
+    /// Watchers that have not yet finished their first list.
+    unsynced: AtomicUsize,
+    /// Watchers whose last outcome was an error; `store_stale` is 1 while this is non-zero.
+    /// A mutex rather than an atomic so the count and the gauge always change together.
+    failing: Mutex<usize>,
+    metrics: Arc<Metrics>,
+    gauges: ObjectGauges,
+    started: Instant,
+}
+
+/// The `store_objects` gauges, looked up once instead of per event.
+struct ObjectGauges {
+    secrets: Gauge,
+    service_accounts: Gauge,
+    namespaces: Gauge,
 }
 
 impl ClusterStore {
-    /// Start watching; the store is ready once every initial list is complete.
+    /// Start watching (all namespaces when `namespaces` is empty); the store is ready once every
+    /// watcher has completed its initial list. Must be called within a Tokio runtime.
     pub fn start(
-        _client: kube::Client,
-        _namespaces: Vec<String>,
-        _metrics: Arc<Metrics>,
+        client: Client,
+        namespaces: Vec<String>,
+        metrics: Arc<Metrics>,
     ) -> Arc<ClusterStore> {
-        Arc::new(ClusterStore {
+        let watches = plan(&namespaces);
+        let gauge = |kind| {
+            metrics
+                .store_objects
+                .get_or_create(&KindLabels { kind })
+                .clone()
+        };
+        let gauges = ObjectGauges {
+            secrets: gauge("Secret"),
+            service_accounts: gauge("ServiceAccount"),
+            namespaces: gauge("Namespace"),
+        };
+        let shared = Arc::new(Shared {
             index: RwLock::new(ClusterIndex::new()),
-        })
+            unsynced: AtomicUsize::new(watches.len()),
+            failing: Mutex::new(0),
+            metrics,
+            gauges,
+            started: Instant::now(),
+        });
+        shared.publish_counts(&shared.read());
+        let tasks = watches
+            .into_iter()
+            .map(|w| spawn_watch(&shared, &client, w))
+            .collect();
+        Arc::new(ClusterStore { shared, tasks })
+    }
+}
+
+impl Drop for ClusterStore {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
 impl Store for ClusterStore {
     fn view(&self) -> View<'_> {
-        View::Locked(
-            self.index
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        View::Locked(self.shared.read())
     }
+
     fn ready(&self) -> bool {
-        false
+        self.shared.unsynced.load(Ordering::Acquire) == 0
+    }
+}
+
+impl Shared {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ClusterIndex> {
+        // A panic while holding the lock cannot leave the index half-updated in a way that
+        // matters more than stopping admission would, so keep serving.
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish_counts(&self, idx: &ClusterIndex) {
+        let n = |c: usize| i64::try_from(c).unwrap_or(i64::MAX);
+        self.gauges.secrets.set(n(idx.secret_count()));
+        self.gauges
+            .service_accounts
+            .set(n(idx.service_account_count()));
+        self.gauges.namespaces.set(n(idx.namespace_count()));
+    }
+
+    fn adjust_failing(&self, failed: bool) {
+        let mut n = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        *n = if failed { *n + 1 } else { n.saturating_sub(1) };
+        self.metrics.store_stale.set(i64::from(*n > 0));
+    }
+}
+
+/// What one watcher keeps in sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Secrets of one pull type.
+    Secrets(&'static str),
+    /// ServiceAccounts.
+    ServiceAccounts,
+    /// Namespaces (their labels).
+    Namespaces,
+}
+
+impl Target {
+    /// The `resource` label of `store_last_sync`.
+    fn resource(self) -> &'static str {
+        match self {
+            Target::Secrets(_) => "secrets",
+            Target::ServiceAccounts => "serviceaccounts",
+            Target::Namespaces => "namespaces",
+        }
+    }
+}
+
+/// One watcher: a target, cluster-wide (`None`) or in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Watch {
+    target: Target,
+    namespace: Option<String>,
+}
+
+/// The watchers for a list of namespaces (empty: cluster-wide).
+fn plan(namespaces: &[String]) -> Vec<Watch> {
+    let mut scopes: Vec<Option<String>> = namespaces
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| Some(n.to_owned()))
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    if scopes.is_empty() {
+        scopes.push(None);
+    }
+    let targets = [
+        Target::Secrets(DOCKER_CONFIG_JSON_TYPE),
+        Target::Secrets(DOCKERCFG_TYPE),
+        Target::ServiceAccounts,
+        Target::Namespaces,
+    ];
+    scopes
+        .into_iter()
+        .flat_map(|namespace| {
+            targets.map(|target| Watch {
+                target,
+                namespace: namespace.clone(),
+            })
+        })
+        .collect()
+}
+
+/// An object's identity in the index: (namespace, name); the namespace is empty for Namespaces.
+type Key = (String, String);
+
+/// An object converted for the index, ready to apply.
+#[derive(Debug)]
+enum Entry {
+    Secret(SecretInfo),
+    ServiceAccount(String, ServiceAccountInfo),
+    Namespace(String, NamespaceOverrides),
+}
+
+impl Entry {
+    fn key(&self) -> Key {
+        match self {
+            Entry::Secret(s) => (s.namespace.clone(), s.name.clone()),
+            Entry::ServiceAccount(ns, sa) => (ns.clone(), sa.name.clone()),
+            Entry::Namespace(name, _) => (String::new(), name.clone()),
+        }
+    }
+
+    fn apply(self, idx: &mut ClusterIndex) {
+        match self {
+            Entry::Secret(s) => idx.upsert_secret(s),
+            Entry::ServiceAccount(ns, sa) => idx.upsert_service_account(&ns, sa),
+            Entry::Namespace(name, o) => idx.upsert_namespace(&name, o),
+        }
+    }
+}
+
+/// A watched Kubernetes type and its conversion to an index entry.
+trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static
+{
+    /// The entry, or `None` when the object lacks a name (or namespace) the API always sets.
+    fn into_entry(self) -> Option<Entry>;
+}
+
+impl Watched for Secret {
+    fn into_entry(mut self) -> Option<Entry> {
+        let namespace = self.metadata.namespace.take()?;
+        let name = self.metadata.name.take()?;
+        let created = self
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second());
+        let secret_type = self.type_.take().unwrap_or_else(|| "Opaque".to_owned());
+        // Move the decoded bytes out of the ByteStrings (no copy); they live only for the parse.
+        let data: BTreeMap<String, Vec<u8>> = self
+            .data
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        let info = SecretInfo::new(
+            &namespace,
+            &name,
+            &secret_type,
+            created,
+            self.metadata.resource_version.take(),
+            &data,
+        );
+        drop(data);
+        Some(Entry::Secret(info))
+    }
+}
+
+impl Watched for ServiceAccount {
+    fn into_entry(self) -> Option<Entry> {
+        let namespace = self.metadata.namespace?;
+        let name = self.metadata.name?;
+        let annotations = self.metadata.annotations.unwrap_or_default();
+        let info = ServiceAccountInfo {
+            name,
+            image_pull_secrets: self
+                .image_pull_secrets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.name)
+                .filter(|n| !n.is_empty())
+                .collect(),
+            managed: parse_managed(annotations.get(MANAGED_ANNOTATION).map(String::as_str)),
+            inject_opt_out: annotations
+                .get(INJECT_ANNOTATION)
+                .is_some_and(|v| v.eq_ignore_ascii_case("false")),
+        };
+        Some(Entry::ServiceAccount(namespace, info))
+    }
+}
+
+impl Watched for Namespace {
+    fn into_entry(self) -> Option<Entry> {
+        let name = self.metadata.name?;
+        let overrides = NamespaceOverrides::from_labels(&self.metadata.labels.unwrap_or_default());
+        Some(Entry::Namespace(name, overrides))
+    }
+}
+
+impl Watch {
+    /// Keys of the objects this watcher is responsible for in the index.
+    fn keys_in_scope(&self, idx: &ClusterIndex) -> HashSet<Key> {
+        let namespaces: Vec<&str> = match &self.namespace {
+            Some(ns) => vec![ns.as_str()],
+            None => idx.namespace_names().collect(),
+        };
+        let mut keys = HashSet::new();
+        for ns in namespaces {
+            let info = idx.namespace(ns);
+            match self.target {
+                Target::Secrets(t) => keys.extend(
+                    info.secrets
+                        .values()
+                        .filter(|s| s.secret_type == t)
+                        .map(|s| (ns.to_owned(), s.name.clone())),
+                ),
+                Target::ServiceAccounts => {
+                    keys.extend(
+                        info.service_accounts
+                            .keys()
+                            .map(|n| (ns.to_owned(), n.clone())),
+                    );
+                }
+                Target::Namespaces => {
+                    if info.overrides != NamespaceOverrides::default() {
+                        keys.insert((String::new(), ns.to_owned()));
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    /// Remove an object this watcher saw deleted (or no longer lists).
+    fn remove(&self, idx: &mut ClusterIndex, (ns, name): &Key) {
+        match self.target {
+            // Secret types are immutable, but a secret deleted and recreated under another type
+            // is reported by two watchers in no particular order: only drop our own type.
+            Target::Secrets(t) => {
+                if idx
+                    .namespace(ns)
+                    .secrets
+                    .get(name)
+                    .is_some_and(|s| s.secret_type == t)
+                {
+                    idx.remove_secret(ns, name);
+                }
+            }
+            Target::ServiceAccounts => {
+                idx.remove_service_account(ns, name);
+            }
+            Target::Namespaces => idx.remove_namespace(name),
+        }
+    }
+}
+
+/// What an event meant for the watcher's lifecycle.
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    /// An ordinary change (or a relist step).
+    Changed,
+    /// A relist began (`Init` after the first).
+    Relisting,
+    /// A list completed; `first` for the watcher's very first one; `removed` objects were gone.
+    Listed { first: bool, removed: usize },
+}
+
+/// Applies one watcher's events to the index, tracking relists.
+struct Follower {
+    watch: Watch,
+    /// During a relist: the keys this watcher held before it that the relist has not yet shown.
+    unseen: Option<HashSet<Key>>,
+    listed_once: bool,
+}
+
+impl Follower {
+    fn new(watch: Watch) -> Self {
+        Follower {
+            watch,
+            unseen: None,
+            listed_once: false,
+        }
+    }
+
+    fn on_event<K: Watched>(&mut self, index: &RwLock<ClusterIndex>, event: Event<K>) -> Progress {
+        let write = || index.write().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Event::Init => {
+                let read = index.read().unwrap_or_else(PoisonError::into_inner);
+                self.unseen = Some(self.watch.keys_in_scope(&read));
+                if self.listed_once {
+                    Progress::Relisting
+                } else {
+                    Progress::Changed
+                }
+            }
+            Event::InitApply(obj) | Event::Apply(obj) => {
+                // Convert (and parse secret payloads) before taking the lock.
+                if let Some(entry) = obj.into_entry() {
+                    if let Some(unseen) = &mut self.unseen {
+                        unseen.remove(&entry.key());
+                    }
+                    entry.apply(&mut write());
+                } else {
+                    warn!(
+                        resource = self.watch.target.resource(),
+                        "object without name or namespace ignored"
+                    );
+                }
+                Progress::Changed
+            }
+            Event::Delete(obj) => {
+                if let Some(entry) = obj.into_entry() {
+                    self.watch.remove(&mut write(), &entry.key());
+                }
+                Progress::Changed
+            }
+            Event::InitDone => {
+                let gone = self.unseen.take().unwrap_or_default();
+                let removed = gone.len();
+                if removed > 0 {
+                    let mut idx = write();
+                    for key in &gone {
+                        self.watch.remove(&mut idx, key);
+                    }
+                }
+                let first = !self.listed_once;
+                self.listed_once = true;
+                Progress::Listed { first, removed }
+            }
+        }
+    }
+}
+
+/// A watcher's health, shared with the HTTP layer of its client.
+struct Health {
+    shared: Arc<Shared>,
+    failing: AtomicBool,
+    last_sync: Gauge<f64, AtomicU64>,
+}
+
+impl Health {
+    fn synced(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_sync.set(now);
+    }
+
+    fn failed(&self) {
+        if !self.failing.swap(true, Ordering::AcqRel) {
+            self.shared.adjust_failing(true);
+        }
+    }
+
+    fn recovered(&self) {
+        if self.failing.swap(false, Ordering::AcqRel) {
+            self.shared.adjust_failing(false);
+            info!("watch recovered");
+        }
+    }
+}
+
+/// The watcher's view of its client's HTTP responses.
+///
+/// After an error the watcher reconnects and then only yields something when an object
+/// changes, which in a quiet namespace can be hours away; bookmarks are consumed inside kube's
+/// watcher. A successful response to the watcher's own (re)list or (re)watch request is the
+/// earliest proof that it is connected again, so that is where recovery is recorded.
+#[derive(Clone)]
+struct Observed {
+    client: Client,
+    health: Arc<Health>,
+}
+
+impl tower::Service<hyper::Request<kube::client::Body>> for Observed {
+    type Response = hyper::Response<kube::client::Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, kube::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), kube::Error>> {
+        // The inner client buffers and applies its own backpressure in `send`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: hyper::Request<kube::client::Body>) -> Self::Future {
+        let Observed { client, health } = self.clone();
+        Box::pin(async move {
+            let res = client.send(req).await?;
+            if res.status().is_success() {
+                health.synced();
+                health.recovered();
+            }
+            Ok(res)
+        })
+    }
+}
+
+fn spawn_watch(shared: &Arc<Shared>, client: &Client, watch: Watch) -> AbortHandle {
+    let resource = watch.target.resource();
+    let health = Arc::new(Health {
+        shared: shared.clone(),
+        failing: AtomicBool::new(false),
+        last_sync: shared
+            .metrics
+            .store_last_sync
+            .get_or_create(&ResourceLabels { resource })
+            .clone(),
+    });
+    let observed = Client::new(
+        Observed {
+            client: client.clone(),
+            health: health.clone(),
+        },
+        client.default_namespace(),
+    );
+    let span = tracing::info_span!(
+        "watch",
+        resource,
+        namespace = watch.namespace.as_deref().unwrap_or("*"),
+        secret_type = match watch.target {
+            Target::Secrets(t) => t,
+            _ => "",
+        },
+    );
+    let task = match watch.target {
+        Target::Secrets(t) => {
+            let api: Api<Secret> = match &watch.namespace {
+                Some(ns) => Api::namespaced(observed, ns),
+                None => Api::all(observed),
+            };
+            let config = watcher::Config::default().fields(&format!("type={t}"));
+            tokio::spawn(
+                follow(shared.clone(), health, Follower::new(watch), api, config).instrument(span),
+            )
+        }
+        Target::ServiceAccounts => {
+            let api: Api<ServiceAccount> = match &watch.namespace {
+                Some(ns) => Api::namespaced(observed, ns),
+                None => Api::all(observed),
+            };
+            tokio::spawn(
+                follow(
+                    shared.clone(),
+                    health,
+                    Follower::new(watch),
+                    api,
+                    watcher::Config::default(),
+                )
+                .instrument(span),
+            )
+        }
+        Target::Namespaces => {
+            // Namespaces are cluster-scoped: in namespaced mode read just the one by name.
+            let config = match &watch.namespace {
+                Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+                None => watcher::Config::default(),
+            };
+            let api: Api<Namespace> = Api::all(observed);
+            tokio::spawn(
+                follow(shared.clone(), health, Follower::new(watch), api, config).instrument(span),
+            )
+        }
+    };
+    task.abort_handle()
+}
+
+/// Run one watcher for as long as the store lives. `watcher::Config::default()` already asks
+/// for bookmarks (so reconnects resume instead of relisting) and lists in pages of 500.
+async fn follow<K: Watched>(
+    shared: Arc<Shared>,
+    health: Arc<Health>,
+    mut follower: Follower,
+    api: Api<K>,
+    config: watcher::Config,
+) {
+    // Exponential backoff with jitter between retries, reset by any success.
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(item) = events.next().await {
+        match item {
+            Ok(event) => {
+                health.recovered();
+                let progress = follower.on_event(&shared.index, event);
+                health.synced();
+                shared.publish_counts(&shared.read());
+                match progress {
+                    Progress::Changed => {}
+                    Progress::Relisting => info!("relisting"),
+                    Progress::Listed { first, removed } => {
+                        if removed > 0 {
+                            info!(
+                                removed,
+                                "relist removed objects deleted while the watch was down"
+                            );
+                        }
+                        if first && shared.unsynced.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            let idx = shared.read();
+                            info!(
+                                secrets = idx.secret_count(),
+                                service_accounts = idx.service_account_count(),
+                                namespaces = idx.namespace_count(),
+                                elapsed_ms = u64::try_from(shared.started.elapsed().as_millis())
+                                    .unwrap_or(u64::MAX),
+                                "cluster store synced"
+                            );
+                        }
+                    }
+                }
+            }
+            // The server expired our resourceVersion: routine (history is compacted); the
+            // watcher relists at once and the store stays correct up to the relist.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                debug!(message = %status.message, "resourceVersion expired; relisting");
+            }
+            Err(e) => {
+                health.failed();
+                warn!(error = %e, "watch failed; serving the last known state until it recovers");
+            }
+        }
+    }
+    // `default_backoff` never gives up, so the stream only ends if kube changes that.
+    warn!("watch stream ended; this resource is no longer updated");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::ByteString;
+
+    const PLANTED: &str = "pl4nted-Kube-pw";
+
+    fn secret(ns: &str, name: &str, ty: &str, host: &str) -> Secret {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("robot:{PLANTED}"));
+        let cfg = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}","password":"{PLANTED}"}}}}}}"#);
+        let key = if ty == DOCKERCFG_TYPE {
+            ".dockercfg"
+        } else {
+            ".dockerconfigjson"
+        };
+        let cfg = if ty == DOCKERCFG_TYPE {
+            format!(r#"{{"{host}":{{"auth":"{auth}"}}}}"#)
+        } else {
+            cfg
+        };
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                resource_version: Some("7".into()),
+                creation_timestamp: Some(Time("2026-01-02T03:04:05Z".parse().unwrap())),
+                ..Default::default()
+            },
+            type_: Some(ty.into()),
+            data: Some([(key.to_owned(), ByteString(cfg.into_bytes()))].into()),
+            ..Default::default()
+        }
+    }
+
+    fn sa(ns: &str, name: &str, pulls: &[&str], annotations: &[(&str, &str)]) -> ServiceAccount {
+        ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).into(), (*v).into()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            image_pull_secrets: Some(
+                pulls
+                    .iter()
+                    .map(|n| k8s_openapi::api::core::v1::LocalObjectReference { name: (*n).into() })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).into(), (*v).into()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn follower(target: Target, ns: Option<&str>) -> Follower {
+        Follower::new(Watch {
+            target,
+            namespace: ns.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn conversions_keep_keys_and_metadata_only() {
+        let Some(Entry::Secret(s)) = secret(
+            "ns",
+            "regcred",
+            DOCKER_CONFIG_JSON_TYPE,
+            "registry.example.com",
+        )
+        .into_entry() else {
+            panic!("not a secret entry")
+        };
+        assert_eq!((s.namespace.as_str(), s.name.as_str()), ("ns", "regcred"));
+        assert_eq!(s.created, Some(1_767_323_045));
+        assert_eq!(s.resource_version.as_deref(), Some("7"));
+        assert_eq!(
+            s.usable_keys()
+                .map(|k| k.as_str().to_owned())
+                .collect::<Vec<_>>(),
+            ["registry.example.com"]
+        );
+        let debug = format!("{s:?}");
+        assert!(!debug.contains(PLANTED), "{debug}");
+        assert!(!debug.contains(
+            &base64::engine::general_purpose::STANDARD.encode(format!("robot:{PLANTED}"))
+        ));
+
+        let sa = sa(
+            "ns",
+            "builder",
+            &["a", ""],
+            &[(MANAGED_ANNOTATION, "a, b"), (INJECT_ANNOTATION, "False")],
+        );
+        let Some(Entry::ServiceAccount(ns, info)) = sa.into_entry() else {
+            panic!("not a ServiceAccount entry")
+        };
+        assert_eq!(ns, "ns");
+        assert_eq!(info.image_pull_secrets, ["a"]);
+        assert_eq!(info.managed, ["a", "b"]);
+        assert!(info.inject_opt_out);
+
+        let n = namespace("ci", &[("pullgate.io/validation", "deny")]);
+        let Some(Entry::Namespace(name, o)) = n.into_entry() else {
+            panic!("not a Namespace entry")
+        };
+        assert_eq!(name, "ci");
+        assert_eq!(o.validation, Some(crate::policy::Validation::Deny));
+
+        let nameless = Secret::default();
+        assert!(nameless.into_entry().is_none());
+    }
+
+    #[test]
+    fn plan_is_cluster_wide_or_per_namespace() {
+        assert_eq!(plan(&[]).len(), 4);
+        assert!(plan(&[]).iter().all(|w| w.namespace.is_none()));
+        let p = plan(&["b".into(), "a".into(), "b".into(), " ".into()]);
+        assert_eq!(p.len(), 8);
+        assert_eq!(p[0].namespace.as_deref(), Some("a"));
+        assert_eq!(
+            p[7],
+            Watch {
+                target: Target::Namespaces,
+                namespace: Some("b".into())
+            }
+        );
+    }
+
+    #[test]
+    fn relist_removes_only_what_this_watcher_no_longer_sees() {
+        let index = RwLock::new(ClusterIndex::new());
+        let mut json = follower(Target::Secrets(DOCKER_CONFIG_JSON_TYPE), None);
+        let mut cfg = follower(Target::Secrets(DOCKERCFG_TYPE), None);
+        assert_eq!(
+            json.on_event::<Secret>(&index, Event::Init),
+            Progress::Changed
+        );
+        for (ns, name) in [("a", "one"), ("a", "two"), ("b", "one")] {
+            json.on_event(
+                &index,
+                Event::InitApply(secret(ns, name, DOCKER_CONFIG_JSON_TYPE, "r.io")),
+            );
+        }
+        assert_eq!(
+            json.on_event::<Secret>(&index, Event::InitDone),
+            Progress::Listed {
+                first: true,
+                removed: 0
+            }
+        );
+        cfg.on_event::<Secret>(&index, Event::Init);
+        cfg.on_event(
+            &index,
+            Event::InitApply(secret("c", "old", DOCKERCFG_TYPE, "r.io")),
+        );
+        cfg.on_event::<Secret>(&index, Event::InitDone);
+        assert_eq!(index.read().unwrap().secret_count(), 4);
+
+        // A relist of the dockerconfigjson watcher that no longer shows a/two and b/one.
+        assert_eq!(
+            json.on_event::<Secret>(&index, Event::Init),
+            Progress::Relisting
+        );
+        json.on_event(
+            &index,
+            Event::InitApply(secret("a", "one", DOCKER_CONFIG_JSON_TYPE, "r.io")),
+        );
+        assert_eq!(
+            json.on_event::<Secret>(&index, Event::InitDone),
+            Progress::Listed {
+                first: false,
+                removed: 2
+            }
+        );
+        let idx = index.read().unwrap();
+        assert_eq!(
+            idx.secret_count(),
+            2,
+            "the dockercfg secret is another watcher's"
+        );
+        assert!(idx.namespace("c").secrets.contains_key("old"));
+        assert!(idx.namespace("a").secrets.contains_key("one"));
+    }
+
+    #[test]
+    fn deletes_are_scoped_to_the_watchers_type() {
+        let index = RwLock::new(ClusterIndex::new());
+        let mut json = follower(Target::Secrets(DOCKER_CONFIG_JSON_TYPE), Some("a"));
+        let mut cfg = follower(Target::Secrets(DOCKERCFG_TYPE), Some("a"));
+        // Recreated as dockercfg; its ADDED arrives before the old type's DELETED.
+        cfg.on_event(
+            &index,
+            Event::Apply(secret("a", "s", DOCKERCFG_TYPE, "r.io")),
+        );
+        json.on_event(
+            &index,
+            Event::Delete(secret("a", "s", DOCKER_CONFIG_JSON_TYPE, "r.io")),
+        );
+        assert_eq!(
+            index.read().unwrap().namespace("a").secrets["s"].secret_type,
+            DOCKERCFG_TYPE
+        );
+        cfg.on_event(
+            &index,
+            Event::Delete(secret("a", "s", DOCKERCFG_TYPE, "r.io")),
+        );
+        assert_eq!(index.read().unwrap().secret_count(), 0);
+    }
+
+    #[test]
+    fn service_accounts_and_namespaces_follow_relists() {
+        let index = RwLock::new(ClusterIndex::new());
+        let mut sas = follower(Target::ServiceAccounts, Some("a"));
+        let mut nss = follower(Target::Namespaces, Some("a"));
+        sas.on_event::<ServiceAccount>(&index, Event::Init);
+        sas.on_event(&index, Event::InitApply(sa("a", "default", &["x"], &[])));
+        sas.on_event(&index, Event::InitApply(sa("a", "builder", &[], &[])));
+        sas.on_event::<ServiceAccount>(&index, Event::InitDone);
+        nss.on_event::<Namespace>(&index, Event::Init);
+        nss.on_event(
+            &index,
+            Event::InitApply(namespace("a", &[("pullgate.io/inject", "false")])),
+        );
+        nss.on_event::<Namespace>(&index, Event::InitDone);
+        assert_eq!(
+            index.read().unwrap().namespace("a").overrides.inject,
+            Some(false)
+        );
+
+        sas.on_event::<ServiceAccount>(&index, Event::Init);
+        sas.on_event(&index, Event::InitApply(sa("a", "default", &["y"], &[])));
+        assert_eq!(
+            sas.on_event::<ServiceAccount>(&index, Event::InitDone),
+            Progress::Listed {
+                first: false,
+                removed: 1
+            }
+        );
+        nss.on_event::<Namespace>(&index, Event::Init);
+        assert_eq!(
+            nss.on_event::<Namespace>(&index, Event::InitDone),
+            Progress::Listed {
+                first: false,
+                removed: 1
+            }
+        );
+        let idx = index.read().unwrap();
+        assert_eq!(idx.service_account_count(), 1);
+        assert_eq!(
+            idx.namespace("a").service_accounts["default"].image_pull_secrets,
+            ["y"]
+        );
+        assert_eq!(idx.namespace("a").overrides, NamespaceOverrides::default());
     }
 }
