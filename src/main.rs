@@ -40,10 +40,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let docs = pullgate::manifests::load_paths(&args.paths)?;
             let now = jiff::Timestamp::now().as_second();
             let report = pullgate::check::check(&docs, &policy, &args.namespace, now);
-            match args.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                OutputFormat::Text => print!("{}", pullgate::check::render_text(&report)),
-            }
+            let text = match args.output {
+                OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+                OutputFormat::Text => pullgate::check::render_text(&report),
+            };
+            emit(&text)?;
             Ok(if !report.errors.is_empty() {
                 ExitCode::from(2)
             } else if report.all_allowed() {
@@ -55,7 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(args) => {
             let bundle =
                 pullgate::tls::certs::write_dev_certs(&args.out, &args.dns, &args.ip, args.days)?;
-            println!("{bundle}");
+            emit(&format!("{bundle}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ValidateConfig { file } => {
@@ -68,6 +69,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
