@@ -23,6 +23,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Generate a CA and a serving certificate for the webhook.
     Certs(CertsArgs),
+    /// Diagnose a live pod's image pulls, check by check, with the exact fixes.
+    Doctor(DoctorArgs),
     /// Validate a policy file and exit (0 valid, 2 invalid).
     ValidateConfig {
         /// The policy file.
@@ -128,6 +130,25 @@ pub struct CheckArgs {
     /// Files, directories (recursively *.yaml, *.yml, *.json) or `-` for stdin.
     #[arg(default_value = "-")]
     pub paths: Vec<PathBuf>,
+}
+
+/// `pullgate doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// Kubeconfig (default: the usual KUBECONFIG lookup, then in-cluster config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Policy file (YAML).
+    #[arg(long, env = "PULLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
 /// `pullgate certs`.

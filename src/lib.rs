@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod check;
 pub mod cli;
+pub mod doctor;
 pub mod engine;
 pub mod manifests;
 pub mod metrics;

@@ -7,6 +7,8 @@ use pullgate::policy::{Policy, Validation};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // One process-wide provider for the webhook's TLS and the kube client (ring only: no OpenSSL, no aws-lc).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -58,6 +60,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pullgate::tls::certs::write_dev_certs(&args.out, &args.dns, &args.ip, args.days)?;
             emit(&format!("{bundle}\n"))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor(args) => {
+            let policy = load_policy(args.config.as_deref())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let now = jiff::Timestamp::now().as_second();
+            let report = rt.block_on(async {
+                let client = pullgate::store::kube::client(args.kubeconfig.as_deref()).await?;
+                anyhow::Ok(
+                    pullgate::doctor::run(client, &args.namespace, &args.pod, &policy, now).await?,
+                )
+            })?;
+            let text = match args.output {
+                OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+                OutputFormat::Text => pullgate::doctor::render_text(&report),
+            };
+            emit(&text)?;
+            Ok(if report.has_problem() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::ValidateConfig { file } => {
             let policy = load_policy(Some(&file))?;

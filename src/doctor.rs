@@ -1,0 +1,388 @@
+//! `pullgate doctor`: the guide's "how to diagnose it", automated for one live pod. A pure core
+//! turns the pod, its namespace's view and its events into verdicts; a thin adapter reads them.
+
+use crate::engine::podview::{PodView, WorkloadKind};
+use crate::engine::{evaluate_pod, Code, Finding, Operation, PodContext, Severity};
+use crate::policy::Policy;
+use crate::store::index::ClusterIndex;
+use crate::store::objects::{namespace_from_value, secret_from_value, service_account_from_value};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, ServiceAccount};
+use kube::api::{Api, ListParams};
+use kube::Client;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// A check's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Nothing wrong.
+    Ok,
+    /// Something to fix.
+    Problem,
+    /// Does not apply to this pod.
+    NotApplicable,
+}
+
+/// One check of the guide, with its verdict and fixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What is checked.
+    pub check: &'static str,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// What was found, each with its fix.
+    pub details: Vec<String>,
+}
+
+/// The whole diagnosis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorReport {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// The checks, in the guide's order.
+    pub checks: Vec<Check>,
+    /// The engine's findings.
+    pub findings: Vec<Finding>,
+}
+
+impl DoctorReport {
+    /// Whether any check found a problem.
+    pub fn has_problem(&self) -> bool {
+        self.checks.iter().any(|c| c.verdict == Verdict::Problem)
+    }
+}
+
+/// Why the pod could not be diagnosed.
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    /// The pod could not be read.
+    #[error("cannot read pod {namespace}/{name}: {source}")]
+    Pod {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The pod object has an unexpected shape.
+    #[error("cannot read pod {0}: unexpected shape")]
+    Shape(String),
+}
+
+/// The guide's checks and the finding codes that fail each one.
+const CHECKS: [(&str, &[Code]); 8] = [
+    ("image references are valid", &[Code::InvalidImageReference]),
+    (
+        "referenced secrets exist in the pod's namespace",
+        &[Code::SecretNotFound, Code::SecretInOtherNamespace],
+    ),
+    (
+        "secrets are of the dockerconfigjson type and well-formed",
+        &[
+            Code::WrongSecretType,
+            Code::MalformedSecret,
+            Code::DeprecatedDockercfg,
+            Code::CredentialHelperIgnored,
+        ],
+    ),
+    (
+        "a secret's registry matches each image's host, port and path",
+        &[Code::RegistryMismatch, Code::NoCredentials],
+    ),
+    (
+        "the ServiceAccount exists and provides the secret",
+        &[Code::ServiceAccountMissing, Code::ServiceAccountNotPatched],
+    ),
+    ("credentials are fresh", &[Code::StaleCredentials]),
+    ("one secret per registry", &[Code::AmbiguousCredentials]),
+    ("not a static pod", &[Code::StaticPod]),
+];
+
+/// Diagnose a pod from plain data: the engine's findings grouped into the guide's checks, plus pull-error events.
+pub fn diagnose(
+    view: &PodView,
+    namespace: &str,
+    index: &ClusterIndex,
+    policy: &Policy,
+    events: &[String],
+    now: i64,
+) -> DoctorReport {
+    // The pod exists: its imagePullSecrets can no longer change, so nothing is injected.
+    let ctx = PodContext {
+        namespace,
+        operation: Operation::Update,
+        now,
+        allow_inject: false,
+    };
+    let d = evaluate_pod(view, &ctx, policy, index);
+    let mut checks = Vec::new();
+    let pull_errors: Vec<String> = events
+        .iter()
+        .filter(|m| {
+            let m = m.to_ascii_lowercase();
+            m.contains("pull")
+                && (m.contains("unauthorized")
+                    || m.contains("authentication")
+                    || m.contains("401")
+                    || m.contains("403")
+                    || m.contains("denied")
+                    || m.contains("not found")
+                    || m.contains("backoff")
+                    || m.contains("failed"))
+        })
+        .cloned()
+        .collect();
+    checks.push(Check {
+        check: "pod events show no image pull errors",
+        verdict: if pull_errors.is_empty() {
+            Verdict::Ok
+        } else {
+            Verdict::Problem
+        },
+        details: pull_errors,
+    });
+    let requires = d.images.iter().any(|i| i.requires_credentials);
+    for (name, codes) in CHECKS {
+        let hits: Vec<&Finding> = d
+            .findings
+            .iter()
+            .filter(|f| codes.contains(&f.code))
+            .collect();
+        let verdict = if hits.iter().any(|f| f.severity >= Severity::Warning) {
+            Verdict::Problem
+        } else if name == "not a static pod" || requires {
+            Verdict::Ok
+        } else {
+            Verdict::NotApplicable
+        };
+        checks.push(Check {
+            check: name,
+            verdict,
+            details: hits.iter().map(|f| f.message.clone()).collect(),
+        });
+    }
+    DoctorReport {
+        namespace: namespace.to_owned(),
+        pod: view.meta().display_name(),
+        checks,
+        findings: d.findings,
+    }
+}
+
+/// The report as text: one line per check, with fixes indented.
+pub fn render_text(r: &DoctorReport) -> String {
+    let mut out = format!("pod {}/{}\n", r.namespace, r.pod);
+    for c in &r.checks {
+        let mark = match c.verdict {
+            Verdict::Ok => "ok     ",
+            Verdict::Problem => "PROBLEM",
+            Verdict::NotApplicable => "n/a    ",
+        };
+        let _ = writeln!(out, "  [{mark}] {}", c.check);
+        for d in &c.details {
+            let _ = writeln!(out, "            - {d}");
+        }
+    }
+    out
+}
+
+fn to_value<T: Serialize>(o: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(o).ok()
+}
+
+/// Read what the diagnosis needs from the cluster and diagnose `namespace/name`.
+pub async fn run(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    policy: &Policy,
+    now: i64,
+) -> Result<DoctorReport, DoctorError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod = pods.get(name).await.map_err(|source| DoctorError::Pod {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    })?;
+    let value = to_value(&pod).ok_or_else(|| DoctorError::Shape(name.to_owned()))?;
+    let view = PodView::from_value(WorkloadKind::Pod, &value)
+        .map_err(|_| DoctorError::Shape(name.to_owned()))?;
+
+    let mut index = ClusterIndex::new();
+    // Secrets: the namespace's pull secrets, plus every referenced name whatever its type.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut seen = Vec::new();
+    for t in ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"] {
+        if let Ok(list) = secrets
+            .list(&ListParams::default().fields(&format!("type={t}")))
+            .await
+        {
+            seen.extend(list.items);
+        }
+    }
+    let mut referenced: Vec<String> = view
+        .pod
+        .spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .collect();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    if let Ok(list) = sas.list(&ListParams::default()).await {
+        for sa in list.items {
+            if let Some(v) = to_value(&sa) {
+                if let Ok((ns, info)) = service_account_from_value(&v, namespace) {
+                    referenced.extend(info.image_pull_secrets.iter().cloned());
+                    index.upsert_service_account(&ns, info);
+                }
+            }
+        }
+    }
+    for r in &referenced {
+        if !seen.iter().any(|s| s.metadata.name.as_deref() == Some(r)) {
+            if let Ok(Some(s)) = secrets.get_opt(r).await {
+                seen.push(s);
+            }
+        }
+    }
+    for s in &seen {
+        if let Some(info) = to_value(s).and_then(|v| secret_from_value(&v, namespace).ok()) {
+            index.upsert_secret(info);
+        }
+    }
+    drop(seen);
+    // Elsewhere in the cluster: pull secrets of other namespaces (when the caller may list them).
+    let all: Api<Secret> = Api::all(client.clone());
+    for t in ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"] {
+        if let Ok(list) = all
+            .list(&ListParams::default().fields(&format!("type={t}")))
+            .await
+        {
+            for s in list
+                .items
+                .iter()
+                .filter(|s| s.metadata.namespace.as_deref() != Some(namespace))
+            {
+                if let Some(info) = to_value(s).and_then(|v| secret_from_value(&v, namespace).ok())
+                {
+                    index.upsert_secret(info);
+                }
+            }
+        }
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if let Ok(ns) = namespaces.get(namespace).await {
+        if let Some((n, o)) = to_value(&ns).and_then(|v| namespace_from_value(&v).ok()) {
+            index.upsert_namespace(&n, o);
+        }
+    }
+    let events: Api<Event> = Api::namespaced(client, namespace);
+    let lp = ListParams::default().fields(&format!(
+        "involvedObject.name={name},involvedObject.kind=Pod"
+    ));
+    let messages: Vec<String> = events
+        .list(&lp)
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|e| e.type_.as_deref() == Some("Warning"))
+                .filter_map(|e| {
+                    e.message
+                        .map(|m| format!("{}: {m}", e.reason.unwrap_or_default()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(diagnose(&view, namespace, &index, policy, &messages, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::tests::pull_secret;
+    use serde_json::json;
+
+    fn view(v: serde_json::Value) -> PodView {
+        PodView::from_value(WorkloadKind::Pod, &v).unwrap()
+    }
+
+    #[test]
+    fn port_mismatch_is_a_registry_problem_with_fix() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));
+        let v = view(
+            json!({"metadata": {"name": "api"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{"name": "c", "image": "registry.example.com:5000/a:1"}]}}),
+        );
+        let events = vec![
+            "Failed: Failed to pull image \"registry.example.com:5000/a:1\": 401 Unauthorized"
+                .to_owned(),
+        ];
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, 0);
+        assert!(r.has_problem());
+        let registry = r
+            .checks
+            .iter()
+            .find(|c| c.check.starts_with("a secret's registry"))
+            .unwrap();
+        assert_eq!(registry.verdict, Verdict::Problem);
+        assert!(registry.details[0].contains("--docker-server=registry.example.com:5000"));
+        assert_eq!(r.checks[0].verdict, Verdict::Problem);
+        let text = render_text(&r);
+        assert!(
+            text.contains("[PROBLEM] a secret's registry")
+                && text.contains("[ok     ] not a static pod"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn healthy_pod_and_public_images() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));
+        let v = view(
+            json!({"metadata": {"name": "web"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
+        );
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], 0);
+        assert!(!r.has_problem(), "{}", render_text(&r));
+        let public = Policy::from_yaml("registries:\n  public: [docker.io]\n").unwrap();
+        let v = view(
+            json!({"metadata": {"name": "n"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+        );
+        let r = diagnose(&v, "shop", &idx, &public, &[], 0);
+        assert!(r.checks.iter().any(|c| c.verdict == Verdict::NotApplicable));
+        assert!(!r.has_problem());
+    }
+
+    #[test]
+    fn static_pod_and_unpatched_service_account() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));
+        let v = view(
+            json!({"metadata": {"name": "s", "annotations": {"kubernetes.io/config.mirror": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
+        );
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], 0);
+        assert_eq!(r.checks.last().map(|c| c.verdict), Some(Verdict::Problem));
+        let v = view(
+            json!({"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
+        );
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], 0);
+        let sa = r
+            .checks
+            .iter()
+            .find(|c| c.check.starts_with("the ServiceAccount"))
+            .unwrap();
+        assert_eq!(sa.verdict, Verdict::Problem);
+        assert!(sa.details[0].contains("kubectl patch serviceaccount default"));
+    }
+}
