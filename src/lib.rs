@@ -13,6 +13,7 @@ pub mod engine;
 pub mod manifests;
 pub mod metrics;
 pub mod policy;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -224,6 +224,21 @@ pub struct Policy {
     /// Warn when the secret covering an image is older than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_secret_age: Option<HumanDuration>,
+    /// The ServiceAccount reconciler (cluster mode).
+    #[serde(default)]
+    pub reconcile: Reconcile,
+}
+
+/// What the cluster-mode reconciler keeps in step.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Reconcile {
+    /// Add new pull secrets to ServiceAccounts, drop the ones pullgate added once their secret is gone.
+    #[serde(default)]
+    pub service_accounts: bool,
+    /// Only ServiceAccounts with all these labels (matchLabels); empty selects all.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -238,6 +253,7 @@ impl Default for Policy {
             registries: Registries::default(),
             namespaces: Namespaces::default(),
             max_secret_age: None,
+            reconcile: Reconcile::default(),
         }
     }
 }

@@ -583,11 +583,22 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         let client = crate::store::kube::client(args.kubeconfig.as_deref())
             .await
             .map_err(|e| ServeError::Store(e.to_string()))?;
-        crate::store::kube::ClusterStore::start(
-            client,
+        let store: Arc<dyn Store> = crate::store::kube::ClusterStore::start(
+            client.clone(),
             args.watch_namespaces.clone(),
             metrics.clone(),
-        )
+        );
+        if policy.reconcile.service_accounts {
+            let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+            let cfg = crate::reconcile::LoopConfig {
+                lease_namespace: env("POD_NAMESPACE", "default"),
+                identity: env("POD_NAME", &env("HOSTNAME", "pullgate")),
+                every: Duration::from_secs(5),
+                patch_interval: Duration::from_millis(100),
+            };
+            tasks.spawn(crate::reconcile::run(client, store.clone(), Arc::new(policy.clone()), cfg));
+        }
+        store
     } else {
         return Err(ServeError::NoStore);
     };

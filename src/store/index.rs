@@ -96,6 +96,40 @@ pub struct ServiceAccountInfo {
     pub managed: Vec<String>,
     /// `pullgate.io/inject: "false"`.
     pub inject_opt_out: bool,
+    /// Labels (for the reconciler's selector).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ServiceAccountInfo {
+    /// Build from an object's parts: imagePullSecrets names (empty ones dropped), annotations, labels.
+    pub fn new(
+        name: String,
+        pull_secrets: impl IntoIterator<Item = String>,
+        annotations: &BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Self {
+        ServiceAccountInfo {
+            name,
+            image_pull_secrets: pull_secrets.into_iter().filter(|n| !n.is_empty()).collect(),
+            managed: parse_managed(annotations.get(MANAGED_ANNOTATION).map(String::as_str)),
+            inject_opt_out: annotations
+                .get(crate::engine::podview::INJECT_ANNOTATION)
+                .is_some_and(|v| v.eq_ignore_ascii_case("false")),
+            labels,
+        }
+    }
+}
+
+/// The managed-secrets annotation: a comma-separated list of names.
+pub fn parse_managed(v: Option<&str>) -> Vec<String> {
+    v.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// One namespace's view: what the engine needs to decide for a pod there.

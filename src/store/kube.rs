@@ -9,10 +9,8 @@
 //! Secret data is decoded only to parse registry keys and is dropped at once: the index keeps
 //! what [`SecretInfo`] keeps, and nothing here logs or formats an object.
 
-use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
-use super::objects::parse_managed;
+use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
 use super::{Store, View};
-use crate::engine::podview::INJECT_ANNOTATION;
 use crate::engine::pullsecret::{DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE};
 use crate::metrics::{KindLabels, Metrics, ResourceLabels};
 use crate::policy::NamespaceOverrides;
@@ -286,20 +284,13 @@ impl Watched for ServiceAccount {
         let namespace = self.metadata.namespace?;
         let name = self.metadata.name?;
         let annotations = self.metadata.annotations.unwrap_or_default();
-        let info = ServiceAccountInfo {
-            name,
-            image_pull_secrets: self
-                .image_pull_secrets
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| r.name)
-                .filter(|n| !n.is_empty())
-                .collect(),
-            managed: parse_managed(annotations.get(MANAGED_ANNOTATION).map(String::as_str)),
-            inject_opt_out: annotations
-                .get(INJECT_ANNOTATION)
-                .is_some_and(|v| v.eq_ignore_ascii_case("false")),
-        };
+        let labels = self.metadata.labels.unwrap_or_default();
+        let refs = self
+            .image_pull_secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name);
+        let info = ServiceAccountInfo::new(name, refs, &annotations, labels);
         Some(Entry::ServiceAccount(namespace, info))
     }
 }
@@ -639,6 +630,8 @@ async fn follow<K: Watched>(
 
 #[cfg(test)]
 mod tests {
+    use crate::engine::podview::INJECT_ANNOTATION;
+    use crate::store::index::MANAGED_ANNOTATION;
     use super::*;
     use base64::Engine;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};

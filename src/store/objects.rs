@@ -1,7 +1,7 @@
 //! Secrets, ServiceAccounts and Namespaces read from manifests (JSON values) into index entries.
 
-use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
-use crate::engine::podview::INJECT_ANNOTATION;
+pub use super::index::parse_managed;
+use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
 use crate::manifests::Document;
 use crate::policy::NamespaceOverrides;
 use base64::Engine;
@@ -132,34 +132,17 @@ pub fn service_account_from_value(
         })?,
     };
     let annotations = meta.annotations.unwrap_or_default();
-    let info = ServiceAccountInfo {
-        name: meta.name,
-        image_pull_secrets: refs
-            .into_iter()
-            .map(|r| r.name)
-            .filter(|n| !n.is_empty())
-            .collect(),
-        managed: parse_managed(annotations.get(MANAGED_ANNOTATION).map(String::as_str)),
-        inject_opt_out: annotations
-            .get(INJECT_ANNOTATION)
-            .is_some_and(|v| v.eq_ignore_ascii_case("false")),
-    };
+    let labels = meta.labels.unwrap_or_default();
+    let info = ServiceAccountInfo::new(
+        meta.name,
+        refs.into_iter().map(|r| r.name),
+        &annotations,
+        labels,
+    );
     Ok((
         meta.namespace.unwrap_or_else(|| default_ns.to_owned()),
         info,
     ))
-}
-
-/// The managed-secrets annotation: a comma-separated list of names.
-pub fn parse_managed(v: Option<&str>) -> Vec<String> {
-    v.map(|s| {
-        s.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 /// Read a Namespace manifest: its name and `pullgate.io/*` overrides.

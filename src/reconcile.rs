@@ -1,0 +1,495 @@
+//! The ServiceAccount rotation reconciler (cluster mode, `reconcile.serviceAccounts`): the guide's
+//! rotation runbook automated. New pull secrets are added to ServiceAccounts; references pullgate
+//! added are dropped once their secret is gone. A pure `plan` over the index; a thin adapter patches
+//! with resourceVersion preconditions, records Events, and only runs on the Lease holder.
+
+use crate::engine::evaluate_service_account;
+use crate::policy::Policy;
+use crate::store::index::{ClusterIndex, NamespaceInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
+use crate::store::Store;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, ObjectReference, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// One ServiceAccount whose imagePullSecrets should change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Namespace.
+    pub namespace: String,
+    /// ServiceAccount name.
+    pub service_account: String,
+    /// Secrets to add (newest first).
+    pub added: Vec<String>,
+    /// Secrets pullgate added earlier whose secret no longer exists.
+    pub removed: Vec<String>,
+    /// The resulting imagePullSecrets.
+    pub image_pull_secrets: Vec<String>,
+    /// The resulting managed annotation value.
+    pub managed: Vec<String>,
+}
+
+/// What one ServiceAccount needs, given its namespace; `None` when it is in step.
+pub fn plan_one(
+    namespace: &str,
+    ns: &NamespaceInfo,
+    sa: &ServiceAccountInfo,
+    index: &ClusterIndex,
+    policy: &Policy,
+) -> Option<Change> {
+    if sa.inject_opt_out
+        || !policy
+            .reconcile
+            .selector
+            .iter()
+            .all(|(k, v)| sa.labels.get(k) == Some(v))
+    {
+        return None;
+    }
+    let exists = |n: &str| ns.secrets.get(n).is_some_and(|s| s.is_pull_type());
+    // Only what pullgate added may be removed, and only once its secret is gone: a rotation
+    // (new secret created, then old deleted) is never left without a usable credential.
+    let removed: Vec<String> = sa
+        .managed
+        .iter()
+        .filter(|m| sa.image_pull_secrets.contains(m) && !exists(m))
+        .cloned()
+        .collect();
+    let refs: Vec<&str> = sa.image_pull_secrets.iter().map(String::as_str).collect();
+    let d = evaluate_service_account(&sa.name, &refs, sa.inject_opt_out, namespace, policy, index);
+    let added: Vec<String> = d.injected.iter().map(|s| (*s).to_owned()).collect();
+    if added.is_empty() && removed.is_empty() {
+        return None;
+    }
+    let mut image_pull_secrets: Vec<String> = sa
+        .image_pull_secrets
+        .iter()
+        .filter(|n| !removed.contains(n))
+        .cloned()
+        .collect();
+    image_pull_secrets.extend(added.iter().cloned());
+    let mut managed: Vec<String> = sa
+        .managed
+        .iter()
+        .filter(|m| !removed.contains(m) && image_pull_secrets.contains(m))
+        .cloned()
+        .collect();
+    for a in &added {
+        if !managed.contains(a) {
+            managed.push(a.clone());
+        }
+    }
+    Some(Change {
+        namespace: namespace.to_owned(),
+        service_account: sa.name.clone(),
+        added,
+        removed,
+        image_pull_secrets,
+        managed,
+    })
+}
+
+/// Every change the cluster needs, in a stable order.
+pub fn plan(index: &ClusterIndex, policy: &Policy) -> Vec<Change> {
+    if !policy.reconcile.service_accounts {
+        return Vec::new();
+    }
+    let mut names: Vec<&str> = index
+        .namespace_names()
+        .filter(|n| !policy.excludes(n))
+        .collect();
+    names.sort_unstable();
+    let mut out = Vec::new();
+    for n in names {
+        let ns = index.namespace(n);
+        if !policy.for_namespace(&ns.overrides).inject {
+            continue;
+        }
+        out.extend(
+            ns.service_accounts
+                .values()
+                .filter_map(|sa| plan_one(n, ns, sa, index, policy)),
+        );
+    }
+    out
+}
+
+/// Whether `identity` may take or keep the lease at `now` (seconds).
+pub fn may_hold(
+    holder: Option<&str>,
+    renewed: Option<i64>,
+    duration_secs: i64,
+    identity: &str,
+    now: i64,
+) -> bool {
+    match (holder, renewed) {
+        (None, _) | (Some(""), _) => true,
+        (Some(h), _) if h == identity => true,
+        (Some(_), None) => true,
+        (Some(_), Some(r)) => now.saturating_sub(r) > duration_secs,
+    }
+}
+
+/// Leader election over a `coordination.k8s.io/v1` Lease.
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+impl Elector {
+    /// An elector for Lease `name` in `namespace`.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
+        Elector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            duration,
+        }
+    }
+
+    /// Take or renew the lease; `Ok(true)` while this instance leads. Writes carry the read
+    /// resourceVersion, so two instances cannot both win.
+    pub async fn try_lead(&self) -> Result<bool, kube::Error> {
+        let now = jiff::Timestamp::now();
+        let secs = i64::try_from(self.duration.as_secs()).unwrap_or(i64::MAX);
+        let existing = self.api.get_opt(&self.name).await?;
+        let spec = |acquire: Option<MicroTime>, transitions: i32| {
+            k8s_openapi::api::coordination::v1::LeaseSpec {
+                holder_identity: Some(self.identity.clone()),
+                lease_duration_seconds: i32::try_from(secs).ok(),
+                acquire_time: acquire,
+                renew_time: Some(MicroTime(now)),
+                lease_transitions: Some(transitions),
+                ..Default::default()
+            }
+        };
+        match existing {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(spec(Some(MicroTime(now)), 0)),
+                };
+                match self.api.create(&PostParams::default(), &lease).await {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(mut lease) => {
+                let s = lease.spec.clone().unwrap_or_default();
+                let holder = s.holder_identity.as_deref();
+                let renewed = s.renew_time.as_ref().map(|t| t.0.as_second());
+                let dur = s.lease_duration_seconds.map_or(secs, i64::from);
+                if !may_hold(holder, renewed, dur, &self.identity, now.as_second()) {
+                    return Ok(false);
+                }
+                let ours = holder == Some(self.identity.as_str());
+                let transitions = s.lease_transitions.unwrap_or(0) + i32::from(!ours);
+                let acquire = if ours {
+                    s.acquire_time
+                } else {
+                    Some(MicroTime(now))
+                };
+                lease.spec = Some(spec(acquire, transitions));
+                match self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Apply one change: re-read the ServiceAccount, re-plan against it, patch with its resourceVersion.
+/// Returns whether the ServiceAccount was changed.
+async fn apply(
+    client: &Client,
+    change: &Change,
+    index: &ClusterIndex,
+    policy: &Policy,
+) -> Result<Option<Change>, kube::Error> {
+    let index_ns = index.namespace(&change.namespace);
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &change.namespace);
+    for _ in 0..3 {
+        let Some(sa) = api.get_opt(&change.service_account).await? else {
+            return Ok(None);
+        };
+        let annotations = sa.metadata.annotations.clone().unwrap_or_default();
+        let labels = sa.metadata.labels.clone().unwrap_or_default();
+        let refs = sa
+            .image_pull_secrets
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name);
+        let fresh =
+            ServiceAccountInfo::new(change.service_account.clone(), refs, &annotations, labels);
+        let Some(c) = plan_one(&change.namespace, index_ns, &fresh, index, policy) else {
+            return Ok(None);
+        };
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": sa.metadata.resource_version,
+                "annotations": { MANAGED_ANNOTATION: c.managed.join(",") },
+            },
+            "imagePullSecrets": c.image_pull_secrets.iter().map(|n| serde_json::json!({"name": n})).collect::<Vec<_>>(),
+        });
+        match api
+            .patch(
+                &change.service_account,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => return Ok(Some(c)),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+async fn record_event(client: &Client, c: &Change) {
+    let now = jiff::Timestamp::now();
+    let mut parts = Vec::new();
+    if !c.added.is_empty() {
+        parts.push(format!("added imagePullSecrets {}", c.added.join(", ")));
+    }
+    if !c.removed.is_empty() {
+        parts.push(format!("removed {} (secret deleted)", c.removed.join(", ")));
+    }
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", c.service_account)),
+            namespace: Some(c.namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("ServiceAccount".to_owned()),
+            name: Some(c.service_account.clone()),
+            namespace: Some(c.namespace.clone()),
+            ..Default::default()
+        },
+        reason: Some("PullSecretsReconciled".to_owned()),
+        message: Some(parts.join("; ")),
+        type_: Some("Normal".to_owned()),
+        reporting_component: Some("pullgate".to_owned()),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("pullgate".to_owned()),
+            host: None,
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &c.namespace);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        warn!(error = %e, namespace = %c.namespace, service_account = %c.service_account, "could not record event");
+    }
+}
+
+/// Settings of the reconcile loop.
+pub struct LoopConfig {
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
+    /// This instance's identity (pod name).
+    pub identity: String,
+    /// How often to reconcile (and renew the lease).
+    pub every: Duration,
+    /// Pause between two patches (rate limit).
+    pub patch_interval: Duration,
+}
+
+/// Reconcile forever: lead through the Lease, plan over the store, apply changes one by one.
+pub async fn run(client: Client, store: Arc<dyn Store>, policy: Arc<Policy>, cfg: LoopConfig) {
+    let elector = Elector::new(
+        client.clone(),
+        &cfg.lease_namespace,
+        "pullgate-reconciler",
+        &cfg.identity,
+        cfg.every * 3,
+    );
+    let mut tick = tokio::time::interval(cfg.every);
+    let mut leading = false;
+    loop {
+        tick.tick().await;
+        let now_leading = match elector.try_lead().await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "lease renewal failed");
+                false
+            }
+        };
+        if now_leading != leading {
+            info!(leading = now_leading, identity = %cfg.identity, "reconciler leadership changed");
+            leading = now_leading;
+        }
+        if !leading || !store.ready() {
+            continue;
+        }
+        // Plan on the store, then apply on per-namespace copies: no lock is held across API calls.
+        let work: Vec<(Change, ClusterIndex)> = {
+            let view = store.view();
+            plan(&view, &policy)
+                .into_iter()
+                .map(|c| {
+                    let idx = namespace_index(view.namespace(&c.namespace), &c.namespace);
+                    (c, idx)
+                })
+                .collect()
+        };
+        for (change, idx) in work {
+            match apply(&client, &change, &idx, &policy).await {
+                Ok(Some(done)) => {
+                    info!(namespace = %done.namespace, service_account = %done.service_account, added = ?done.added, removed = ?done.removed, "ServiceAccount reconciled");
+                    record_event(&client, &done).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, namespace = %change.namespace, service_account = %change.service_account, "reconcile failed")
+                }
+            }
+            tokio::time::sleep(cfg.patch_interval).await;
+        }
+    }
+}
+
+/// A one-namespace index, so re-planning during apply needs no lock on the shared store.
+fn namespace_index(ns: &NamespaceInfo, name: &str) -> ClusterIndex {
+    let mut idx = ClusterIndex::new();
+    for s in ns.secrets.values() {
+        idx.upsert_secret(s.clone());
+    }
+    for sa in ns.service_accounts.values() {
+        idx.upsert_service_account(name, sa.clone());
+    }
+    idx.upsert_namespace(name, ns.overrides);
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::tests::pull_secret;
+    use std::collections::BTreeMap;
+
+    fn policy() -> Policy {
+        let mut p = Policy::default();
+        p.reconcile.service_accounts = true;
+        p
+    }
+
+    fn sa(name: &str, refs: &[&str], managed: &[&str]) -> ServiceAccountInfo {
+        ServiceAccountInfo {
+            name: name.to_owned(),
+            image_pull_secrets: refs.iter().map(|s| (*s).to_owned()).collect(),
+            managed: managed.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn adds_new_secret_and_is_idempotent() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("a", "regcred", &["r.io"], 1));
+        idx.upsert_service_account("a", sa("default", &["mine"], &[]));
+        let changes = plan(&idx, &policy());
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].added, ["regcred"]);
+        assert_eq!(changes[0].image_pull_secrets, ["mine", "regcred"]);
+        assert_eq!(changes[0].managed, ["regcred"]);
+        // Applying the change yields a ServiceAccount the plan leaves alone.
+        idx.upsert_service_account("a", sa("default", &["mine", "regcred"], &["regcred"]));
+        assert!(plan(&idx, &policy()).is_empty());
+    }
+
+    #[test]
+    fn rotation_adds_new_before_dropping_old() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("a", "old", &["r.io"], 1));
+        idx.upsert_service_account("a", sa("default", &["old"], &["old"]));
+        assert!(plan(&idx, &policy()).is_empty());
+        // New credential created: added next to the old one.
+        idx.upsert_secret(pull_secret("a", "new", &["r.io"], 2));
+        let c = plan(&idx, &policy());
+        assert_eq!(
+            (c[0].added.clone(), c[0].removed.clone()),
+            (vec!["new".to_owned()], vec![])
+        );
+        idx.upsert_service_account("a", sa("default", &["old", "new"], &["old", "new"]));
+        // Old one deleted: only now is its reference dropped.
+        idx.remove_secret("a", "old");
+        let c = plan(&idx, &policy());
+        assert_eq!(c[0].removed, ["old"]);
+        assert_eq!(c[0].image_pull_secrets, ["new"]);
+        assert_eq!(c[0].managed, ["new"]);
+    }
+
+    #[test]
+    fn never_removes_what_a_user_wrote() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_service_account("a", sa("default", &["users-own-missing"], &[]));
+        assert!(plan(&idx, &policy()).is_empty());
+    }
+
+    #[test]
+    fn selector_opt_out_exclusion_and_switch() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("a", "regcred", &["r.io"], 1));
+        let mut labelled = sa("builder", &[], &[]);
+        labelled.labels = BTreeMap::from([("team".to_owned(), "x".to_owned())]);
+        idx.upsert_service_account("a", labelled);
+        idx.upsert_service_account("a", sa("default", &[], &[]));
+        let mut opted = sa("opted", &[], &[]);
+        opted.inject_opt_out = true;
+        idx.upsert_service_account("a", opted);
+        let mut p = policy();
+        p.reconcile.selector = BTreeMap::from([("team".to_owned(), "x".to_owned())]);
+        let c = plan(&idx, &p);
+        assert_eq!(
+            c.iter()
+                .map(|c| c.service_account.as_str())
+                .collect::<Vec<_>>(),
+            ["builder"]
+        );
+        assert_eq!(plan(&idx, &policy()).len(), 2);
+        assert!(plan(&idx, &Policy::default()).is_empty());
+        idx.upsert_secret(pull_secret("kube-system", "regcred", &["r.io"], 1));
+        idx.upsert_service_account("kube-system", sa("default", &[], &[]));
+        assert!(plan(&idx, &policy())
+            .iter()
+            .all(|c| c.namespace != "kube-system"));
+    }
+
+    #[test]
+    fn lease_rules() {
+        assert!(may_hold(None, None, 15, "me", 100));
+        assert!(may_hold(Some("me"), Some(99), 15, "me", 100));
+        assert!(!may_hold(Some("other"), Some(90), 15, "me", 100));
+        assert!(may_hold(Some("other"), Some(80), 15, "me", 100));
+        assert!(may_hold(Some(""), Some(99), 15, "me", 100));
+    }
+}
