@@ -45,7 +45,7 @@ RELEASE = "pullgate"
 NAMESPACE = "pullgate-system"
 KUBE_VERSION = ("1", "34", "v1.34.0")
 SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
-POLICY_KEYS = {"inject", "validation", "registries", "namespaces", "maxSecretAge"}
+POLICY_KEYS = {"inject", "validation", "registries", "namespaces", "maxSecretAge", "reconcile"}
 README_START = "<!-- values-table:start -->"
 README_END = "<!-- values-table:end -->"
 FAKE_CA = (
@@ -615,6 +615,8 @@ def check_policy(r: Report, case: str, docs: list[dict], v: dict, out_dir: Path 
     want = copy.deepcopy(v["policy"])
     if not want.get("maxSecretAge"):
         want.pop("maxSecretAge", None)
+    if v["reconciler"]["enabled"]:
+        want["reconcile"] = {"serviceAccounts": True, "selector": v["reconciler"].get("selector", {})}
     r.check(policy == want, f"[{case}] rendered policy equals policy values")
     r.check(isinstance(policy.get("validation"), str), f"[{case}] validation is a string (quoted off)")
     if out_dir:

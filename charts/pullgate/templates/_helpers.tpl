@@ -115,6 +115,9 @@ true
 {{- if $p.maxSecretAge -}}
 {{- $_ := set $policy "maxSecretAge" $p.maxSecretAge -}}
 {{- end -}}
+{{- if .Values.reconciler.enabled -}}
+{{- $_ := set $policy "reconcile" (dict "serviceAccounts" true "selector" .Values.reconciler.selector) -}}
+{{- end -}}
 {{- toYaml $policy -}}
 {{- end -}}
 
