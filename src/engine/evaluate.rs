@@ -6,7 +6,7 @@ use super::keyring::{is_default_registry_match, MatchTarget, NearMiss, RegistryK
 use super::podview::{ContainerKind, PodView, WorkloadKind};
 use super::reference::ImageRef;
 use crate::policy::{Effective, Policy, Validation};
-use crate::store::index::{ClusterIndex, NamespaceInfo, SecretInfo};
+use crate::store::index::{ClusterIndex, CredentialStatus, NamespaceInfo, SecretInfo};
 
 /// The admission operation being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +355,7 @@ pub fn evaluate_pod<'a>(
                 }
             }
         }
+        rejected_credentials(img, r, index, ctx, policy, &mut findings);
     }
 
     d.findings = sorted(findings);
@@ -711,6 +712,88 @@ fn static_pod_findings(d: &Decision<'_>, references_secrets: bool, out: &mut Vec
     }
 }
 
+/// `CredentialsRejected`: a credential the kubelet would use for the image was refused by its
+/// registry when pullgate last verified it (`verify`). An error under `verify.deny` only when
+/// every credential the kubelet would try is refused: it falls through to the next one, so a bad
+/// secret beside a good one slows pulls but does not fail them.
+fn rejected_credentials(
+    img: &ImageDetail<'_>,
+    r: &ImageRef,
+    index: &ClusterIndex,
+    ctx: &PodContext<'_>,
+    policy: &Policy,
+    out: &mut Vec<Finding>,
+) {
+    let ns = index.namespace(ctx.namespace);
+    let target = MatchTarget::new(r.name());
+    let keys_of = |s: &SecretInfo, fallback: bool| -> Vec<String> {
+        s.usable_keys()
+            .filter(|k| {
+                if fallback {
+                    k.as_str() == "index.docker.io"
+                } else {
+                    k.matches(&target)
+                }
+            })
+            .map(|k| k.as_str().to_owned())
+            .collect()
+    };
+    let mut tried: Vec<(&str, String)> = Vec::new();
+    for fallback in [false, true] {
+        // Like kubelet_lookup: the docker.io fallback only when no key matched at all.
+        if fallback && (!tried.is_empty() || !is_default_registry_match(target.name())) {
+            break;
+        }
+        for name in &img.matched_secrets {
+            if let Some(s) = ns.secrets.get(*name) {
+                tried.extend(keys_of(s, fallback).into_iter().map(|k| (*name, k)));
+            }
+        }
+    }
+    let rejected: Vec<&(&str, String)> = tried
+        .iter()
+        .filter(|(name, key)| {
+            index.credential_status(ctx.namespace, name, key) == Some(CredentialStatus::Rejected)
+        })
+        .collect();
+    let all_rejected = rejected.len() == tried.len();
+    let severity = if policy.verify.deny && all_rejected {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
+    for (name, key) in &rejected {
+        let consequence = if all_rejected {
+            format!(
+                "the kubelet has no other credential for {:?}, so pulls fail on every node without a cached copy",
+                img.image
+            )
+        } else {
+            let others: Vec<&str> = img
+                .matched_secrets
+                .iter()
+                .copied()
+                .filter(|n| n != name)
+                .collect();
+            format!(
+                "the kubelet falls back to {}, but tries this one first",
+                quoted(&others)
+            )
+        };
+        out.push(Finding::for_image(
+            Code::CredentialsRejected,
+            severity,
+            img.container,
+            img.image,
+            Some(r.domain()),
+            format!(
+                "registry {key:?} rejected the credentials of secret {name:?} when pullgate last verified them: {consequence}; update the credential (kubectl create secret docker-registry {name} -n {} --docker-server={key} --docker-username=… --docker-password=… --dry-run=client -o yaml | kubectl apply -f -)",
+                ctx.namespace
+            ),
+        ));
+    }
+}
+
 /// The kubelet's credential order for an image among the given secrets (BasicDockerKeyring.Lookup).
 fn kubelet_lookup<'a>(secrets: &[&'a SecretInfo], target: &MatchTarget<'_>) -> Vec<&'a str> {
     let mut hits: Vec<(&str, usize, &'a str)> = Vec::new();
@@ -804,12 +887,7 @@ pub fn evaluate_service_account<'a>(
     };
     let source = Source::ServiceAccount(sa_name);
     for name in dedup(referenced.iter().copied()) {
-        let r = match ns.secrets.get(name) {
-            None => Resolved::Missing(name),
-            Some(s) if !s.is_pull_type() => Resolved::WrongType(s),
-            Some(s) if s.payload.is_err() => Resolved::Unusable(s),
-            Some(s) => Resolved::Usable(s),
-        };
+        let r = resolve(ns, name);
         if let Resolved::Unusable(s) = r {
             if s.payload.as_ref().is_err_and(|e| e.is_fatal()) {
                 let err = s
@@ -1285,6 +1363,66 @@ mod tests {
         let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
         assert!(d.allowed, "{:?}", d.findings);
         assert_eq!(d.images[0].matched_secrets, ["hub"]);
+    }
+
+    #[test]
+    fn rejected_credentials_warn_or_deny_as_configured() {
+        use crate::store::index::SecretVerification;
+        let verified = |idx: &ClusterIndex, name: &str, key: &str, status| {
+            let rv = idx.namespace("shop").secrets[name].resource_version.clone();
+            assert!(idx.record_verification(
+                "shop",
+                name,
+                SecretVerification {
+                    resource_version: rv,
+                    verified_at: NOW,
+                    keys: BTreeMap::from([(key.to_owned(), status)]),
+                },
+            ));
+        };
+        let idx = shop();
+        verified(&idx, "regcred", "registry.example.com", CredentialStatus::Rejected);
+        let v = one("registry.example.com/shop/web:1", &["regcred"]);
+        // Warning by default: admitted even in deny mode.
+        let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(d.allowed && !d.would_deny);
+        assert_eq!(codes(&d), [Code::CredentialsRejected]);
+        assert_eq!(d.findings[0].severity, Severity::Warning);
+        assert!(d.findings[0].message.contains("no other credential"));
+        // verify.deny makes it an error.
+        let mut p = deny();
+        p.verify.deny = true;
+        let d = evaluate_pod(&v, &ctx(false), &p, &idx);
+        assert!(!d.allowed && d.would_deny);
+        assert_eq!(d.findings[0].severity, Severity::Error);
+        // Valid, unreachable or unknown credentials say nothing.
+        for status in [CredentialStatus::Valid, CredentialStatus::Unreachable] {
+            let idx = shop();
+            verified(&idx, "regcred", "registry.example.com", status);
+            assert!(evaluate_pod(&v, &ctx(false), &p, &idx).findings.is_empty());
+        }
+        // A second, unrejected secret for the registry: the kubelet falls back, so a warning only.
+        let mut idx = shop();
+        idx.upsert_secret(pull_secret("shop", "spare", &["registry.example.com"], NOW));
+        verified(&idx, "regcred", "registry.example.com", CredentialStatus::Rejected);
+        let v2 = one("registry.example.com/shop/web:1", &["regcred", "spare"]);
+        let d = evaluate_pod(&v2, &ctx(false), &p, &idx);
+        assert!(d.allowed, "{:?}", d.findings);
+        let rejected: Vec<&Finding> = d
+            .findings
+            .iter()
+            .filter(|f| f.code == Code::CredentialsRejected)
+            .collect();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].severity, Severity::Warning);
+        assert!(rejected[0].message.contains("falls back to \"spare\""));
+        // A rotated secret (replaced in the index) drops the old verdict.
+        let mut idx = shop();
+        verified(&idx, "regcred", "registry.example.com", CredentialStatus::Rejected);
+        let mut rotated = pull_secret("shop", "regcred", &["registry.example.com"], NOW);
+        rotated.resource_version = Some("2".into());
+        idx.upsert_secret(rotated);
+        assert!(evaluate_pod(&v, &ctx(false), &p, &idx).findings.is_empty());
     }
 
     #[test]
