@@ -5,8 +5,9 @@ use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::{evaluate_pod, Decision, Finding, Operation, PodContext};
 use crate::manifests::Document;
 use crate::policy::Policy;
-use crate::store::index::ClusterIndex;
+use crate::store::index::{ClusterIndex, CredentialStatus};
 use crate::store::objects::index_documents;
+use crate::verify::offline::VerifiedSecret;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -50,11 +51,30 @@ pub struct ImageResult {
     pub matched_secrets: Vec<String>,
 }
 
+/// One verified credential (`check --verify`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialCheck {
+    /// Namespace of the secret.
+    pub namespace: String,
+    /// The secret.
+    pub secret: String,
+    /// The registry key verified.
+    pub registry: String,
+    /// valid | rejected | unreachable | unsupported.
+    pub status: CredentialStatus,
+    /// Why.
+    pub detail: String,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 pub struct CheckReport {
     /// One entry per Pod or workload.
     pub results: Vec<CheckResult>,
+    /// Credentials verified against their registries (`--verify`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialCheck>,
     /// Documents of kinds pullgate does not evaluate.
     pub skipped: usize,
     /// Objects that could not be read (with their document).
@@ -67,12 +87,44 @@ impl CheckReport {
     pub fn all_allowed(&self) -> bool {
         self.results.iter().all(|r| r.allowed)
     }
+
+    /// Whether a verified credential was rejected by its registry.
+    pub fn credentials_rejected(&self) -> bool {
+        self.credentials
+            .iter()
+            .any(|c| c.status == CredentialStatus::Rejected)
+    }
 }
 
 /// Evaluate every Pod and workload among `docs`.
 pub fn check(docs: &[Document], policy: &Policy, default_ns: &str, now: i64) -> CheckReport {
+    check_verified(docs, policy, default_ns, now, &[])
+}
+
+/// [`check`] with the results of verifying the input's secrets against their registries.
+pub fn check_verified(
+    docs: &[Document],
+    policy: &Policy,
+    default_ns: &str,
+    now: i64,
+    verified: &[VerifiedSecret],
+) -> CheckReport {
     let (index, mut errors) = index_documents(docs, default_ns);
     let mut report = CheckReport::default();
+    for v in verified {
+        index.record_verification(&v.namespace, &v.name, v.verification.clone());
+        report.credentials.extend(
+            v.verdicts
+                .iter()
+                .map(|(registry, verdict)| CredentialCheck {
+                    namespace: v.namespace.clone(),
+                    secret: v.name.clone(),
+                    registry: registry.clone(),
+                    status: verdict.status,
+                    detail: verdict.detail.clone(),
+                }),
+        );
+    }
     for d in docs {
         let Some(kind) = WorkloadKind::from_kind(d.kind()) else {
             if !matches!(d.kind(), "Secret" | "ServiceAccount" | "Namespace") {
@@ -199,6 +251,20 @@ pub fn render_text(report: &CheckReport) -> String {
                 f.severity.as_str(),
                 f.code,
                 f.message
+            );
+        }
+    }
+    if !report.credentials.is_empty() {
+        let _ = writeln!(out, "\ncredentials:");
+        for c in &report.credentials {
+            let _ = writeln!(
+                out,
+                "  {:<11} {}/{} {}: {}",
+                c.status.as_str(),
+                c.namespace,
+                c.secret,
+                c.registry,
+                c.detail
             );
         }
     }

@@ -15,6 +15,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per process: the size of the serve variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTPS admission webhook.
@@ -61,14 +63,33 @@ pub struct ServeArgs {
     /// With --self-signed: write the CA certificate here so clients can verify.
     #[arg(long, env = "PULLGATE_CA_OUT", requires = "self_signed")]
     pub ca_out: Option<PathBuf>,
+    /// Keep a generated CA and serving certificate in this kubernetes.io/tls Secret (in $POD_NAMESPACE),
+    /// shared by the replicas, publish the CA in the --webhook-configuration caBundles, and rotate it
+    /// before expiry.
+    #[arg(
+        long,
+        env = "PULLGATE_SELF_SIGNED_SECRET",
+        conflicts_with_all = ["tls_cert", "self_signed"]
+    )]
+    pub self_signed_secret: Option<String>,
+    /// With --self-signed-secret: a Mutating- and/or ValidatingWebhookConfiguration whose caBundle
+    /// pullgate keeps current (repeatable or comma-separated).
+    #[arg(
+        long = "webhook-configuration",
+        env = "PULLGATE_WEBHOOK_CONFIGURATIONS",
+        value_delimiter = ',',
+        requires = "self_signed_secret"
+    )]
+    pub webhook_configurations: Vec<String>,
     /// Directory of manifests (Secrets, ServiceAccounts, Namespaces) to serve from; reloaded on change.
     #[arg(long, env = "PULLGATE_MANIFESTS", conflicts_with = "cluster")]
     pub manifests: Option<PathBuf>,
     /// Watch the cluster's Secrets, ServiceAccounts and Namespaces (in-cluster config or --kubeconfig).
     #[arg(long, env = "PULLGATE_CLUSTER")]
     pub cluster: bool,
-    /// Kubeconfig for --cluster (default: in-cluster config, then the usual KUBECONFIG lookup).
-    #[arg(long, env = "KUBECONFIG", requires = "cluster")]
+    /// Kubeconfig for --cluster and --self-signed-secret (default: in-cluster config, then the usual
+    /// KUBECONFIG lookup).
+    #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Namespaces to watch with --cluster (repeatable or comma-separated; default all).
     #[arg(
@@ -84,6 +105,9 @@ pub struct ServeArgs {
     /// Admission requests handled at once; more wait.
     #[arg(long, env = "PULLGATE_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
     pub max_concurrent_requests: usize,
+    /// After SIGTERM, how long to keep accepting requests (while not ready) before draining.
+    #[arg(long, env = "PULLGATE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "PULLGATE_SHUTDOWN_GRACE_PERIOD", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace_period: Duration,
@@ -124,6 +148,10 @@ pub struct CheckArgs {
     /// Override the policy's validation mode (CI usually wants deny).
     #[arg(long)]
     pub validation: Option<ValidationArg>,
+    /// Verify the credentials of the input's pull secrets against their registries first (sends
+    /// them over the network; exit 1 when one is rejected and verify.deny or --validation deny).
+    #[arg(long)]
+    pub verify: bool,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,

@@ -33,15 +33,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => {
             let mut policy = load_policy(args.config.as_deref())?;
             if let Some(v) = args.validation {
-                policy.validation = match v {
+                policy.validation_override = Some(match v {
                     ValidationArg::Deny => Validation::Deny,
                     ValidationArg::Warn => Validation::Warn,
                     ValidationArg::Off => Validation::Off,
-                };
+                });
             }
             let docs = pullgate::manifests::load_paths(&args.paths)?;
+            let verified = if args.verify {
+                verify_offline(&docs, &policy, &args.namespace)?
+            } else {
+                Vec::new()
+            };
             let now = jiff::Timestamp::now().as_second();
-            let report = pullgate::check::check(&docs, &policy, &args.namespace, now);
+            let report =
+                pullgate::check::check_verified(&docs, &policy, &args.namespace, now, &verified);
+            // A rejected credential fails the check under verify.deny or deny mode, even when no
+            // workload of the input uses the secret yet: it is about to be deployed.
+            let rejected = report.credentials_rejected()
+                && policy.validation != Validation::Off
+                && (policy.verify.deny || policy.validation == Validation::Deny);
             let text = match args.output {
                 OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
                 OutputFormat::Text => pullgate::check::render_text(&report),
@@ -49,7 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(&text)?;
             Ok(if !report.errors.is_empty() {
                 ExitCode::from(2)
-            } else if report.all_allowed() {
+            } else if report.all_allowed() && !rejected {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -106,6 +117,27 @@ fn emit(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// `check --verify`: probe the input's pull secrets on a short-lived runtime (the rest of
+/// `check` is synchronous).
+fn verify_offline(
+    docs: &[pullgate::manifests::Document],
+    policy: &Policy,
+    namespace: &str,
+) -> anyhow::Result<Vec<pullgate::verify::offline::VerifiedSecret>> {
+    let settings = pullgate::verify::Settings::from_policy(&policy.verify)?;
+    for pattern in settings.insecure_patterns() {
+        eprintln!("pullgate: warning: verify: plain HTTP allowed for {pattern}; its credentials cross the network unencrypted");
+    }
+    let verifier = pullgate::verify::Verifier::new(settings);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(rt.block_on(pullgate::verify::offline::verify_documents(
+        docs, policy, namespace, &verifier,
+    )))
 }
 
 fn load_policy(path: Option<&std::path::Path>) -> anyhow::Result<Policy> {

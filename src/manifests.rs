@@ -68,6 +68,8 @@ pub enum ManifestError {
 /// Budget against hostile YAML (alias bombs, deep nesting) well above what manifests need.
 fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
+        // Error snippets quote source lines, which in a Secret manifest may hold credentials.
+        with_snippet: false,
         budget: serde_saphyr::budget! {
             max_aliases: 1_000,
             max_anchors: 1_000,
@@ -93,9 +95,10 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, Manife
         vec![v]
     } else {
         serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| {
+            let line = e.location().map_or(0, |l| l.line());
             ManifestError::Parse {
                 path: source.to_owned(),
-                index: 0,
+                index: document_at_line(text, line),
                 message: e.to_string(),
             }
         })?
@@ -139,6 +142,26 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, Manife
         }
     }
     Ok(out)
+}
+
+/// Index of the document holding 1-based `line`: the `---` separators before it (a leading one opens document 0).
+fn document_at_line(text: &str, line: u64) -> usize {
+    let mut index = 0;
+    let mut seen_content = false;
+    for (n, l) in text.lines().enumerate() {
+        if n as u64 + 1 >= line {
+            break;
+        }
+        if l == "---" || l.starts_with("--- ") {
+            if seen_content {
+                index += 1;
+            }
+            seen_content = true;
+        } else if !l.trim().is_empty() && !l.trim_start().starts_with('#') {
+            seen_content = true;
+        }
+    }
+    index
 }
 
 fn json_type(v: &serde_json::Value) -> &'static str {
@@ -244,6 +267,20 @@ mod tests {
         assert_eq!(kinds, ["Pod", "Secret", "ServiceAccount"]);
         assert_eq!(docs[1].index, 1);
         assert_eq!(docs[0].to_string(), "f.yaml (document 0)");
+    }
+
+    #[test]
+    fn yaml_errors_name_the_document_and_quote_no_source() {
+        let text = "kind: Pod\n---\nkind: Secret\nstringData:\n  password: \"hunter2-planted\n---\nkind: Pod\n";
+        match parse_documents("f.yaml", text) {
+            Err(ManifestError::Parse { index, message, .. }) => {
+                assert_eq!(index, 1, "{message}");
+                assert!(!message.contains("hunter2-planted"), "{message}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        assert_eq!(document_at_line("---\na: 1\n---\nb: [\n", 4), 1);
+        assert_eq!(document_at_line("a: 1\n", 1), 0);
     }
 
     #[test]

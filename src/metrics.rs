@@ -58,6 +58,30 @@ pub struct ResourceLabels {
     pub resource: &'static str,
 }
 
+/// Labels of a verified credential's status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    /// Namespace of the secret.
+    pub namespace: String,
+    /// The secret.
+    pub secret: String,
+    /// The registry key verified.
+    pub registry: String,
+    /// valid | rejected | unreachable | unsupported.
+    pub status: &'static str,
+}
+
+/// Labels of a verified credential.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialKeyLabels {
+    /// Namespace of the secret.
+    pub namespace: String,
+    /// The secret.
+    pub secret: String,
+    /// The registry key verified.
+    pub registry: String,
+}
+
 /// Every metric pullgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -83,6 +107,10 @@ pub struct Metrics {
     pub store_stale: Gauge,
     /// notAfter of the serving certificate.
     pub cert_expiry: Gauge<f64, AtomicU64>,
+    /// 1 for a verified credential's current status, 0 for the others (`verify`).
+    pub credential_status: Family<CredentialLabels, Gauge>,
+    /// When each credential was last verified.
+    pub credential_last_verified: Family<CredentialKeyLabels, Gauge<f64, AtomicU64>>,
 }
 
 /// Histogram buckets in seconds: sub-millisecond resolution where admission lives, up to the webhook timeout.
@@ -168,6 +196,19 @@ impl Metrics {
             "notAfter of the serving certificate",
             cert_expiry.clone(),
         );
+        let credential_status = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credential_status",
+            "1 for the current verification status of a pull secret's credential for a registry",
+            credential_status.clone(),
+        );
+        let credential_last_verified =
+            Family::<CredentialKeyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "credential_last_verified_timestamp_seconds",
+            "Time a pull secret's credential for a registry was last verified",
+            credential_last_verified.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -181,6 +222,8 @@ impl Metrics {
             store_last_sync,
             store_stale,
             cert_expiry,
+            credential_status,
+            credential_last_verified,
         }
     }
 

@@ -227,6 +227,106 @@ pub struct Policy {
     /// The ServiceAccount reconciler (cluster mode).
     #[serde(default)]
     pub reconcile: Reconcile,
+    /// A mode that wins over namespace labels too (`check --validation`: CI wants one answer).
+    #[serde(skip)]
+    pub validation_override: Option<Validation>,
+    /// Registry verification of pull-secret credentials (opt-in).
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// Registry verification: prove pull-secret credentials against their registries (Docker
+/// Registry HTTP API v2 auth flow), periodically in cluster mode and in `check --verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Verify {
+    /// Probe credentials at all (off by default: it sends credentials over the network).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Least time between two probes of an unchanged secret (jittered upwards by up to 10%).
+    #[serde(default = "six_hours", deserialize_with = "positive_duration")]
+    pub interval: HumanDuration,
+    /// Deadline of one probe (every request of the auth flow together).
+    #[serde(default = "ten_seconds", deserialize_with = "positive_duration")]
+    pub timeout: HumanDuration,
+    /// Report rejected credentials as errors (denied in deny mode) instead of warnings.
+    #[serde(default)]
+    pub deny: bool,
+    /// Repository named in the token scope (`repository:<name>:pull`) and probed when `/v2/` needs no auth.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "repository_name"
+    )]
+    pub probe_repository: Option<String>,
+    /// Per-registry transport settings; the first matching pattern applies.
+    #[serde(default)]
+    pub registries: Vec<VerifyRegistry>,
+}
+
+/// Transport settings of the registries a pattern matches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerifyRegistry {
+    /// Registries this entry is for, in `registries.private` syntax.
+    pub pattern: RegistryPattern,
+    /// PEM file of extra root CAs for these registries (the system roots are trusted as well).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Allow plain HTTP to these registries (credentials then cross the network in clear text).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            enabled: false,
+            interval: six_hours(),
+            timeout: ten_seconds(),
+            deny: false,
+            probe_repository: None,
+            registries: Vec::new(),
+        }
+    }
+}
+
+fn six_hours() -> HumanDuration {
+    HumanDuration(Duration::from_secs(6 * 3_600))
+}
+
+fn ten_seconds() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// A duration that must not be zero (a zero interval would probe in a loop, a zero timeout never succeed).
+fn positive_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    let v = HumanDuration::deserialize(d)?;
+    if v.0.is_zero() {
+        return Err(serde::de::Error::custom("must be greater than zero"));
+    }
+    Ok(v)
+}
+
+/// A repository path as distribution accepts it: it goes into a URL path and a token scope verbatim.
+fn repository_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(name) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    };
+    if name.len() > 255 || !name.split('/').all(component_ok) {
+        return Err(serde::de::Error::custom(format!(
+            "{name:?} is not a repository path (lowercase letters, digits, '.', '_', '-' and '/')"
+        )));
+    }
+    Ok(Some(name))
 }
 
 /// What the cluster-mode reconciler keeps in step.
@@ -254,6 +354,8 @@ impl Default for Policy {
             namespaces: Namespaces::default(),
             max_secret_age: None,
             reconcile: Reconcile::default(),
+            validation_override: None,
+            verify: Verify::default(),
         }
     }
 }
@@ -305,7 +407,10 @@ impl Policy {
     pub fn for_namespace(&self, labels: &NamespaceOverrides) -> Effective {
         Effective {
             inject: labels.inject.unwrap_or(self.inject),
-            validation: labels.validation.unwrap_or(self.validation),
+            validation: self
+                .validation_override
+                .or(labels.validation)
+                .unwrap_or(self.validation),
         }
     }
 
@@ -444,9 +549,67 @@ mod tests {
                 validation: Validation::Deny
             }
         );
+        let forced = Policy {
+            validation_override: Some(Validation::Off),
+            ..Policy::default()
+        };
+        assert_eq!(
+            forced
+                .for_namespace(&NamespaceOverrides::from_labels(&labels))
+                .validation,
+            Validation::Off
+        );
         labels.insert(VALIDATION_LABEL.to_owned(), "bogus".to_owned());
         let eff = Policy::default().for_namespace(&NamespaceOverrides::from_labels(&labels));
         assert_eq!(eff.validation, Validation::Warn);
+    }
+
+    #[test]
+    fn verify_section_defaults_parses_and_rejects() {
+        let v = Policy::default().verify;
+        assert!(!v.enabled && !v.deny);
+        assert_eq!(v.interval.0, Duration::from_secs(6 * 3_600));
+        assert_eq!(v.timeout.0, Duration::from_secs(10));
+        let p = Policy::from_yaml(
+            "verify:\n  enabled: true\n  interval: 1h\n  timeout: 5s\n  deny: true\n  probeRepository: library/busybox\n  registries:\n  - pattern: '*.corp.example'\n    caFile: /etc/pullgate/ca.pem\n  - pattern: 'registry.local:5000'\n    insecure: true\n",
+        )
+        .unwrap();
+        assert!(p.verify.enabled && p.verify.deny);
+        assert_eq!(p.verify.interval.0, Duration::from_secs(3_600));
+        assert_eq!(
+            p.verify.probe_repository.as_deref(),
+            Some("library/busybox")
+        );
+        assert_eq!(p.verify.registries.len(), 2);
+        assert!(p.verify.registries[1].insecure && p.verify.registries[1].ca_file.is_none());
+        for (text, path) in [
+            ("verify:\n  enabeld: true\n", "verify"),
+            ("verify:\n  interval: 0s\n", "verify.interval"),
+            ("verify:\n  timeout: soon\n", "verify.timeout"),
+            (
+                "verify:\n  probeRepository: Library/Busybox\n",
+                "verify.probeRepository",
+            ),
+            (
+                "verify:\n  probeRepository: 'a/../b?x'\n",
+                "verify.probeRepository",
+            ),
+            (
+                "verify:\n  registries:\n  - pattern: 'a b'\n",
+                "verify.registries[0].pattern",
+            ),
+            (
+                "verify:\n  registries:\n  - pattern: r.io\n    cafile: x\n",
+                "verify.registries[0]",
+            ),
+        ] {
+            match Policy::from_yaml(text) {
+                Err(PolicyError::Field { path: p, .. }) => {
+                    assert!(p.starts_with(path), "{text}: {p}")
+                }
+                other => panic!("{text}: expected field error, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub enum ServeError {
     /// Neither --manifests nor --cluster was given.
     #[error("no store: pass --manifests DIR or --cluster")]
     NoStore,
+    /// The `verify` settings are unusable (e.g. a `caFile`).
+    #[error(transparent)]
+    Verify(crate::verify::VerifyError),
 }
 
 impl From<TlsError> for ServeError {
@@ -221,6 +224,18 @@ async fn handle(endpoint: Endpoint, st: &AppState, headers: &HeaderMap, body: Bo
             format!("content type {ct:?} is not application/json"),
         );
     }
+    // Refuse a declared oversize body before reading (or 100-continuing) any of it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        record_error(st, endpoint, "body too large");
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {MAX_BODY_BYTES} bytes"),
+        );
+    }
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(e) => {
@@ -360,6 +375,19 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
     )
 }
 
+/// Resolve once the flag is true (or its sender is gone). Holds no borrow across an await, so the
+/// server future stays `Send` and can be spawned.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Serve `router` over TLS on `listener` until `shutdown` turns true; then stop accepting and let
 /// in-flight requests finish for at most `grace`.
 pub async fn serve_tls(
@@ -372,7 +400,7 @@ pub async fn serve_tls(
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, _peer) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = stopped(&mut shutdown) => break,
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -526,6 +554,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     };
     let metrics = Arc::new(Metrics::new());
 
+    let mut managed_cert = None;
     let (resolver, cert_files) = if args.self_signed {
         let ips = vec![
             std::net::IpAddr::from([127, 0, 0, 1]),
@@ -552,10 +581,26 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         )?;
         metrics.cert_expiry.set(loaded.not_after as f64);
         (Arc::new(CertResolver::new(loaded.key)), None)
+    } else if let Some(secret) = &args.self_signed_secret {
+        // The CA lives in a Secret shared by the replicas; see tls::managed.
+        let client = crate::store::kube::client(args.kubeconfig.as_deref())
+            .await
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let settings = tls::managed::Settings::new(
+            tls::managed::pod_namespace(&client),
+            secret.clone(),
+            args.webhook_configurations.clone(),
+        );
+        let managed = tls::managed::Managed::start(client, settings, metrics.clone())
+            .await
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let resolver = managed.resolver();
+        managed_cert = Some(managed);
+        (resolver, None)
     } else {
         let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
             return Err(ServeError::Tls(
-                "pass --tls-cert and --tls-key, or --self-signed".to_owned(),
+                "pass --tls-cert and --tls-key, --self-signed, or --self-signed-secret".to_owned(),
             ));
         };
         let loaded = tls::load_pem_files(cert, key)?;
@@ -588,6 +633,16 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             args.watch_namespaces.clone(),
             metrics.clone(),
         );
+        if policy.verify.enabled {
+            let verify = crate::verify::kube::cluster_task(
+                client.clone(),
+                store.clone(),
+                &policy,
+                metrics.clone(),
+            )
+            .map_err(ServeError::Verify)?;
+            tasks.spawn(verify);
+        }
         if policy.reconcile.service_accounts {
             let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
             let cfg = crate::reconcile::LoopConfig {
@@ -596,7 +651,12 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
                 every: Duration::from_secs(5),
                 patch_interval: Duration::from_millis(100),
             };
-            tasks.spawn(crate::reconcile::run(client, store.clone(), Arc::new(policy.clone()), cfg));
+            tasks.spawn(crate::reconcile::run(
+                client,
+                store.clone(),
+                Arc::new(policy.clone()),
+                cfg,
+            ));
         }
         store
     } else {
@@ -629,6 +689,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let metrics_bound = metrics_listener.local_addr().unwrap_or(args.metrics_listen);
     info!(listen = %bound, metrics = %metrics_bound, "pullgate serving");
 
+    if let Some(managed) = managed_cert {
+        tasks.spawn(managed.run());
+    }
     if let Some((cert, key)) = cert_files {
         tasks.spawn(watch_certificate(
             cert,
@@ -647,10 +710,17 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 
     let (tx, rx) = watch::channel(false);
     let st = state.clone();
+    let delay = args.shutdown_delay;
     tokio::spawn(async move {
         termination_signal().await;
-        info!("termination signal: draining");
+        // Not ready first, and keep serving while endpoints and API servers catch up: a webhook
+        // that stops accepting at once makes in-transit admissions hit the failurePolicy.
         st.serving.store(false, Ordering::Relaxed);
+        info!(
+            delay_seconds = delay.as_secs_f64(),
+            "termination signal: not ready, draining after the delay"
+        );
+        tokio::time::sleep(delay).await;
         let _ = tx.send(true);
     });
     serve_tls(

@@ -59,7 +59,7 @@ struct ReviewIn {
     api_version: String,
     #[serde(default)]
     kind: String,
-    request: Option<RequestIn>,
+    request: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -194,6 +194,10 @@ pub fn review(
     index: &ClusterIndex,
     now: i64,
 ) -> Result<Outcome, ReviewError> {
+    // serde reads a JSON array into a struct by position: only objects are reviews.
+    if !is_json_object(body) {
+        return Err(ReviewError::Malformed("expected a JSON object".to_owned()));
+    }
     let review: ReviewIn =
         serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
     let api_version = match review.api_version.as_str() {
@@ -209,7 +213,17 @@ pub fn review(
             )))
         }
     };
-    let req = review.request.ok_or(ReviewError::NoRequest)?;
+    let raw = review.request.ok_or(ReviewError::NoRequest)?;
+    if raw.get() == "null" {
+        return Err(ReviewError::NoRequest);
+    }
+    if !is_json_object(raw.get().as_bytes()) {
+        return Err(ReviewError::Malformed(
+            "request is not an object".to_owned(),
+        ));
+    }
+    let req: RequestIn =
+        serde_json::from_str(raw.get()).map_err(|e| ReviewError::Malformed(e.to_string()))?;
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }
@@ -277,11 +291,20 @@ fn finish(api_version: &str, req: RequestIn, a: Answer) -> Outcome {
     }
 }
 
-fn object(req: &RequestIn) -> Option<&str> {
-    req.object
-        .as_deref()
-        .map(RawValue::get)
-        .filter(|o| *o != "null")
+/// Whether the JSON text is an object (first non-blank byte `{`).
+fn is_json_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The request's object, or why it is missing or not an object.
+fn object(req: &RequestIn) -> Result<&str, String> {
+    match req.object.as_deref().map(RawValue::get) {
+        None | Some("null") => Err("request has no object".to_owned()),
+        Some(o) if !is_json_object(o.as_bytes()) => {
+            Err("request object is not a JSON object".to_owned())
+        }
+        Some(o) => Ok(o),
+    }
 }
 
 fn pod(
@@ -301,8 +324,9 @@ fn pod(
     if endpoint == Endpoint::Mutate && operation != Operation::Create {
         return Answer::allow();
     }
-    let Some(obj) = object(req) else {
-        return Answer::bad_object("request has no object".to_owned());
+    let obj = match object(req) {
+        Ok(o) => o,
+        Err(m) => return Answer::bad_object(m),
     };
     let view = match PodView::from_slice(WorkloadKind::Pod, obj.as_bytes()) {
         Ok(v) => v,
@@ -346,8 +370,9 @@ fn workload(
     if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
         return Answer::allow();
     }
-    let Some(obj) = object(req) else {
-        return Answer::bad_object("request has no object".to_owned());
+    let obj = match object(req) {
+        Ok(o) => o,
+        Err(m) => return Answer::bad_object(m),
     };
     let view = match PodView::from_slice(kind, obj.as_bytes()) {
         Ok(v) => v,
@@ -475,8 +500,9 @@ fn service_account(
     if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
         return Answer::allow();
     }
-    let Some(obj) = object(req) else {
-        return Answer::bad_object("request has no object".to_owned());
+    let obj = match object(req) {
+        Ok(o) => o,
+        Err(m) => return Answer::bad_object(m),
     };
     let sa: SaIn = match serde_json::from_str(obj) {
         Ok(s) => s,
@@ -529,8 +555,9 @@ fn secret(req: &RequestIn, namespace: &str, policy: &Policy) -> Answer {
     if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
         return Answer::allow();
     }
-    let Some(obj) = object(req) else {
-        return Answer::bad_object("request has no object".to_owned());
+    let obj = match object(req) {
+        Ok(o) => o,
+        Err(m) => return Answer::bad_object(m),
     };
     let value: serde_json::Value = match serde_json::from_str(obj) {
         Ok(v) => v,

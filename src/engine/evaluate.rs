@@ -1381,7 +1381,12 @@ mod tests {
             ));
         };
         let idx = shop();
-        verified(&idx, "regcred", "registry.example.com", CredentialStatus::Rejected);
+        verified(
+            &idx,
+            "regcred",
+            "registry.example.com",
+            CredentialStatus::Rejected,
+        );
         let v = one("registry.example.com/shop/web:1", &["regcred"]);
         // Warning by default: admitted even in deny mode.
         let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
@@ -1404,7 +1409,12 @@ mod tests {
         // A second, unrejected secret for the registry: the kubelet falls back, so a warning only.
         let mut idx = shop();
         idx.upsert_secret(pull_secret("shop", "spare", &["registry.example.com"], NOW));
-        verified(&idx, "regcred", "registry.example.com", CredentialStatus::Rejected);
+        verified(
+            &idx,
+            "regcred",
+            "registry.example.com",
+            CredentialStatus::Rejected,
+        );
         let v2 = one("registry.example.com/shop/web:1", &["regcred", "spare"]);
         let d = evaluate_pod(&v2, &ctx(false), &p, &idx);
         assert!(d.allowed, "{:?}", d.findings);
@@ -1418,7 +1428,12 @@ mod tests {
         assert!(rejected[0].message.contains("falls back to \"spare\""));
         // A rotated secret (replaced in the index) drops the old verdict.
         let mut idx = shop();
-        verified(&idx, "regcred", "registry.example.com", CredentialStatus::Rejected);
+        verified(
+            &idx,
+            "regcred",
+            "registry.example.com",
+            CredentialStatus::Rejected,
+        );
         let mut rotated = pull_secret("shop", "regcred", &["registry.example.com"], NOW);
         rotated.resource_version = Some("2".into());
         idx.upsert_secret(rotated);

@@ -36,6 +36,8 @@ pub enum Code {
     CredentialHelperIgnored,
     /// pullgate added secrets so that the images can be pulled.
     SecretsInjected,
+    /// The registry rejected a secret's credentials when pullgate last verified them.
+    CredentialsRejected,
 }
 
 impl Code {
@@ -57,6 +59,7 @@ impl Code {
             Code::InvalidImageReference => "InvalidImageReference",
             Code::CredentialHelperIgnored => "CredentialHelperIgnored",
             Code::SecretsInjected => "SecretsInjected",
+            Code::CredentialsRejected => "CredentialsRejected",
         }
     }
 }

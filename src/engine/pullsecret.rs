@@ -161,6 +161,59 @@ pub fn parse_pull_secret(
     }
 }
 
+/// A username and password the kubelet would send for one registry entry.
+///
+/// Both are zeroed when dropped. There is deliberately no `Debug`, `Display`, `Clone` or
+/// `Serialize`: the value cannot end up in a log line, an error or a report by accident.
+pub struct Credential {
+    username: Secret,
+    password: Secret,
+}
+
+impl Credential {
+    /// The username, as the kubelet decodes it (bytes: Go strings need not be UTF-8).
+    pub fn username(&self) -> &[u8] {
+        &self.username.0
+    }
+
+    /// The password, as the kubelet decodes it.
+    pub fn password(&self) -> &[u8] {
+        &self.password.0
+    }
+
+    /// Whether both are empty (the kubelet then pulls as if it had no credential).
+    pub fn is_empty(&self) -> bool {
+        self.username.0.is_empty() && self.password.0.is_empty()
+    }
+}
+
+/// The credentials a secret holds for one registry key: one per entry whose key normalises to
+/// `key`, in document order, each decoded exactly as the kubelet decodes it (a non-empty `auth`
+/// replaces username and password). Errors are those of [`parse_pull_secret`].
+pub fn credentials_for(
+    secret_type: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+    key: &RegistryKey,
+) -> Result<Vec<Credential>, PayloadError> {
+    let (expected_key, format) = match secret_type {
+        DOCKER_CONFIG_JSON_TYPE => (DOCKER_CONFIG_JSON_KEY, Format::DockerConfigJson),
+        DOCKERCFG_TYPE => (DOCKERCFG_KEY, Format::Dockercfg),
+        _ => {
+            return Err(PayloadError::UnsupportedType {
+                secret_type: secret_type.to_owned(),
+            })
+        }
+    };
+    match data.get(expected_key).filter(|payload| !payload.is_empty()) {
+        Some(payload) => parse_payload_capturing(format, payload, Some(key)).map(|(_, c)| c),
+        None => Err(PayloadError::MissingData {
+            secret_type: secret_type.to_owned(),
+            expected_key,
+            present_keys: data.keys().cloned().collect(),
+        }),
+    }
+}
+
 /// The Go type a payload is unmarshalled into.
 #[derive(Clone, Copy)]
 enum Format {
@@ -172,8 +225,18 @@ enum Format {
 
 /// `json.Unmarshal` of `payload` into the `format` struct, as secrets.go does.
 fn parse_payload(format: Format, payload: &[u8]) -> Result<PullSecretKeys, PayloadError> {
+    parse_payload_capturing(format, payload, None).map(|(keys, _)| keys)
+}
+
+/// [`parse_payload`], also decoding the credentials of the entries whose key normalises to `capture`.
+fn parse_payload_capturing(
+    format: Format,
+    payload: &[u8],
+    capture: Option<&RegistryKey>,
+) -> Result<(PullSecretKeys, Vec<Credential>), PayloadError> {
     validate(payload)?;
     let mut d = Decoder::new(payload);
+    d.capture = capture.cloned();
     let mut registries: Option<Entries> = None;
     let mut ignored_helpers = Vec::new();
     let outcome = match format {
@@ -187,10 +250,16 @@ fn parse_payload(format: Format, payload: &[u8]) -> Result<PullSecretKeys, Paylo
         (Some(entries), _) if entries.order.is_empty() => {
             Err(PayloadError::NoEntries { ignored_helpers })
         }
-        (Some(entries), _) => Ok(PullSecretKeys {
-            entries: entries.into_key_entries(),
-            ignored_helpers,
-        }),
+        (Some(mut entries), _) => {
+            let credentials = entries.take_credentials();
+            Ok((
+                PullSecretKeys {
+                    entries: entries.into_key_entries(),
+                    ignored_helpers,
+                },
+                credentials,
+            ))
+        }
     }
 }
 
@@ -199,17 +268,37 @@ fn parse_payload(format: Format, payload: &[u8]) -> Result<PullSecretKeys, Paylo
 struct Entries {
     order: Vec<(String, bool)>,
     index: HashMap<String, usize>,
+    /// Decoded credentials by position in `order`, for the entries being captured only.
+    credentials: HashMap<usize, Credential>,
 }
 
 impl Entries {
-    fn upsert(&mut self, raw: String, has_credentials: bool) {
-        match self.index.get(&raw).and_then(|&i| self.order.get_mut(i)) {
-            Some(entry) => entry.1 = has_credentials,
+    fn upsert(&mut self, raw: String, has_credentials: bool, credential: Option<Credential>) {
+        let at = match self.index.get(&raw).copied() {
+            Some(i) => {
+                if let Some(entry) = self.order.get_mut(i) {
+                    entry.1 = has_credentials;
+                }
+                i
+            }
             None => {
                 self.index.insert(raw.clone(), self.order.len());
                 self.order.push((raw, has_credentials));
+                self.order.len() - 1
             }
-        }
+        };
+        // The last value of a repeated key wins, its credential included.
+        match credential {
+            Some(c) => self.credentials.insert(at, c),
+            None => self.credentials.remove(&at),
+        };
+    }
+
+    /// The captured credentials in document order.
+    fn take_credentials(&mut self) -> Vec<Credential> {
+        let mut captured: Vec<(usize, Credential)> = self.credentials.drain().collect();
+        captured.sort_by_key(|(at, _)| *at);
+        captured.into_iter().map(|(_, c)| c).collect()
     }
 
     fn into_key_entries(self) -> Vec<KeyEntry> {
@@ -499,6 +588,8 @@ struct Decoder<'a> {
     r: Reader<'a>,
     /// Go's savedError: the first type error outside an entry, returned only if nothing else fails.
     saved: Option<PayloadError>,
+    /// The key whose entries' credentials are decoded and kept ([`credentials_for`]).
+    capture: Option<RegistryKey>,
 }
 
 /// The string fields of Go's dockerConfigEntryWithAuth.
@@ -540,6 +631,7 @@ impl<'a> Decoder<'a> {
                 pos: 0,
             },
             saved: None,
+            capture: None,
         }
     }
 
@@ -653,21 +745,35 @@ impl<'a> Decoder<'a> {
         self.open_object()?;
         while let Some(name) = self.next_key()? {
             let registry = unquote_text(name);
-            let has_credentials = self.entry(&registry, depth + 1)?;
-            into.upsert(registry, has_credentials);
+            let capture = self
+                .capture
+                .as_ref()
+                .is_some_and(|key| RegistryKey::parse(&registry).as_ref() == Ok(key));
+            let (has_credentials, credential) = self.entry(&registry, depth + 1, capture)?;
+            into.upsert(registry, has_credentials, credential);
         }
         Ok(())
     }
 
-    /// DockerConfigEntry.UnmarshalJSON: whether the entry yields a username or password.
-    fn entry(&mut self, registry: &str, depth: usize) -> Result<bool, Stop> {
+    /// DockerConfigEntry.UnmarshalJSON: whether the entry yields a username or password, and
+    /// (when `capture`) the decoded credential.
+    fn entry(
+        &mut self,
+        registry: &str,
+        depth: usize,
+        capture: bool,
+    ) -> Result<(bool, Option<Credential>), Stop> {
         match self.r.peek() {
             // Unmarshalling null into the temporary struct leaves it empty.
             Some(b'n') => {
                 self.r.skip_value(depth)?;
-                Ok(false)
+                let empty = capture.then(|| Credential {
+                    username: Secret(Vec::new()),
+                    password: Secret(Vec::new()),
+                });
+                Ok((false, empty))
             }
-            Some(b'{') => self.entry_object(registry, depth + 1),
+            Some(b'{') => self.entry_object(registry, depth + 1, capture),
             _ => Err(Stop::Fatal(self.wrong_type(
                 Some(registry),
                 "entry",
@@ -676,9 +782,17 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn entry_object(&mut self, registry: &str, depth: usize) -> Result<bool, Stop> {
+    fn entry_object(
+        &mut self,
+        registry: &str,
+        depth: usize,
+        capture: bool,
+    ) -> Result<(bool, Option<Credential>), Stop> {
         self.open_object()?;
         let (mut username, mut password) = (false, false);
+        // The values themselves are decoded only for the entries being captured.
+        let (mut username_value, mut password_value): (Option<Secret>, Option<Secret>) =
+            (None, None);
         let mut auth: Option<Secret> = None;
         // The inner Unmarshal finishes the object before it reports its first type error.
         let mut type_error = None;
@@ -691,8 +805,14 @@ impl<'a> Decoder<'a> {
                     let raw = self.r.string()?;
                     // Any raw content, escapes included, decodes to a non-empty string.
                     match field {
-                        EntryField::Username => username = !raw.is_empty(),
-                        EntryField::Password => password = !raw.is_empty(),
+                        EntryField::Username => {
+                            username = !raw.is_empty();
+                            username_value = capture.then(|| Secret::unquote(raw));
+                        }
+                        EntryField::Password => {
+                            password = !raw.is_empty();
+                            password_value = capture.then(|| Secret::unquote(raw));
+                        }
                         EntryField::Email => {}
                         EntryField::Auth => auth = Some(Secret::unquote(raw)),
                     }
@@ -708,16 +828,26 @@ impl<'a> Decoder<'a> {
             return Err(Stop::Fatal(error));
         }
         let Some(auth) = auth.filter(|auth| !auth.0.is_empty()) else {
-            return Ok(username || password);
+            let credential = capture.then(|| Credential {
+                username: username_value.unwrap_or(Secret(Vec::new())),
+                password: password_value.unwrap_or(Secret(Vec::new())),
+            });
+            return Ok((username || password, credential));
         };
         // A non-empty auth replaces username and password.
-        decode_auth(&auth).map_err(|failure| {
+        let (user, pass) = decode_auth_parts(&auth).map_err(|failure| {
             let registry = mask_userinfo(registry);
             Stop::Fatal(match failure {
                 AuthFailure::NotBase64 => PayloadError::AuthNotBase64 { registry },
                 AuthFailure::NoColon => PayloadError::AuthMissingColon { registry },
             })
-        })
+        })?;
+        let has_credentials = !user.0.is_empty() || !pass.0.is_empty();
+        let credential = capture.then_some(Credential {
+            username: user,
+            password: pass,
+        });
+        Ok((has_credentials, credential))
     }
 
     /// DockerConfigJSON.HTTPHeaders, a map[string]string: checked for types, then dropped.
@@ -857,8 +987,8 @@ const UNPADDED: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::RequireNone),
 );
 
-/// decodeDockerConfigFieldAuth, reduced to whether username or password is non-empty.
-fn decode_auth(auth: &Secret) -> Result<bool, AuthFailure> {
+/// decodeDockerConfigFieldAuth: username and password, each in its own zeroed-on-drop buffer.
+fn decode_auth_parts(auth: &Secret) -> Result<(Secret, Secret), AuthFailure> {
     let field = std::str::from_utf8(&auth.0).map_err(|_| AuthFailure::NotBase64)?;
     // Padded decoding only when the trimmed field ends in '='; the untrimmed field is decoded.
     let engine = if field.trim_end().ends_with('=') {
@@ -877,10 +1007,16 @@ fn decode_auth(auth: &Secret) -> Result<bool, AuthFailure> {
             .map_err(|_| AuthFailure::NotBase64)?,
     );
     // Split at the first ':'; the password may hold more.
-    match decoded.0.iter().position(|&b| b == b':') {
-        Some(colon) => Ok(colon > 0 || colon + 1 < decoded.0.len()),
-        None => Err(AuthFailure::NoColon),
-    }
+    let colon = decoded
+        .0
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(AuthFailure::NoColon)?;
+    let (user, pass) = decoded.0.split_at(colon);
+    Ok((
+        Secret(user.to_vec()),
+        Secret(pass.get(1..).unwrap_or_default().to_vec()),
+    ))
 }
 
 #[cfg(test)]
@@ -1252,6 +1388,77 @@ mod tests {
             raws,
             ["rég.io", "bad\u{fffd}key", "\u{1f600}.io", "\u{fffd}x"]
         );
+    }
+
+    fn creds(payload: &str, key: &str) -> Result<Vec<(String, String)>, PayloadError> {
+        let mut data = BTreeMap::new();
+        data.insert(
+            DOCKER_CONFIG_JSON_KEY.to_owned(),
+            payload.as_bytes().to_vec(),
+        );
+        let key = RegistryKey::parse(key).unwrap();
+        credentials_for(DOCKER_CONFIG_JSON_TYPE, &data, &key).map(|v| {
+            v.iter()
+                .map(|c| {
+                    (
+                        String::from_utf8_lossy(c.username()).into_owned(),
+                        String::from_utf8_lossy(c.password()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn credentials_for_one_key_decode_as_the_kubelet_does() {
+        let pair = |u: &str, p: &str| (u.to_owned(), p.to_owned());
+        let auth = STANDARD.encode("robot$ci:pa:ss");
+        // auth replaces username/password; the password keeps every ':' after the first.
+        let doc = format!(
+            r#"{{"auths": {{"r.io": {{"username": "x", "password": "y", "auth": "{auth}"}}, "other.io": {{"auth": "{auth}"}}}}}}"#
+        );
+        assert_eq!(creds(&doc, "r.io").unwrap(), [pair("robot$ci", "pa:ss")]);
+        // Without auth, the username and password members (escapes decoded).
+        let doc = r#"{"auths": {"r.io": {"username": "u\u0041", "password": "p\"w"}}}"#;
+        assert_eq!(creds(doc, "r.io").unwrap(), [pair("uA", "p\"w")]);
+        // Keys that normalise alike each give their credential; a repeated key keeps its last value.
+        let doc = format!(
+            r#"{{"auths": {{"https://r.io/v2/": {{"username": "a", "password": "1"}}, "r.io": {{"username": "b", "password": "2"}}, "https://r.io/v2/": {{"auth": "{}"}}}}}}"#,
+            STANDARD_NO_PAD.encode("c:3")
+        );
+        assert_eq!(
+            creds(&doc, "r.io").unwrap(),
+            [pair("c", "3"), pair("b", "2")]
+        );
+        // Other keys, ports and paths are different keys.
+        assert!(creds(&doc, "r.io:5000").unwrap().is_empty());
+        assert!(creds(&doc, "r.io/team").unwrap().is_empty());
+        // An entry without credentials gives an empty one; a null entry too.
+        let c = creds(r#"{"auths": {"r.io": {}, "s.io": null}}"#, "s.io").unwrap();
+        assert_eq!(c, [pair("", "")]);
+        // Payload errors are the parser's, without any credential text.
+        let bad = r#"{"auths": {"r.io": {"auth": "bm8tY29sb24="}}}"#;
+        assert_eq!(
+            creds(bad, "r.io"),
+            Err(PayloadError::AuthMissingColon {
+                registry: "r.io".to_owned()
+            })
+        );
+        // The dockercfg form, and the unsupported-type error.
+        let mut data = BTreeMap::new();
+        data.insert(
+            DOCKERCFG_KEY.to_owned(),
+            format!(r#"{{"r.io": {{"auth": "{auth}"}}}}"#).into_bytes(),
+        );
+        let key = RegistryKey::parse("r.io").unwrap();
+        assert_eq!(
+            credentials_for(DOCKERCFG_TYPE, &data, &key).unwrap().len(),
+            1
+        );
+        assert!(matches!(
+            credentials_for("Opaque", &data, &key),
+            Err(PayloadError::UnsupportedType { .. })
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::engine::pullsecret::{
 };
 use crate::policy::NamespaceOverrides;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{PoisonError, RwLock};
 
 /// Annotation on a ServiceAccount listing the pull secrets pullgate added (so only those are ever removed).
 pub const MANAGED_ANNOTATION: &str = "pullgate.io/managed-pull-secrets";
@@ -155,6 +156,72 @@ impl NamespaceInfo {
 /// A secret somewhere in the cluster: (namespace, name).
 pub type SecretRef = (String, String);
 
+/// What a registry made of a credential when pullgate last verified it (`verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialStatus {
+    /// The registry accepted the credential (or its token realm issued a token for it).
+    Valid,
+    /// The registry (or its realm) answered 401/403 to the credential.
+    Rejected,
+    /// Network or TLS failure, timeout or 5xx: nothing is known about the credential.
+    Unreachable,
+    /// The registry's answer cannot judge the credential (no auth required, unknown scheme, redirect elsewhere).
+    Unsupported,
+}
+
+impl CredentialStatus {
+    /// Every status, in metric-label order.
+    pub const ALL: [CredentialStatus; 4] = [
+        CredentialStatus::Valid,
+        CredentialStatus::Rejected,
+        CredentialStatus::Unreachable,
+        CredentialStatus::Unsupported,
+    ];
+
+    /// The status as it appears in metrics, events and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialStatus::Valid => "valid",
+            CredentialStatus::Rejected => "rejected",
+            CredentialStatus::Unreachable => "unreachable",
+            CredentialStatus::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// The verification of one secret's credentials at one resourceVersion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVerification {
+    /// The secret's resourceVersion when its data was read for the probe.
+    pub resource_version: Option<String>,
+    /// When it was verified, seconds since the Unix epoch.
+    pub verified_at: i64,
+    /// Outcome per registry key (the normalised key, as [`RegistryKey::as_str`] gives it).
+    ///
+    /// [`RegistryKey::as_str`]: crate::engine::keyring::RegistryKey::as_str
+    pub keys: BTreeMap<String, CredentialStatus>,
+}
+
+/// Verification results by secret.
+///
+/// Behind its own lock (and not only the index's) because the cluster store hands out read
+/// views only: the verifier records through a read view, which also keeps a result from landing
+/// after its secret was replaced (replacement needs the index's write lock). Cloning copies.
+#[derive(Debug, Default)]
+struct Verifications(RwLock<HashMap<SecretRef, SecretVerification>>);
+
+impl Clone for Verifications {
+    fn clone(&self) -> Self {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Verifications(RwLock::new(map))
+    }
+}
+
 /// The whole cluster's view, indexed for O(1) namespace lookups and cheap cross-namespace queries.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterIndex {
@@ -167,6 +234,8 @@ pub struct ClusterIndex {
     globbed: BTreeSet<SecretRef>,
     secrets: usize,
     service_accounts: usize,
+    /// Credential verification results, kept only while their secret's resourceVersion is current.
+    verifications: Verifications,
 }
 
 static EMPTY_NAMESPACE: std::sync::LazyLock<NamespaceInfo> =
@@ -247,9 +316,27 @@ impl ClusterIndex {
         out
     }
 
-    /// Add or replace a secret.
+    /// Add or replace a secret; a verification survives only a re-delivery at the same resourceVersion.
     pub fn upsert_secret(&mut self, secret: SecretInfo) {
+        // Relists and resyncs re-deliver unchanged secrets: their verification still holds.
+        let sref = (secret.namespace.clone(), secret.name.clone());
+        let kept = self
+            .verifications
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&sref)
+            .filter(|v| {
+                v.resource_version.is_some() && v.resource_version == secret.resource_version
+            });
         self.remove_secret(&secret.namespace.clone(), &secret.name.clone());
+        if let Some(v) = kept {
+            self.verifications
+                .0
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(sref, v);
+        }
         self.by_name
             .entry(secret.name.clone())
             .or_default()
@@ -277,6 +364,11 @@ impl ClusterIndex {
     pub fn remove_secret(&mut self, namespace: &str, name: &str) -> Option<SecretInfo> {
         let old = self.namespaces.get_mut(namespace)?.secrets.remove(name)?;
         self.secrets -= 1;
+        self.verifications
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(namespace.to_owned(), name.to_owned()));
         if let Some(set) = self.by_name.get_mut(name) {
             set.remove(namespace);
             if set.is_empty() {
@@ -296,6 +388,69 @@ impl ClusterIndex {
         }
         self.prune(namespace);
         Some(old)
+    }
+
+    /// Record a secret's verification if the index holds that secret at the verified
+    /// resourceVersion; returns whether it was recorded (a result for a replaced secret is not).
+    pub fn record_verification(
+        &self,
+        namespace: &str,
+        name: &str,
+        verification: SecretVerification,
+    ) -> bool {
+        let current = self
+            .namespace(namespace)
+            .secrets
+            .get(name)
+            .is_some_and(|s| s.resource_version == verification.resource_version);
+        if current {
+            self.verifications
+                .0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((namespace.to_owned(), name.to_owned()), verification);
+        }
+        current
+    }
+
+    /// The current verification of a secret, if any.
+    pub fn verification(&self, namespace: &str, name: &str) -> Option<SecretVerification> {
+        let rv = &self
+            .namespace(namespace)
+            .secrets
+            .get(name)?
+            .resource_version;
+        self.verifications
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .filter(|v| &v.resource_version == rv)
+            .cloned()
+    }
+
+    /// What the registry of `key` made of the secret's credential at its current resourceVersion.
+    pub fn credential_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Option<CredentialStatus> {
+        let rv = &self
+            .namespace(namespace)
+            .secrets
+            .get(name)?
+            .resource_version;
+        let map = self
+            .verifications
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let v = map.get(&(namespace.to_owned(), name.to_owned()))?;
+        if &v.resource_version != rv {
+            return None;
+        }
+        v.keys.get(key).copied()
     }
 
     /// Add or replace a ServiceAccount.
@@ -483,6 +638,53 @@ pub(crate) mod tests {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(names, ["new", "mid", "old"]);
+    }
+
+    #[test]
+    fn verifications_follow_their_secrets_resource_version() {
+        let with_rv = |rv: &str| {
+            let mut s = pull_secret("a", "regcred", &["r.io"], 1);
+            s.resource_version = Some(rv.to_owned());
+            s
+        };
+        let verified = |rv: &str| SecretVerification {
+            resource_version: Some(rv.to_owned()),
+            verified_at: 5,
+            keys: BTreeMap::from([("r.io".to_owned(), CredentialStatus::Rejected)]),
+        };
+        let mut idx = ClusterIndex::new();
+        assert!(
+            !idx.record_verification("a", "regcred", verified("1")),
+            "unknown secret"
+        );
+        idx.upsert_secret(with_rv("1"));
+        assert!(
+            !idx.record_verification("a", "regcred", verified("0")),
+            "stale result"
+        );
+        assert!(idx.record_verification("a", "regcred", verified("1")));
+        assert_eq!(
+            idx.credential_status("a", "regcred", "r.io"),
+            Some(CredentialStatus::Rejected)
+        );
+        assert_eq!(idx.credential_status("a", "regcred", "other.io"), None);
+        // A clone is a copy, not a shared view.
+        let copy = idx.clone();
+        // Re-delivered unchanged (a relist): kept.
+        idx.upsert_secret(with_rv("1"));
+        assert!(idx.verification("a", "regcred").is_some());
+        // Replaced (rotated): dropped at once.
+        idx.upsert_secret(with_rv("2"));
+        assert_eq!(idx.verification("a", "regcred"), None);
+        assert!(copy.verification("a", "regcred").is_some());
+        assert!(idx.record_verification("a", "regcred", verified("2")));
+        idx.remove_secret("a", "regcred");
+        idx.upsert_secret(with_rv("2"));
+        assert_eq!(
+            idx.verification("a", "regcred"),
+            None,
+            "removed with its secret"
+        );
     }
 
     #[test]

@@ -630,9 +630,9 @@ async fn follow<K: Watched>(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::engine::podview::INJECT_ANNOTATION;
     use crate::store::index::MANAGED_ANNOTATION;
-    use super::*;
     use base64::Engine;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::ByteString;

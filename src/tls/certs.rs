@@ -75,6 +75,9 @@ pub fn generate(dns: &[String], ips: &[IpAddr], days: u32) -> Result<GeneratedCe
 
     let mut sans = Vec::new();
     for d in dns {
+        if !is_dns_name(d) {
+            return Err(CertError::DnsName(d.clone()));
+        }
         let s = rcgen::string::Ia5String::try_from(d.as_str())
             .map_err(|_| CertError::DnsName(d.clone()))?;
         sans.push(SanType::DnsName(s));
@@ -100,6 +103,20 @@ pub fn generate(dns: &[String], ips: &[IpAddr], days: u32) -> Result<GeneratedCe
         tls_cert_pem: tls_cert.pem(),
         tls_key_pem: tls_key.serialize_pem(),
     })
+}
+
+/// RFC 1123 host name, optionally a leading `*.` wildcard: what a serving certificate may name.
+fn is_dns_name(name: &str) -> bool {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    !host.is_empty()
+        && name.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn name(cn: &str) -> DistinguishedName {
@@ -150,4 +167,38 @@ pub fn write_dev_certs(
     write("tls.crt", &certs.tls_cert_pem, false)?;
     write("tls.key", &certs.tls_key_pem, true)?;
     Ok(certs.ca_bundle())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names_are_validated() {
+        for ok in [
+            "localhost",
+            "pullgate.pullgate.svc",
+            "*.example.com",
+            "a-b.c1",
+        ] {
+            assert!(is_dns_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a,b",
+            "has space",
+            "-a.com",
+            "a-.com",
+            "a..b",
+            "*.",
+            "x".repeat(64).as_str(),
+            "é.com",
+        ] {
+            assert!(!is_dns_name(bad), "{bad}");
+            assert!(matches!(
+                generate(&[bad.to_owned()], &[], 1),
+                Err(CertError::DnsName(_))
+            ));
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! with key/certificate consistency checks, and certificate expiry for metrics.
 
 pub mod certs;
+pub mod managed;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;

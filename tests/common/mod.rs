@@ -155,12 +155,32 @@ pub fn make_certs(dir: &Path) -> CertDir {
     }
 }
 
+/// Remove `shared-*` directories of earlier test processes (statics are never dropped, so their
+/// temporary directories outlive the process).
+fn sweep_shared_dirs() {
+    let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if old && e.file_name().to_string_lossy().starts_with("shared-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// One certificate directory per test process.
 pub fn shared_certs() -> &'static CertDir {
     static CERTS: OnceLock<(tempfile::TempDir, CertDir)> = OnceLock::new();
     &CERTS
         .get_or_init(|| {
-            let d = scratch("certs");
+            sweep_shared_dirs();
+            let d = scratch("shared-certs");
             let c = make_certs(d.path());
             (d, c)
         })
@@ -443,11 +463,24 @@ pub async fn send(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> Answer {
+    try_send(client, method, url, content_type, body)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e:?}"))
+}
+
+/// [`send`] that returns transport errors.
+pub async fn try_send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Answer, reqwest::Error> {
     let mut rb = client.request(method, url).body(body);
     if let Some(ct) = content_type {
         rb = rb.header("content-type", ct);
     }
-    let r = rb.send().await.unwrap_or_else(|e| panic!("{url}: {e:?}"));
+    let r = rb.send().await?;
     let status = r.status().as_u16();
     let version = r.version();
     let content_type = r
@@ -456,13 +489,13 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let text = r.text().await.expect("body");
-    Answer {
+    let text = r.text().await?;
+    Ok(Answer {
         status,
         version,
         content_type,
         text,
-    }
+    })
 }
 
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> Answer {
@@ -684,7 +717,8 @@ impl Drop for InProcess {
 pub fn shared_manifests() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = scratch("manifests");
+        sweep_shared_dirs();
+        let d = scratch("shared-manifests");
         write_test_manifests(d.path());
         d
     })

@@ -42,8 +42,8 @@ the value to change. Included once, from deployment.yaml.
 {{- if ge (int $v.server.requestTimeoutSeconds) (int $v.webhooks.timeoutSeconds) -}}
   {{- fail (printf "server.requestTimeoutSeconds (%d) must be below webhooks.timeoutSeconds (%d): otherwise the API server gives up before pullgate answers and failurePolicy decides every slow request" (int $v.server.requestTimeoutSeconds) (int $v.webhooks.timeoutSeconds)) -}}
 {{- end -}}
-{{- if ge (int $v.server.shutdownGracePeriodSeconds) (int $v.terminationGracePeriodSeconds) -}}
-  {{- fail (printf "server.shutdownGracePeriodSeconds (%d) must be below terminationGracePeriodSeconds (%d): the kubelet would kill pullgate while it drains" (int $v.server.shutdownGracePeriodSeconds) (int $v.terminationGracePeriodSeconds)) -}}
+{{- if ge (add (int $v.server.shutdownGracePeriodSeconds) (int $v.server.shutdownDelaySeconds)) (int $v.terminationGracePeriodSeconds) -}}
+  {{- fail (printf "server.shutdownDelaySeconds + server.shutdownGracePeriodSeconds (%d) must be below terminationGracePeriodSeconds (%d): the kubelet would kill pullgate while it drains" (add (int $v.server.shutdownGracePeriodSeconds) (int $v.server.shutdownDelaySeconds)) (int $v.terminationGracePeriodSeconds)) -}}
 {{- end -}}
 {{- if eq (int $v.server.port) (int $v.server.metricsPort) -}}
   {{- fail "server.port and server.metricsPort must differ" -}}
