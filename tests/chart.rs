@@ -256,8 +256,8 @@ fn validate_config_rejects_what_the_chart_schema_rejects() -> TestResult {
     for value in allowed.iter().filter_map(serde_json::Value::as_str) {
         expect_valid(&format!("validation-{value}.yaml"), &with_validation(value))?;
     }
-    // A value outside the enum, and a key the chart must not render yet, both fail with exit code 2 and the
-    // path. When the binary learns `reconcile:`, the chart's policy template and this case change together.
+    // A value outside the enum, and a misspelt key of the reconciler section the chart renders, both fail
+    // with exit code 2 and the path.
     let bad_cases = [
         (
             "validation-block.yaml",
@@ -266,8 +266,8 @@ fn validate_config_rejects_what_the_chart_schema_rejects() -> TestResult {
         ),
         (
             "reconcile-key.yaml",
-            format!("{base}reconcile:\n  serviceAccounts: true\n"),
-            "reconcile",
+            format!("{base}reconcile:\n  serviceAcounts: true\n"),
+            "reconcile.serviceAcounts",
         ),
     ];
     for (name, policy, path) in bad_cases {
