@@ -1,6 +1,8 @@
 //! Test support for the cluster store: an in-process fake Kubernetes API server speaking the
 //! real wire protocol ([`fake_api`]), object builders ([`fixtures`]), log capture ([`logs`]),
 //! and polling with a deadline (tests never sleep to synchronise).
+// Shared by several test crates (and the cluster_sync bench), each using a part of it.
+#![allow(dead_code)]
 
 pub mod fake_api;
 pub mod fixtures;
@@ -29,7 +31,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,0 +1,544 @@
+//! The fake's own protocol tests, over raw HTTP and through kube's client.
+
+use super::{FakeApi, Options};
+use crate::support::fixtures;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+struct Raw {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Raw {
+    fn new(fake: &FakeApi) -> Raw {
+        Raw {
+            http: reqwest::Client::new(),
+            base: fake.url(),
+            token: Options::default().token,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some((ct, b)) = body {
+            req = req.header("content-type", ct).body(b);
+        }
+        let resp = req.send().await.expect("request to the fake");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Open a watch and read lines until `done` says enough (or the stream ends).
+    async fn watch_until(&self, path: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        let mut resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("watch request");
+        assert_eq!(resp.status(), 200, "watch {path}");
+        let mut events = Vec::new();
+        let mut buf = Vec::new();
+        let read = async {
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                buf.extend_from_slice(&chunk);
+                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=i).collect();
+                    events
+                        .push(serde_json::from_slice(&line).expect("a JSON watch event per line"));
+                }
+                if done(&events) {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(crate::support::DEADLINE, read)
+            .await
+            .expect("watch events in time");
+        events
+    }
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_paginate_on_a_consistent_snapshot() {
+    let fake = FakeApi::start().await;
+    for i in 0..5 {
+        fake.apply(fixtures::service_account("a", &format!("sa-{i}"), &[]));
+    }
+    let raw = Raw::new(&fake);
+    let (code, page1) = raw
+        .get("/api/v1/namespaces/a/serviceaccounts?limit=2")
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(page1["kind"], "ServiceAccountList");
+    assert_eq!(page1["items"].as_array().unwrap().len(), 2);
+    assert!(
+        page1["items"][0].get("kind").is_none(),
+        "list items carry no TypeMeta"
+    );
+    assert_eq!(page1["metadata"]["remainingItemCount"], 3);
+    let rv = page1["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = page1["metadata"]["continue"].as_str().unwrap().to_owned();
+
+    // Writes after the first page do not show in later pages.
+    fake.delete("serviceaccounts", "a", "sa-4");
+    fake.apply(fixtures::service_account("a", "sa-9", &[]));
+    let (_, page2) = raw
+        .get(&format!(
+            "/api/v1/namespaces/a/serviceaccounts?limit=2&continue={token}"
+        ))
+        .await;
+    let (_, page3) = raw
+        .get(&format!(
+            "/api/v1/namespaces/a/serviceaccounts?limit=2&continue={}",
+            page2["metadata"]["continue"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(page2["metadata"]["resourceVersion"], rv.as_str());
+    let names: Vec<&str> = [&page1, &page2, &page3]
+        .iter()
+        .flat_map(|p| {
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(names, ["sa-0", "sa-1", "sa-2", "sa-3", "sa-4"]);
+    assert!(page3["metadata"].get("continue").is_none());
+
+    let (code, _) = raw
+        .get(&format!(
+            "/api/v1/namespaces/a/serviceaccounts?limit=2&continue={token}&resourceVersion=5"
+        ))
+        .await;
+    assert_eq!(code, 400);
+    fake.compact();
+    let (code, status) = raw
+        .get(&format!(
+            "/api/v1/namespaces/a/serviceaccounts?limit=2&continue={token}"
+        ))
+        .await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (410, Some("Expired")),
+        "{status}"
+    );
+
+    // Exact reads need history; not-older-than reads need the server to have got there.
+    let (code, _) = raw
+        .get(&format!(
+            "/api/v1/serviceaccounts?resourceVersion={rv}&resourceVersionMatch=Exact"
+        ))
+        .await;
+    assert_eq!(code, 410);
+    let ahead = fake.resource_version() + 10;
+    let (code, status) = raw
+        .get(&format!(
+            "/api/v1/serviceaccounts?resourceVersion={ahead}&resourceVersionMatch=NotOlderThan"
+        ))
+        .await;
+    assert_eq!((code, status["reason"].as_str()), (504, Some("Timeout")));
+    let (code, _) = raw
+        .get("/api/v1/serviceaccounts?resourceVersionMatch=NotOlderThan")
+        .await;
+    assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn selectors_filter_lists() {
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::pull_secret("a", "json", &["r.io"], "pw"));
+    fake.apply(fixtures::dockercfg_secret("b", "cfg", &["r.io"], "pw"));
+    fake.apply(fixtures::opaque_secret("a", "opaque", "k", "v"));
+    let raw = Raw::new(&fake);
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, v) = raw
+        .get("/api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Fdockerconfigjson")
+        .await;
+    assert_eq!(names(&v), ["json"]);
+    let (_, v) = raw
+        .get("/api/v1/secrets?fieldSelector=type!%3DOpaque,metadata.namespace%3Db")
+        .await;
+    assert_eq!(names(&v), ["cfg"]);
+    let (_, v) = raw
+        .get("/api/v1/secrets?labelSelector=app.kubernetes.io%2Fpart-of%3Dci")
+        .await;
+    assert_eq!(names(&v), ["json"]);
+    let (_, v) = raw
+        .get("/api/v1/namespaces?fieldSelector=metadata.name%3Db")
+        .await;
+    assert_eq!(names(&v), ["b"]);
+    assert_eq!(
+        v["items"][0]["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "b"
+    );
+    let (code, v) = raw.get("/api/v1/secrets?fieldSelector=data.x%3D1").await;
+    assert_eq!(
+        (code, v["message"].as_str()),
+        (400, Some("field label not supported: data.x"))
+    );
+}
+
+#[tokio::test]
+async fn watches_stream_changes_bookmarks_and_expiry() {
+    let fake = FakeApi::start_with(Options {
+        bookmark_interval: Duration::from_millis(50),
+        ..Options::default()
+    })
+    .await;
+    fake.apply(fixtures::pull_secret("a", "old", &["r.io"], "pw"));
+    let from = fake.resource_version();
+    let raw = Raw::new(&fake);
+
+    // Unset resourceVersion: synthetic ADDED for what exists, then live changes.
+    let events = raw
+        .watch_until("/api/v1/secrets?watch=true&timeoutSeconds=1", |e| {
+            !e.is_empty()
+        })
+        .await;
+    assert_eq!(types(&events), ["ADDED"]);
+    assert_eq!(events[0]["object"]["kind"], "Secret");
+
+    let path = format!(
+        "/api/v1/namespaces/a/secrets?watch=1&resourceVersion={from}&allowWatchBookmarks=true"
+    );
+    let watching = raw.watch_until(&path, |e| {
+        types(e).contains(&"DELETED") && types(e).last() == Some(&"BOOKMARK")
+    });
+    let writer = async {
+        crate::support::eventually("the watch to open", || fake.open_watches() > 0).await;
+        fake.apply(fixtures::pull_secret("a", "new", &["r.io"], "pw"));
+        fake.apply(fixtures::pull_secret("a", "new", &["q.io"], "pw"));
+        fake.apply(fixtures::pull_secret("other", "elsewhere", &["r.io"], "pw"));
+        fake.delete("secrets", "a", "new");
+    };
+    let (events, ()) = tokio::join!(watching, writer);
+    let changes: Vec<&str> = types(&events)
+        .into_iter()
+        .filter(|t| *t != "BOOKMARK")
+        .collect();
+    assert_eq!(changes, ["ADDED", "MODIFIED", "DELETED"]);
+    let deleted = events.iter().find(|e| e["type"] == "DELETED").unwrap();
+    assert_eq!(
+        deleted["object"]["metadata"]["resourceVersion"],
+        fake.resource_version().to_string()
+    );
+    let bookmark = events.last().unwrap();
+    assert_eq!(bookmark["object"]["kind"], "Secret");
+    assert!(
+        bookmark["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= from
+    );
+
+    // A resourceVersion older than the history: 200, then one ERROR event with 410 Expired.
+    fake.compact();
+    let events = raw
+        .watch_until(
+            &format!("/api/v1/secrets?watch=true&resourceVersion={from}"),
+            |_| false,
+        )
+        .await;
+    assert_eq!(types(&events), ["ERROR"]);
+    assert_eq!(events[0]["object"]["kind"], "Status");
+    assert_eq!(events[0]["object"]["code"], 410);
+    assert_eq!(events[0]["object"]["reason"], "Expired");
+
+    // timeoutSeconds ends the stream, with a last bookmark.
+    let now = fake.resource_version();
+    let events =
+        raw.watch_until(&format!("/api/v1/secrets?watch=true&resourceVersion={now}&timeoutSeconds=1&allowWatchBookmarks=true"), |_| false).await;
+    assert_eq!(types(&events).last(), Some(&"BOOKMARK"));
+
+    // Streaming lists: initial state, then the initial-events-end bookmark.
+    let events = raw
+        .watch_until(
+            "/api/v1/secrets?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
+            |e| types(e).contains(&"BOOKMARK"),
+        )
+        .await;
+    assert_eq!(types(&events), ["ADDED", "ADDED", "BOOKMARK"]);
+    assert_eq!(
+        events[2]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+}
+
+#[tokio::test]
+async fn writes_follow_the_api_servers_rules() {
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::namespace("a", &[]));
+    let raw = Raw::new(&fake);
+    let post = |path: &'static str, body: Value| {
+        raw.send(
+            reqwest::Method::POST,
+            path,
+            Some(("application/json", body.to_string())),
+        )
+    };
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}});
+    let (code, created) = post("/api/v1/namespaces/a/secrets", secret.clone()).await;
+    assert_eq!(code, 201);
+    assert_eq!(created["data"]["k"], fixtures::b64("v"));
+    assert!(created.get("stringData").is_none());
+    assert_eq!(created["type"], "Opaque");
+    assert_eq!(fake.get("secrets", "a", "s").as_ref(), Some(&created));
+    let (code, v) = post("/api/v1/namespaces/a/secrets", secret).await;
+    assert_eq!((code, v["reason"].as_str()), (409, Some("AlreadyExists")));
+    let (code, v) = post(
+        "/api/v1/namespaces/missing/secrets",
+        json!({"metadata": {"name": "s"}}),
+    )
+    .await;
+    assert_eq!(
+        (code, v["message"].as_str()),
+        (404, Some("namespaces \"missing\" not found"))
+    );
+    let (code, v) = raw.get("/api/v1/namespaces/a/secrets/nope").await;
+    assert_eq!(
+        (code, v["kind"].as_str(), v["reason"].as_str()),
+        (404, Some("Status"), Some("NotFound"))
+    );
+
+    // Optimistic concurrency: a stale resourceVersion conflicts, in PUT and in patches.
+    let stale = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let merge = |body: Value| {
+        raw.send(
+            reqwest::Method::PATCH,
+            "/api/v1/namespaces/a/secrets/s",
+            Some(("application/merge-patch+json", body.to_string())),
+        )
+    };
+    let (code, patched) = merge(json!({"metadata": {"labels": {"x": "1"}}})).await;
+    assert_eq!(
+        (code, patched["metadata"]["labels"]["x"].as_str()),
+        (200, Some("1"))
+    );
+    let (code, v) = merge(json!({"metadata": {"resourceVersion": stale}})).await;
+    assert_eq!((code, v["reason"].as_str()), (409, Some("Conflict")));
+    let mut put = patched.clone();
+    put["metadata"]["resourceVersion"] = json!(stale);
+    let (code, _) = raw
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/namespaces/a/secrets/s",
+            Some(("application/json", put.to_string())),
+        )
+        .await;
+    assert_eq!(code, 409);
+    let (code, v) = merge(json!({"type": "kubernetes.io/dockerconfigjson"})).await;
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (422, Some("Invalid")),
+        "secret type is immutable"
+    );
+
+    let json_patch = |ops: Value| {
+        raw.send(
+            reqwest::Method::PATCH,
+            "/api/v1/namespaces/a/secrets/s",
+            Some(("application/json-patch+json", ops.to_string())),
+        )
+    };
+    let (code, _) =
+        json_patch(json!([{"op": "test", "path": "/metadata/labels/x", "value": "2"}])).await;
+    assert_eq!(code, 422);
+    let (code, _) =
+        json_patch(json!([{"op": "replace", "path": "/metadata/resourceVersion", "value": stale}]))
+            .await;
+    assert_eq!(code, 409);
+    let (code, _) =
+        json_patch(json!([{"op": "add", "path": "/metadata/labels/y", "value": "2"}])).await;
+    assert_eq!(code, 200);
+    let (code, _) = raw
+        .send(
+            reqwest::Method::PATCH,
+            "/api/v1/namespaces/a/secrets/s",
+            Some(("application/strategic-merge-patch+json", "{}".into())),
+        )
+        .await;
+    assert_eq!(code, 415);
+
+    let (code, v) = raw
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/namespaces/a/secrets/s",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (code, v["status"].as_str(), v["details"]["name"].as_str()),
+        (200, Some("Success"), Some("s"))
+    );
+
+    // Leases and Events through kube's typed client; server-side apply creates, then merges.
+    let client = fake.client().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "a");
+    let lease: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "leader"}, "spec": {"holderIdentity": "me"}}),
+    )
+    .unwrap();
+    let err = leases
+        .patch("leader", &PatchParams::default(), &Patch::Apply(&lease))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err}"
+    );
+    let applied = leases
+        .patch(
+            "leader",
+            &PatchParams::apply("pullgate"),
+            &Patch::Apply(&lease),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.spec.unwrap().holder_identity.as_deref(), Some("me"));
+    let patch = json!({"spec": {"leaseDurationSeconds": 15}});
+    let merged = leases
+        .patch(
+            "leader",
+            &PatchParams::apply("pullgate"),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap();
+    let spec = merged.spec.unwrap();
+    assert_eq!(
+        (spec.holder_identity.as_deref(), spec.lease_duration_seconds),
+        (Some("me"), Some(15))
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "a");
+    let event = serde_json::from_value(json!({"metadata": {"generateName": "pullgate-"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reason": "Injected", "action": "Inject", "reportingController": "pullgate", "reportingInstance": "pullgate-0", "type": "Normal"}))
+    .unwrap();
+    let created = events.create(&PostParams::default(), &event).await.unwrap();
+    assert!(created.metadata.name.unwrap().starts_with("pullgate-"));
+
+    // Deleting a namespace takes its objects with it.
+    fake.apply(fixtures::pull_secret("a", "p", &["r.io"], "pw"));
+    assert!(fake.delete("namespaces", "", "a"));
+    assert_eq!(
+        fake.count("secrets") + fake.count("leases.coordination.k8s.io"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn kube_client_pages_and_faults() {
+    let fake = FakeApi::start().await;
+    for i in 0..7 {
+        fake.apply(fixtures::pull_secret(
+            &format!("ns-{i}"),
+            "regcred",
+            &["r.io"],
+            "pw",
+        ));
+    }
+    let secrets: Api<Secret> = Api::all(fake.client().await);
+    let page = secrets
+        .list(
+            &ListParams::default()
+                .limit(3)
+                .fields("type=kubernetes.io/dockerconfigjson"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    let rest = secrets
+        .list(
+            &ListParams::default()
+                .limit(10)
+                .continue_token(page.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 4);
+
+    fake.fail_next(1);
+    let err = secrets.list(&ListParams::default()).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 500 && s.reason == "InternalError"),
+        "{err}"
+    );
+    assert!(secrets.list(&ListParams::default()).await.is_ok());
+
+    // A stalled server holds the request until released.
+    fake.set_stalled(true);
+    let held = tokio::spawn({
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items.len())
+        }
+    });
+    let requests = fake.request_log().len();
+    crate::support::eventually("the stalled request to arrive", || {
+        fake.request_log().len() > requests
+    })
+    .await;
+    assert!(!held.is_finished());
+    fake.set_stalled(false);
+    assert_eq!(held.await.unwrap().unwrap(), 7);
+
+    // No token, no access.
+    let anonymous = reqwest::get(format!("{}/api/v1/secrets", fake.url()))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(fake
+        .request_log()
+        .iter()
+        .any(|r| !r.authorized && r.status == Some(401)));
+}

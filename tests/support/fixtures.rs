@@ -1,0 +1,90 @@
+//! Builders for the objects the tests put into the fake API server, with realistic payloads.
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+/// Base64 (standard alphabet, padded), as Secret data and `auth` fields use it.
+pub fn b64(s: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A `.dockerconfigjson` payload as `kubectl create secret docker-registry` writes it:
+/// username, password, email and the combined `auth` per registry.
+pub fn docker_config_json(registries: &[&str], password: &str) -> String {
+    let auths: Map<String, Value> = registries
+        .iter()
+        .map(|r| {
+            let user = "robot$ci-puller";
+            let entry = json!({
+                "username": user,
+                "password": password,
+                "email": "ci@example.com",
+                "auth": b64(format!("{user}:{password}")),
+            });
+            ((*r).to_owned(), entry)
+        })
+        .collect();
+    json!({ "auths": auths }).to_string()
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret.
+pub fn pull_secret(ns: &str, name: &str, registries: &[&str], password: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns, "labels": { "app.kubernetes.io/part-of": "ci" } },
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": { ".dockerconfigjson": b64(docker_config_json(registries, password)) },
+    })
+}
+
+/// A legacy `kubernetes.io/dockercfg` Secret (the bare map of registries, no `auths`).
+pub fn dockercfg_secret(ns: &str, name: &str, registries: &[&str], password: &str) -> Value {
+    let cfg: Map<String, Value> = registries
+        .iter()
+        .map(|r| {
+            (
+                (*r).to_owned(),
+                json!({ "auth": b64(format!("legacy:{password}")), "email": "ci@example.com" }),
+            )
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns },
+        "type": "kubernetes.io/dockercfg",
+        "data": { ".dockercfg": b64(Value::Object(cfg).to_string()) },
+    })
+}
+
+/// An Opaque Secret (which the store must not even receive).
+pub fn opaque_secret(ns: &str, name: &str, key: &str, value: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns },
+        "type": "Opaque",
+        "data": { key: b64(value) },
+    })
+}
+
+/// A ServiceAccount with imagePullSecrets.
+pub fn service_account(ns: &str, name: &str, pull_secrets: &[&str]) -> Value {
+    let refs: Vec<Value> = pull_secrets.iter().map(|n| json!({ "name": n })).collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": { "name": name, "namespace": ns },
+        "imagePullSecrets": refs,
+    })
+}
+
+/// A Namespace with labels.
+pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Value {
+    let labels: Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": labels } })
+}
