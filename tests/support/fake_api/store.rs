@@ -151,6 +151,15 @@ pub static RESOURCES: &[ResourceType] = &[
         namespaced: true,
         fields: &[],
     },
+    // Read by `pullgate doctor`.
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+        fields: &["spec.nodeName", "spec.serviceAccountName", "status.phase"],
+    },
 ];
 
 /// The resource at a path's group, version and plural.
