@@ -53,6 +53,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Distinct request uids cycled through (the answers must echo them).
 const UIDS: usize = 64;
+/// Requests slower than this are listed (when they started, how long they took) on stderr.
+const SLOW: Duration = Duration::from_millis(20);
 
 /// Command-line options (unknown `--bench`, which `cargo bench` passes, is ignored).
 #[derive(Debug, Clone)]
@@ -200,15 +202,19 @@ async fn floor_serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let tcp = tokio::select! {
+        // Take the result out of select! first: its other arm holds a watch guard that must
+        // not live across the back-off sleep (the future would not be Send).
+        let accepted = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            r = listener.accept() => r,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(_) => {
+                // E.g. EMFILE: back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -354,6 +360,8 @@ struct RunResult {
     server_cpu: Duration,
     /// CPU time the client runtime's threads used during the measured phase.
     client_cpu: Duration,
+    /// Requests slower than [`SLOW`]: (start, since the measured phase began; latency).
+    slow: Vec<(Duration, Duration)>,
 }
 
 /// Drive `addr` with `concurrency` connections: warm up, then `total` measured requests.
@@ -381,6 +389,7 @@ async fn run(
         tasks.spawn(async move {
             let mut errors = 0usize;
             let mut lat = Vec::with_capacity(total / concurrency + 16);
+            let mut slow = Vec::new();
             let mut conn = None;
             // Each connection starts at another uid and cycles through them.
             let mut next = c;
@@ -396,9 +405,13 @@ async fn run(
                 if !exchange_once(&mut conn, addr, &connector, &reqs[next]).await {
                     errors += 1;
                 }
-                lat.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                let took = t0.elapsed();
+                lat.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+                if took > SLOW {
+                    slow.push((t0, took));
+                }
             }
-            (lat, errors, Instant::now())
+            (lat, slow, errors, Instant::now())
         });
     }
     barrier.wait().await;
@@ -407,8 +420,12 @@ async fn run(
     let mut out = RunResult::default();
     let mut end = start;
     while let Some(r) = tasks.join_next().await {
-        if let Ok((lat, errors, done)) = r {
+        if let Ok((lat, slow, errors, done)) = r {
             out.latencies.extend(lat);
+            out.slow.extend(
+                slow.into_iter()
+                    .map(|(t0, took)| (t0.saturating_duration_since(start), took)),
+            );
             out.errors += errors;
             end = end.max(done);
         }
@@ -696,12 +713,23 @@ fn main() {
                     args.warmup,
                     max,
                 ));
+                let mut slow = r.slow.clone();
+                slow.sort();
+                let slow: Vec<String> = slow
+                    .iter()
+                    .take(8)
+                    .map(|(at, took)| {
+                        format!("{:.0}ms@{:.3}s", took.as_secs_f64() * 1e3, at.as_secs_f64())
+                    })
+                    .collect();
                 eprintln!(
-                    "loadtest: conns={conc} round={round} {}: {} requests in {:.2}s, {} errors",
+                    "loadtest: conns={conc} round={round} {}: {} requests in {:.2}s, {} errors, {} slower than {SLOW:?} [{}]",
                     if is_floor { "floor" } else { "pullgate" },
                     r.latencies.len(),
                     r.elapsed.as_secs_f64(),
-                    r.errors
+                    r.errors,
+                    r.slow.len(),
+                    slow.join(" ")
                 );
                 if is_floor {
                     floor.runs.push(r);
@@ -714,6 +742,7 @@ fn main() {
     }
 
     let _ = stop_tx.send(true);
+    // serve_tls returns once its connections drained (at most its 2 s grace period).
     let _ = server_rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(5), async {
             let _ = pg_server.await;

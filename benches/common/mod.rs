@@ -184,16 +184,13 @@ pub fn cluster(others: usize) -> ClusterIndex {
     idx
 }
 
-/// One container as the API server defaults it: resources, env, ports, probes, mounts,
+/// One container as the API server defaults it: resources, env, ports, mounts,
 /// security context and the termination/pull-policy defaults.
 fn container(name: &str, image: &str, init: bool) -> Value {
     let mut c = json!({
         "name": name,
         "image": image,
-        "env": [
-            {"name": "LOG_LEVEL", "value": "info"},
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}}
-        ],
+        "env": [{"name": "LOG_LEVEL", "value": "info"}],
         "resources": {
             "limits": {"cpu": "500m", "memory": "256Mi"},
             "requests": {"cpu": "100m", "memory": "128Mi"}
@@ -215,10 +212,6 @@ fn container(name: &str, image: &str, init: bool) -> Value {
     });
     if !init {
         c["ports"] = json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}]);
-        c["readinessProbe"] = json!({
-            "httpGet": {"path": "/readyz", "port": "http", "scheme": "HTTP"},
-            "timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3
-        });
     }
     c
 }
@@ -268,7 +261,6 @@ pub fn pod_object(images: &[(&str, String, bool)]) -> Value {
             .map(|(n, _)| json!({ "name": n }))
             .collect(),
     );
-    spec["nodeSelector"] = json!({"kubernetes.io/os": "linux"});
     pod
 }
 

@@ -9,7 +9,7 @@
 //! ERROR event with a 410 `Expired` Status for a resourceVersion older than the kept history;
 //! get/create/update/patch (merge, JSON, minimal server-side apply)/delete with
 //! resourceVersion preconditions and `Status` errors; Secrets, ServiceAccounts, Namespaces,
-//! ConfigMaps, v1 and events.k8s.io Events and coordination.k8s.io Leases.
+//! ConfigMaps, Pods, v1 and events.k8s.io Events and coordination.k8s.io Leases.
 //!
 //! Deliberate simplifications: one shared storage per resource version (core and
 //! events.k8s.io Events are stored apart), no field ownership in apply, no strategic merge

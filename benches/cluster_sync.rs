@@ -1,0 +1,251 @@
+//! Initial sync of the cluster store at scale, against the in-repo fake API server.
+//!
+//! The cluster: 10,000 namespaces, each with 5 `kubernetes.io/dockerconfigjson` pull secrets
+//! (the payloads `kubectl create secret docker-registry` writes, one with two registries) and 3
+//! ServiceAccounts. Measured: time from `ClusterStore::start` to `ready()`, the process's RSS
+//! before and after (and its peak), the index's size, the time of `store.view()` plus a
+//! namespace lookup, and one admission decision over the synced view against the same decision
+//! over a one-namespace index (admission latency must not depend on the cluster's size).
+//!
+//! The fake API server runs in a child process (this binary re-executed with
+//! `PULLGATE_BENCH_ROLE=fake-api`), so its ~hundreds of MiB of objects and JSON never count in
+//! the RSS measured here: what is measured is pullgate's store plus the kube client and runtime.
+//!
+//! ```text
+//! cargo bench --bench cluster_sync -- [--namespaces 10000] [--lookups 1000000]
+//! ```
+
+// The test support module's self-tests compile here too (benches build with cfg(test)) but run
+// only in tests/cluster.rs, so their imports are unused in this crate.
+#[allow(unused_imports)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use pullgate::admission::{self, Endpoint};
+use pullgate::metrics::Metrics;
+use pullgate::policy::Policy;
+use pullgate::store::index::ClusterIndex;
+use pullgate::store::kube::ClusterStore;
+use pullgate::store::Store;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::fake_api::FakeApi;
+use support::fixtures;
+
+const ROLE: &str = "PULLGATE_BENCH_ROLE";
+const SECRETS: [(&str, &[&str]); 5] = [
+    ("regcred", &["registry.example.com"]),
+    ("ghcr", &["ghcr.io"]),
+    ("ecr", &["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]),
+    ("dockerhub", &["https://index.docker.io/v1/"]),
+    ("quay-gitlab", &["quay.io/acme", "registry.gitlab.com"]),
+];
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// A 64-character registry token, different per secret, as registries issue them.
+fn token(n: usize) -> String {
+    let mut x = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    (0..64)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[(x % 62) as usize]
+                as char
+        })
+        .collect()
+}
+
+fn namespace_name(i: usize) -> String {
+    format!("team-{i:05}")
+}
+
+/// Child role: serve the populated cluster until the parent closes our stdin.
+fn serve_fake(namespaces: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let fake = FakeApi::start().await;
+        let started = Instant::now();
+        for i in 0..namespaces {
+            let ns = namespace_name(i);
+            let labels: &[(&str, &str)] = if i % 10 == 0 { &[("pullgate.io/inject", "false")] } else { &[] };
+            fake.apply(fixtures::namespace(&ns, labels));
+            for (j, (name, registries)) in SECRETS.iter().enumerate() {
+                fake.apply(fixtures::pull_secret(&ns, name, registries, &token(i * 5 + j)));
+            }
+            fake.apply(fixtures::service_account(&ns, "default", &["regcred"]));
+            fake.apply(fixtures::service_account(&ns, "builder", &["ghcr", "ecr"]));
+            fake.apply(fixtures::service_account(&ns, "deployer", &[]));
+        }
+        eprintln!(
+            "fake API: {} namespaces, {} secrets, {} ServiceAccounts populated in {:.1} s; fake RSS {:.0} MiB",
+            fake.count("namespaces"),
+            fake.count("secrets"),
+            fake.count("serviceaccounts"),
+            started.elapsed().as_secs_f64(),
+            mib(status_kib("VmRSS:"))
+        );
+        println!("READY {}", fake.kubeconfig_path().display());
+        // Serve until the parent is done (its end of our stdin closes).
+        tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        })
+        .await
+        .expect("stdin reader");
+    });
+}
+
+fn main() {
+    let namespaces = arg("--namespaces", 10_000);
+    if std::env::var_os(ROLE).is_some() {
+        serve_fake(namespaces);
+        return;
+    }
+    let lookups = arg("--lookups", 1_000_000);
+    let exe = std::env::current_exe().expect("own executable");
+    let mut child = Command::new(exe)
+        .args(["--namespaces", &namespaces.to_string()])
+        .env(ROLE, "fake-api")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the fake API server");
+    let mut lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
+    let kubeconfig = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(path) = line.strip_prefix("READY ") {
+                    break std::path::PathBuf::from(path);
+                }
+            }
+            _ => panic!("the fake API server exited before it was ready"),
+        }
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = pullgate::store::kube::client(Some(&kubeconfig)).await.expect("client");
+        let rss_before = status_kib("VmRSS:");
+        let metrics = Arc::new(Metrics::new());
+        let started = Instant::now();
+        let store = ClusterStore::start(client, Vec::new(), metrics);
+        while !store.ready() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let sync = started.elapsed();
+        let rss_after = status_kib("VmRSS:");
+        let peak = status_kib("VmHWM:");
+        let (secrets, sas, nss) = {
+            let v = store.view();
+            (v.secret_count(), v.service_account_count(), v.namespace_count())
+        };
+
+        let names: Vec<String> = (0..namespaces).map(namespace_name).collect();
+        let t = Instant::now();
+        for i in 0..lookups {
+            let view = store.view();
+            let ns = view.namespace(&names[i % names.len()]);
+            black_box(ns.secrets.len() + ns.service_accounts.len());
+        }
+        let lookup_ns = t.elapsed().as_nanos() as f64 / lookups as f64;
+        // The same namespace every time: the lock and hashing without cache misses.
+        let hot = &names[namespaces / 2];
+        let t = Instant::now();
+        for _ in 0..lookups {
+            let view = store.view();
+            let ns = view.namespace(hot);
+            black_box(ns.secrets.len() + ns.service_accounts.len());
+        }
+        let hot_ns = t.elapsed().as_nanos() as f64 / lookups as f64;
+
+        // One pod review in a synced namespace vs. the same namespace alone in an index.
+        let mut review: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/admission-reviews/admissionreview-pod-create-mutate.json"
+            ))
+            .expect("fixture"),
+        )
+        .expect("fixture JSON");
+        review["request"]["namespace"] = serde_json::json!(names[namespaces / 2]);
+        review["request"]["object"]["metadata"]["namespace"] = serde_json::json!(names[namespaces / 2]);
+        let body = serde_json::to_vec(&review).expect("review");
+        let policy = Policy::default();
+        let now = jiff::Timestamp::now().as_second();
+        let mut small = ClusterIndex::new();
+        {
+            let view = store.view();
+            let ns = view.namespace(&names[namespaces / 2]);
+            for s in ns.secrets.values() {
+                small.upsert_secret(s.clone());
+            }
+            for sa in ns.service_accounts.values() {
+                small.upsert_service_account(&names[namespaces / 2], sa.clone());
+            }
+        }
+        let decide = |index: &ClusterIndex| {
+            let rounds = 20_000;
+            let t = Instant::now();
+            for _ in 0..rounds {
+                black_box(admission::review(Endpoint::Mutate, &body, &policy, index, now).expect("review"));
+            }
+            t.elapsed().as_nanos() as f64 / 1000.0 / rounds as f64
+        };
+        let review_small = decide(&small);
+        let review_big = {
+            let view = store.view();
+            decide(&view)
+        };
+
+        println!("cluster_sync: {namespaces} namespaces, {secrets} pull secrets, {sas} ServiceAccounts ({nss} namespaces indexed)");
+        println!("  initial sync           {:>8.2} s", sync.as_secs_f64());
+        println!(
+            "  RSS before / after     {:>8.1} / {:.1} MiB (store + kube client: {:.1} MiB); peak {:.1} MiB",
+            mib(rss_before),
+            mib(rss_after),
+            mib(rss_after.saturating_sub(rss_before)),
+            mib(peak)
+        );
+        println!("  view() + lookup        {lookup_ns:>8.1} ns across all namespaces, {hot_ns:.1} ns for one (cache-hot)");
+        println!("  mutate review          {review_big:>8.1} µs over the synced index, {review_small:.1} µs over one namespace");
+        drop(store);
+    });
+    // Closing its stdin ends the child.
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
