@@ -95,15 +95,23 @@ async fn ready_only_after_every_initial_list_then_serves_the_cluster() {
     let view = store.view();
     assert_eq!(view.secret_count(), 2, "only pull secrets are received");
     assert_eq!(keys(&store, "a", "regcred"), ["registry.example.com"]);
-    let legacy = &view.namespace("b").secrets["legacy"];
+    let legacy = &view.namespace("b").secrets.get("legacy").expect("legacy");
     assert_eq!(legacy.secret_type, DOCKERCFG_TYPE);
     assert!(legacy.created.is_some() && legacy.resource_version.is_some());
     assert_eq!(
-        view.namespace("a").secrets["regcred"].secret_type,
+        view.namespace("a")
+            .secrets
+            .get("regcred")
+            .expect("regcred")
+            .secret_type,
         DOCKER_CONFIG_JSON_TYPE
     );
     assert_eq!(
-        view.namespace("a").service_accounts["default"].image_pull_secrets,
+        view.namespace("a")
+            .service_accounts
+            .get("default")
+            .expect("default")
+            .image_pull_secrets,
         ["regcred"]
     );
     assert_eq!(view.namespace("a").overrides.inject, Some(false));
@@ -508,7 +516,12 @@ async fn secret_data_never_reaches_logs_or_debug_output() {
     fake.apply(fixtures::opaque_secret("a", "opaque", "password", PLANTED));
     let (store, _metrics) = synced(&fake, &[]).await;
     assert!(has_secret(&store, "a", "planted") && has_secret(&store, "a", "broken"));
-    assert!(store.view().namespace("a").secrets["broken"]
+    assert!(store
+        .view()
+        .namespace("a")
+        .secrets
+        .get("broken")
+        .expect("broken")
         .payload
         .is_err());
 

@@ -334,7 +334,7 @@ pub fn evaluate_pod<'a>(
         }
         if let Some(max) = policy.max_secret_age {
             for name in &img.matched_secrets {
-                let Some(s) = ns.secrets.get(*name) else {
+                let Some(s) = ns.secrets.get(name) else {
                     continue;
                 };
                 let Some(created) = s.created else { continue };
@@ -745,7 +745,7 @@ fn rejected_credentials(
             break;
         }
         for name in &img.matched_secrets {
-            if let Some(s) = ns.secrets.get(*name) {
+            if let Some(s) = ns.secrets.get(name) {
                 tried.extend(keys_of(s, fallback).into_iter().map(|k| (*name, k)));
             }
         }

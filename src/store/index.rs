@@ -133,15 +133,108 @@ pub fn parse_managed(v: Option<&str>) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// A small map from object name to value, kept as one sorted vector: a namespace holds a handful of
+/// secrets and ServiceAccounts, and a B-tree node per map would triple the index's memory at 10,000
+/// namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameMap<V> {
+    entries: Vec<(String, V)>,
+}
+
+impl<V> Default for NameMap<V> {
+    fn default() -> Self {
+        NameMap {
+            entries: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl<V> std::ops::Index<&str> for NameMap<V> {
+    type Output = V;
+    /// Panics when absent, like `BTreeMap`'s indexing: for tests, on names they inserted.
+    fn index(&self, name: &str) -> &V {
+        match self.get(name) {
+            Some(v) => v,
+            None => panic!("no entry named {name:?}"),
+        }
+    }
+}
+
+impl<V> NameMap<V> {
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(name))
+    }
+
+    /// The value named `name`.
+    pub fn get(&self, name: &str) -> Option<&V> {
+        self.position(name)
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether `name` is present.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.position(name).is_ok()
+    }
+
+    /// Insert or replace; returns the previous value.
+    pub fn insert(&mut self, name: String, value: V) -> Option<V> {
+        match self.position(&name) {
+            Ok(i) => self
+                .entries
+                .get_mut(i)
+                .map(|e| std::mem::replace(&mut e.1, value)),
+            Err(i) => {
+                // Exact capacity: maps are small and long-lived.
+                self.entries.reserve_exact(1);
+                self.entries.insert(i, (name, value));
+                None
+            }
+        }
+    }
+
+    /// Remove `name`; returns its value.
+    pub fn remove(&mut self, name: &str) -> Option<V> {
+        let i = self.position(name).ok()?;
+        let (_, v) = self.entries.remove(i);
+        if self.entries.capacity() > self.entries.len() * 2 {
+            self.entries.shrink_to_fit();
+        }
+        Some(v)
+    }
+
+    /// Names in order.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    /// Values in name order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// One namespace's view: what the engine needs to decide for a pod there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespaceInfo {
     /// Overrides from the namespace's labels.
     pub overrides: NamespaceOverrides,
     /// Secrets by name (all types seen; pull types have keys).
-    pub secrets: BTreeMap<String, SecretInfo>,
+    pub secrets: NameMap<SecretInfo>,
     /// ServiceAccounts by name.
-    pub service_accounts: BTreeMap<String, ServiceAccountInfo>,
+    pub service_accounts: NameMap<ServiceAccountInfo>,
 }
 
 impl NamespaceInfo {
@@ -685,6 +778,21 @@ pub(crate) mod tests {
             None,
             "removed with its secret"
         );
+    }
+
+    #[test]
+    fn name_map_keeps_sorted_unique_entries() {
+        let mut m = NameMap::default();
+        assert_eq!(m.insert("b".to_owned(), 2), None);
+        assert_eq!(m.insert("a".to_owned(), 1), None);
+        assert_eq!(m.insert("c".to_owned(), 3), None);
+        assert_eq!(m.insert("b".to_owned(), 20), Some(2));
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), [1, 20, 3]);
+        assert_eq!(m.get("b"), Some(&20));
+        assert!(m.contains_key("c") && !m.contains_key("d"));
+        assert_eq!(m.remove("a"), Some(1));
+        assert_eq!(m.remove("a"), None);
+        assert_eq!(m.len(), 2);
     }
 
     #[test]
