@@ -50,9 +50,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pullgate::check::check_verified(&docs, &policy, &args.namespace, now, &verified);
             // A rejected credential fails the check under verify.deny or deny mode, even when no
             // workload of the input uses the secret yet: it is about to be deployed.
+            let validation = policy.validation_override.unwrap_or(policy.validation);
             let rejected = report.credentials_rejected()
-                && policy.validation != Validation::Off
-                && (policy.verify.deny || policy.validation == Validation::Deny);
+                && validation != Validation::Off
+                && (policy.verify.deny || validation == Validation::Deny);
             let text = match args.output {
                 OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
                 OutputFormat::Text => pullgate::check::render_text(&report),
