@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod doctor;
 pub mod engine;
+pub mod events;
 pub mod manifests;
 pub mod metrics;
 pub mod policy;

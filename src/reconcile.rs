@@ -8,8 +8,8 @@ use crate::policy::Policy;
 use crate::store::index::{ClusterIndex, NamespaceInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
 use crate::store::Store;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, ObjectReference, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Event, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use std::sync::Arc;
@@ -279,32 +279,17 @@ async fn record_event(client: &Client, c: &Change) {
     if !c.removed.is_empty() {
         parts.push(format!("removed {} (secret deleted)", c.removed.join(", ")));
     }
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", c.service_account)),
-            namespace: Some(c.namespace.clone()),
-            ..Default::default()
+    let event = crate::events::event(
+        crate::events::EventSpec {
+            kind: "ServiceAccount",
+            namespace: &c.namespace,
+            name: &c.service_account,
+            reason: "PullSecretsReconciled",
+            type_: "Normal",
+            message: parts.join("; "),
         },
-        involved_object: ObjectReference {
-            api_version: Some("v1".to_owned()),
-            kind: Some("ServiceAccount".to_owned()),
-            name: Some(c.service_account.clone()),
-            namespace: Some(c.namespace.clone()),
-            ..Default::default()
-        },
-        reason: Some("PullSecretsReconciled".to_owned()),
-        message: Some(parts.join("; ")),
-        type_: Some("Normal".to_owned()),
-        reporting_component: Some("pullgate".to_owned()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("pullgate".to_owned()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Default::default()
-    };
+        now,
+    );
     let api: Api<Event> = Api::namespaced(client.clone(), &c.namespace);
     if let Err(e) = api.create(&PostParams::default(), &event).await {
         warn!(error = %e, namespace = %c.namespace, service_account = %c.service_account, "could not record event");

@@ -297,9 +297,9 @@ impl LeafReason {
 
 /// Validity and identity of a certificate, read from its DER.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct CertInfo {
-    not_before: i64,
-    not_after: i64,
+pub(crate) struct CertInfo {
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
     /// The subject Name, as encoded (tag and length included).
     subject: Vec<u8>,
     /// The SubjectPublicKeyInfo, as encoded.
@@ -743,7 +743,8 @@ fn seq(b: &[u8]) -> Option<Tlv<'_>> {
     tlv(b).filter(|t| t.tag == 0x30)
 }
 
-fn cert_info(der: &[u8]) -> Option<CertInfo> {
+/// Validity, subject and key of a DER certificate (a minimal, bounds-checked walk).
+pub(crate) fn cert_info(der: &[u8]) -> Option<CertInfo> {
     let cert = seq(der)?.value;
     let tbs = seq(cert)?.value;
     let mut rest = tbs;

@@ -155,83 +155,9 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig
     Ok(cfg)
 }
 
-/// notAfter of a DER certificate, in seconds since the epoch (a minimal, bounds-checked DER walk).
+/// notAfter of a DER certificate, in seconds since the epoch.
 pub fn not_after(cert: &[u8]) -> Option<i64> {
-    let (cert_body, _) = der_seq(cert)?;
-    let (tbs, _) = der_seq(cert_body)?;
-    let mut rest = tbs;
-    // Optional [0] version.
-    if rest.first() == Some(&0xa0) {
-        rest = der_next(rest)?.1;
-    }
-    rest = der_next(rest)?.1; // serialNumber
-    rest = der_next(rest)?.1; // signature algorithm
-    rest = der_next(rest)?.1; // issuer
-    let (validity, _) = der_seq(rest)?;
-    let (_, after_not_before) = der_next(validity)?;
-    let (tag, value, _) = der_tlv(after_not_before)?;
-    let text = std::str::from_utf8(value).ok()?;
-    parse_asn1_time(tag, text)
-}
-
-/// One TLV: (tag, value, rest).
-fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *b.first()?;
-    let first = *b.get(1)?;
-    let (len, hdr) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | usize::from(*b.get(2 + i)?);
-        }
-        (len, 2 + n)
-    };
-    let end = hdr.checked_add(len)?;
-    Some((tag, b.get(hdr..end)?, b.get(end..)?))
-}
-
-fn der_next(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    der_tlv(b).map(|(_, v, r)| (v, r))
-}
-
-fn der_seq(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    match der_tlv(b)? {
-        (0x30, v, r) => Some((v, r)),
-        _ => None,
-    }
-}
-
-fn parse_asn1_time(tag: u8, s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let full = match tag {
-        // UTCTime YYMMDDHHMMSS: years 50-99 are 19xx (RFC 5280).
-        0x17 if s.len() == 12 => {
-            let yy: i32 = s.get(0..2)?.parse().ok()?;
-            let century = if yy >= 50 { "19" } else { "20" };
-            format!("{century}{s}")
-        }
-        0x18 if s.len() == 14 => s.to_owned(),
-        _ => return None,
-    };
-    let f = |r: std::ops::Range<usize>| -> Option<i32> { full.get(r)?.parse().ok() };
-    let dt = jiff::civil::DateTime::new(
-        i16::try_from(f(0..4)?).ok()?,
-        i8::try_from(f(4..6)?).ok()?,
-        i8::try_from(f(6..8)?).ok()?,
-        i8::try_from(f(8..10)?).ok()?,
-        i8::try_from(f(10..12)?).ok()?,
-        i8::try_from(f(12..14)?).ok()?,
-        0,
-    )
-    .ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp().as_second())
+    managed::cert_info(cert).map(|c| c.not_after)
 }
 
 #[cfg(test)]
@@ -278,28 +204,5 @@ mod tests {
         assert!(load_pem_pair(half.as_bytes(), a.tls_key_pem.as_bytes(), "c", "k").is_err());
         let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(load_pem_pair(garbage.as_bytes(), a.tls_key_pem.as_bytes(), "c", "k").is_err());
-    }
-
-    #[test]
-    fn der_walk_never_panics_on_garbage() {
-        let g = certs::generate(&["x".into()], &[], 1).unwrap();
-        let der = CertificateDer::from_pem_slice(g.tls_cert_pem.as_bytes()).unwrap();
-        for cut in 0..der.len() {
-            let _ = not_after(&der[..cut]);
-        }
-        assert!(not_after(&der).is_some());
-        assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
-    }
-
-    #[test]
-    fn asn1_times() {
-        assert_eq!(parse_asn1_time(0x17, "700101000010Z"), Some(10));
-        assert_eq!(
-            parse_asn1_time(0x18, "20500101000000Z"),
-            Some(2_524_608_000)
-        );
-        assert_eq!(parse_asn1_time(0x17, "491231235959Z"), Some(2_524_607_999));
-        assert_eq!(parse_asn1_time(0x17, "9912"), None);
-        assert_eq!(parse_asn1_time(0x18, "20501301000000Z"), None);
     }
 }

@@ -11,8 +11,7 @@ use crate::policy::Policy;
 use crate::store::index::CredentialStatus;
 use crate::store::Store;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, PostParams};
 use kube::Client;
 use std::future::Future;
@@ -104,37 +103,22 @@ pub fn status_event(e: &StatusEvent, now: jiff::Timestamp) -> Event {
     } else {
         String::new()
     };
-    Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", e.secret)),
-            namespace: Some(e.namespace.clone()),
-            ..Default::default()
+    crate::events::event(
+        crate::events::EventSpec {
+            kind: "Secret",
+            namespace: &e.namespace,
+            name: &e.secret,
+            reason,
+            type_,
+            message: format!(
+                "registry {}: credentials {}{before}: {}{fix}",
+                e.registry,
+                e.after.as_str(),
+                e.detail
+            ),
         },
-        involved_object: ObjectReference {
-            api_version: Some("v1".to_owned()),
-            kind: Some("Secret".to_owned()),
-            name: Some(e.secret.clone()),
-            namespace: Some(e.namespace.clone()),
-            ..Default::default()
-        },
-        reason: Some(reason.to_owned()),
-        message: Some(format!(
-            "registry {}: credentials {}{before}: {}{fix}",
-            e.registry,
-            e.after.as_str(),
-            e.detail
-        )),
-        type_: Some(type_.to_owned()),
-        reporting_component: Some("pullgate".to_owned()),
-        source: Some(EventSource {
-            component: Some("pullgate".to_owned()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Default::default()
-    }
+        now,
+    )
 }
 
 impl EventSink for KubeEvents {
