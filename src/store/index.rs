@@ -321,7 +321,8 @@ pub struct ClusterIndex {
     namespaces: HashMap<String, NamespaceInfo>,
     /// Secret name -> namespaces holding a secret of that name.
     by_name: HashMap<String, BTreeSet<String>>,
-    /// Key hostname -> pull secrets with a key for it (non-glob keys).
+    /// Key host (with port, as written) -> pull secrets with a key for it (non-glob keys): a non-glob
+    /// key only matches an image whose host is the same string.
     by_host: HashMap<String, BTreeSet<SecretRef>>,
     /// Pull secrets with a glob key (few in practice; checked one by one).
     globbed: BTreeSet<SecretRef>,
@@ -386,8 +387,7 @@ impl ClusterIndex {
         except: &str,
         limit: usize,
     ) -> Vec<&SecretInfo> {
-        let hostname = strip_port(target.host());
-        let exact = self.by_host.get(hostname).into_iter().flatten();
+        let exact = self.by_host.get(target.host()).into_iter().flatten();
         let mut out = Vec::new();
         for (ns, name) in exact.chain(self.globbed.iter()) {
             if out.len() >= limit {
@@ -440,7 +440,7 @@ impl ClusterIndex {
                 self.globbed.insert(sref.clone());
             } else {
                 self.by_host
-                    .entry(key.hostname().to_owned())
+                    .entry(key.host().to_owned())
                     .or_default()
                     .insert(sref.clone());
             }
@@ -472,10 +472,10 @@ impl ClusterIndex {
         for key in old.usable_keys() {
             if key.is_glob() {
                 self.globbed.remove(&sref);
-            } else if let Some(set) = self.by_host.get_mut(key.hostname()) {
+            } else if let Some(set) = self.by_host.get_mut(key.host()) {
                 set.remove(&sref);
                 if set.is_empty() {
-                    self.by_host.remove(key.hostname());
+                    self.by_host.remove(key.host());
                 }
             }
         }
@@ -597,13 +597,6 @@ impl ClusterIndex {
             self.namespaces.remove(name);
         }
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |i| &host[..=i]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 #[cfg(test)]
@@ -793,13 +786,5 @@ pub(crate) mod tests {
         assert_eq!(m.remove("a"), Some(1));
         assert_eq!(m.remove("a"), None);
         assert_eq!(m.len(), 2);
-    }
-
-    #[test]
-    fn strip_port_handles_ipv6() {
-        assert_eq!(strip_port("r.io:5000"), "r.io");
-        assert_eq!(strip_port("r.io"), "r.io");
-        assert_eq!(strip_port("[::1]:5000"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
     }
 }
