@@ -127,12 +127,14 @@ struct Scenario {
     index: ClusterIndex,
     pod: Vec<u8>,
     broken_pod: Vec<u8>,
+    broken_path_pod: Vec<u8>,
     review: Vec<u8>,
 }
 
 fn scenarios() -> Vec<Scenario> {
     let pod = serde_json::to_vec(&common::pod_object(&common::pod_images())).expect("pod");
     let broken_pod = serde_json::to_vec(&common::broken_pod_object()).expect("pod");
+    let broken_path_pod = serde_json::to_vec(&common::broken_path_pod_object()).expect("pod");
     let review = common::five_container_review("b18b53c8-8fe6-4b9e-bfcd-70de6df82364");
     [1usize, 10_000]
         .into_iter()
@@ -141,6 +143,7 @@ fn scenarios() -> Vec<Scenario> {
             index: common::cluster(others),
             pod: pod.clone(),
             broken_pod: broken_pod.clone(),
+            broken_path_pod: broken_path_pod.clone(),
             review: review.clone(),
         })
         .collect()
@@ -179,8 +182,11 @@ fn bench_pod(c: &mut Criterion) {
             "the happy-path pod must be fully covered: {:?}",
             ok.findings
         );
-        let bad = evaluate_pod(&broken, &ctx(false), &policy, &s.index);
-        assert!(bad.would_deny, "the broken pod must have an error finding");
+        let broken_path = PodView::from_slice(WorkloadKind::Pod, &s.broken_path_pod).expect("view");
+        for pod in [&broken, &broken_path] {
+            let bad = evaluate_pod(pod, &ctx(false), &policy, &s.index);
+            assert!(bad.would_deny, "the broken pods must have an error finding");
+        }
 
         g.bench_with_input(
             BenchmarkId::new("evaluate_validate", s.others),
@@ -193,6 +199,11 @@ fn bench_pod(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("evaluate_broken", s.others), s, |b, s| {
             b.iter(|| evaluate_pod(black_box(&broken), &ctx(false), &policy, &s.index))
         });
+        g.bench_with_input(
+            BenchmarkId::new("evaluate_broken_path", s.others),
+            s,
+            |b, s| b.iter(|| evaluate_pod(black_box(&broken_path), &ctx(false), &policy, &s.index)),
+        );
         // "Whole pod evaluation": the pod object's bytes to a decision.
         g.bench_with_input(
             BenchmarkId::new("from_slice_evaluate", s.others),

@@ -19,7 +19,7 @@
 //! ```text
 //! cargo bench --bench loadtest -- [--concurrency 1,4,32,64] [--requests 20000] [--warmup 2000]
 //!     [--rounds 2] [--max-secs 15] [--namespaces 10000] [--endpoint validate|mutate]
-//!     [--client-threads 2] [--server-threads 2] [--out FILE]
+//!     [--client-threads 2] [--server-threads 2] [--only floor|pullgate] [--out FILE]
 //! ```
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -69,6 +69,8 @@ struct Args {
     client_threads: usize,
     server_threads: usize,
     out: Option<String>,
+    /// Drive only this server ("floor" or "pullgate"), e.g. under a profiler.
+    only: Option<&'static str>,
 }
 
 impl Default for Args {
@@ -84,6 +86,7 @@ impl Default for Args {
             client_threads: 2,
             server_threads: 2,
             out: None,
+            only: None,
         }
     }
 }
@@ -129,6 +132,13 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--out" => a.out = Some(value()?),
+            "--only" => {
+                a.only = match value()?.as_str() {
+                    "floor" => Some("floor"),
+                    "pullgate" => Some("pullgate"),
+                    other => return Err(format!("--only: {other:?} is not floor|pullgate")),
+                }
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -551,6 +561,9 @@ fn report(args: &Args, review_len: usize, cells: &[(usize, Cell, Cell)]) -> Stri
     let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (conc, floor, pg) in cells {
         for (name, cell) in [("floor", floor), ("pullgate", pg)] {
+            if cell.runs.is_empty() {
+                continue;
+            }
             let sorted = cell.sorted();
             let rounds: Vec<String> = cell
                 .round_throughputs()
@@ -572,6 +585,12 @@ fn report(args: &Args, review_len: usize, cells: &[(usize, Cell, Cell)]) -> Stri
             );
         }
     }
+    if cells
+        .iter()
+        .all(|(_, floor, pg)| floor.runs.is_empty() || pg.runs.is_empty())
+    {
+        return s;
+    }
     let _ = writeln!(
         s,
         "\nTargets (recorded, not asserted): throughput ≥ 2/3 of the floor's; p99 at low concurrency (1, 4) ≤ 1.5× the floor's.\n"
@@ -582,6 +601,9 @@ fn report(args: &Args, review_len: usize, cells: &[(usize, Cell, Cell)]) -> Stri
     );
     let _ = writeln!(s, "|---:|---:|---|---:|---|---:|");
     for (conc, floor, pg) in cells {
+        if floor.runs.is_empty() || pg.runs.is_empty() {
+            continue;
+        }
         let t = pg.throughput() / floor.throughput();
         let p99 = pg.percentile(&pg.sorted(), 99.0) / floor.percentile(&floor.sorted(), 99.0);
         let cpu = pg.cpu_per_request(true) / floor.cpu_per_request(true);
@@ -704,6 +726,10 @@ fn main() {
                 [(pg_addr, false), (floor_addr, true)]
             };
             for (addr, is_floor) in order {
+                let name = if is_floor { "floor" } else { "pullgate" };
+                if args.only.is_some_and(|only| only != name) {
+                    continue;
+                }
                 let r = client_rt.block_on(run(
                     addr,
                     connector.clone(),
@@ -724,7 +750,7 @@ fn main() {
                     .collect();
                 eprintln!(
                     "loadtest: conns={conc} round={round} {}: {} requests in {:.2}s, {} errors, {} slower than {SLOW:?} [{}]",
-                    if is_floor { "floor" } else { "pullgate" },
+                    name,
                     r.latencies.len(),
                     r.elapsed.as_secs_f64(),
                     r.errors,

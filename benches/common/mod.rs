@@ -169,11 +169,12 @@ pub fn cluster(others: usize) -> ClusterIndex {
     for n in 0..others {
         let ns = format!("tenant-{n:05}");
         let own = format!("tenant-{n:05}.registry.internal:443");
+        let harbor = format!("harbor.example.com:8443/tenant-{n:05}");
         let secrets: [(&str, &str); SECRETS_PER_OTHER_NAMESPACE] = [
             ("regcred", "registry.example.com:5000"),
             ("ghcr", "ghcr.io"),
             ("dockerhub", "https://index.docker.io/v1/"),
-            ("harbor", "harbor.example.com:8443"),
+            ("harbor", harbor.as_str()),
             ("tenant-registry", own.as_str()),
         ];
         for (name, key) in secrets {
@@ -280,10 +281,19 @@ pub fn five_container_review(uid: &str) -> Vec<u8> {
 }
 
 /// A broken variant: one image is on a registry no secret of the namespace covers, whose
-/// hostname every other namespace has a key for, but with another port. Diagnosing it walks
-/// the cluster-wide host index (the `NoCredentials` "exists elsewhere?" hint).
+/// hostname every other namespace has a key for, but with another port. Diagnosing it looks
+/// the cluster-wide host index up (the `NoCredentials` "exists elsewhere?" hint).
 pub fn broken_pod_object() -> Value {
     let mut images = pod_images();
     images[1].1 = "harbor.example.com/payments/api:2.14.1".to_owned();
+    pod_object(&images)
+}
+
+/// Like [`broken_pod_object`], but the image has the same host AND port as every other
+/// namespace's `harbor` key, whose paths (`/tenant-NNNNN`) do not cover it: the host index
+/// bucket holds one candidate per namespace and none of them matches.
+pub fn broken_path_pod_object() -> Value {
+    let mut images = pod_images();
+    images[1].1 = "harbor.example.com:8443/payments/api:2.14.1".to_owned();
     pod_object(&images)
 }
