@@ -137,13 +137,8 @@ pub fn evaluate_pod<'a>(
             // API validation rejects a container without an image; nothing to pull.
             continue;
         };
-        let (reference, requires) = match ImageRef::parse(image) {
-            Ok(r) => {
-                let requires = policy
-                    .registries
-                    .requires_credentials(&MatchTarget::new(r.name()));
-                (Some(r), requires)
-            }
+        let reference = match ImageRef::parse(image) {
+            Ok(r) => Some(r),
             Err(e) => {
                 findings.push(Finding::for_image(
                     Code::InvalidImageReference,
@@ -157,7 +152,7 @@ pub fn evaluate_pod<'a>(
                         container_field(kind)
                     ),
                 ));
-                (None, false)
+                None
             }
         };
         d.images.push(ImageDetail {
@@ -165,9 +160,25 @@ pub fn evaluate_pod<'a>(
             container_kind: kind,
             image,
             reference,
-            requires_credentials: requires,
+            requires_credentials: false,
             matched_secrets: Vec::new(),
         });
+    }
+    // One match target per image, reused by every step below: building one costs about as much as
+    // the rest of an image's evaluation.
+    let image_names: Vec<Option<String>> = d
+        .images
+        .iter()
+        .map(|i| i.reference.as_ref().map(|r| r.name().to_owned()))
+        .collect();
+    let targets: Vec<Option<MatchTarget<'_>>> = image_names
+        .iter()
+        .map(|n| n.as_deref().map(MatchTarget::new))
+        .collect();
+    for (img, t) in d.images.iter_mut().zip(&targets) {
+        img.requires_credentials = t
+            .as_ref()
+            .is_some_and(|t| policy.registries.requires_credentials(t));
     }
 
     if d.static_pod {
@@ -256,14 +267,16 @@ pub fn evaluate_pod<'a>(
         let Some(r) = img.reference.as_ref().filter(|_| img.requires_credentials) else {
             continue;
         };
-        let target = MatchTarget::new(r.name());
-        if !kubelet_lookup(&usable, &target).is_empty() || fatal.is_some() {
+        let Some(target) = targets.get(i).and_then(Option::as_ref) else {
+            continue;
+        };
+        if !kubelet_lookup(&usable, target).is_empty() || fatal.is_some() {
             continue;
         }
         let candidate = ns
             .pull_secrets_newest_first()
             .into_iter()
-            .find(|s| s.payload.is_ok() && s.covers(&target) && !names.contains(&s.name.as_str()));
+            .find(|s| s.payload.is_ok() && s.covers(target) && !names.contains(&s.name.as_str()));
         match candidate {
             Some(s) if can_inject => {
                 if !d.injected.contains(&s.name.as_str()) {
@@ -277,7 +290,7 @@ pub fn evaluate_pod<'a>(
                     ns,
                     index,
                     ctx,
-                    &target,
+                    target,
                     r,
                     &resolved,
                     source,
@@ -308,12 +321,11 @@ pub fn evaluate_pod<'a>(
         name_level_findings(r, ns, index, ctx, source, &blamed, &mut findings);
     }
 
-    for img in &mut d.images {
-        let Some(r) = img.reference.as_ref() else {
+    for (img, target) in d.images.iter_mut().zip(&targets) {
+        let (Some(r), Some(target)) = (img.reference.as_ref(), target.as_ref()) else {
             continue;
         };
-        let target = MatchTarget::new(r.name());
-        img.matched_secrets = kubelet_lookup(&usable, &target);
+        img.matched_secrets = kubelet_lookup(&usable, target);
         if !img.requires_credentials {
             continue;
         }
