@@ -1,4 +1,4 @@
-//! core/v1 Events that pullgate records on the objects it acts on (ServiceAccounts, Secrets).
+//! core/v1 Events that pullgate records on the objects it acts on (ServiceAccounts, Secrets, Pods).
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -14,6 +14,8 @@ pub struct EventSpec<'a> {
     pub namespace: &'a str,
     /// Name of the object.
     pub name: &'a str,
+    /// UID of the object, when known (`kubectl describe` selects Events by it).
+    pub uid: Option<&'a str>,
     /// CamelCase reason.
     pub reason: &'a str,
     /// `Normal` or `Warning`.
@@ -35,6 +37,7 @@ pub fn event(spec: EventSpec<'_>, now: jiff::Timestamp) -> Event {
             kind: Some(spec.kind.to_owned()),
             name: Some(spec.name.to_owned()),
             namespace: Some(spec.namespace.to_owned()),
+            uid: spec.uid.map(str::to_owned),
             ..Default::default()
         },
         reason: Some(spec.reason.to_owned()),

@@ -6,6 +6,7 @@
 )]
 
 pub mod admission;
+pub mod attribution;
 pub mod check;
 pub mod cli;
 pub mod doctor;

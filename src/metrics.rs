@@ -82,6 +82,22 @@ pub struct CredentialKeyLabels {
     pub registry: String,
 }
 
+/// Labels of pull-failure attribution counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Diagnosed cause.
+    pub cause: &'static str,
+}
+
+/// What attribution did with a pull-failure Event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// queued, coalesced, dropped, diagnosed, duplicate, pod_gone, error.
+    pub outcome: &'static str,
+}
+
 /// Every metric pullgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -111,6 +127,14 @@ pub struct Metrics {
     pub credential_status: Family<CredentialLabels, Gauge>,
     /// When each credential was last verified.
     pub credential_last_verified: Family<CredentialKeyLabels, Gauge<f64, AtomicU64>>,
+    /// Pods diagnosed with an image pull failure, once per pod and cause (`attribution`).
+    pub image_pull_failures: Family<CauseLabels, Counter>,
+    /// Pods deleted so that their controller recreates them with injected secrets.
+    pub pod_restarts: Family<CauseLabels, Counter>,
+    /// Pull-failure Events by what attribution did with them.
+    pub attribution_events: Family<OutcomeLabels, Counter>,
+    /// Pods waiting for a diagnosis.
+    pub attribution_queued: Gauge,
 }
 
 /// Histogram buckets in seconds: sub-millisecond resolution where admission lives, up to the webhook timeout.
@@ -209,6 +233,30 @@ impl Metrics {
             "Time a pull secret's credential for a registry was last verified",
             credential_last_verified.clone(),
         );
+        let image_pull_failures = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "image_pull_failures",
+            "Pods diagnosed with an image pull failure, once per pod and cause",
+            image_pull_failures.clone(),
+        );
+        let pod_restarts = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "pod_restarts",
+            "Pods stuck on a pull failure that pullgate deleted so that their controller recreates them",
+            pod_restarts.clone(),
+        );
+        let attribution_events = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "attribution_events",
+            "Pull-failure Events by outcome (queued, coalesced, dropped, diagnosed, duplicate, pod_gone, error)",
+            attribution_events.clone(),
+        );
+        let attribution_queued = Gauge::default();
+        registry.register(
+            "attribution_queued_pods",
+            "Pods waiting for a pull-failure diagnosis",
+            attribution_queued.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -224,6 +272,10 @@ impl Metrics {
             cert_expiry,
             credential_status,
             credential_last_verified,
+            image_pull_failures,
+            pod_restarts,
+            attribution_events,
+            attribution_queued,
         }
     }
 

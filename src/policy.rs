@@ -233,6 +233,75 @@ pub struct Policy {
     /// Registry verification of pull-secret credentials (opt-in).
     #[serde(default)]
     pub verify: Verify,
+    /// Pull-failure attribution (cluster mode, opt-in).
+    #[serde(default)]
+    pub attribution: Attribution,
+}
+
+/// Pull-failure attribution: watch the kubelet's image-pull failure Events, name each failure's
+/// cause on the pod (a `PullgateDiagnosis` Event), and optionally restart pods that injection now fixes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Attribution {
+    /// Watch pull-failure Events and diagnose them at all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Most Events pullgate writes per second (diagnoses and restarts together); a burst of one second is allowed.
+    #[serde(default = "twenty", deserialize_with = "positive_u32")]
+    pub events_per_second: u32,
+    /// Delete controller-owned pods stuck on a pull failure that an injection now fixes, so their controller recreates them through admission.
+    #[serde(default)]
+    pub restart_stuck_pods: bool,
+    /// Most pods of one workload (owner) being restarted at once, in percent of its pods (at least one pod).
+    #[serde(default = "twenty_five", deserialize_with = "percent")]
+    pub max_restart_percent: u32,
+    /// Most pod restarts per minute, cluster-wide.
+    #[serde(default = "ten", deserialize_with = "positive_u32")]
+    pub restarts_per_minute: u32,
+}
+
+impl Default for Attribution {
+    fn default() -> Self {
+        Attribution {
+            enabled: false,
+            events_per_second: twenty(),
+            restart_stuck_pods: false,
+            max_restart_percent: twenty_five(),
+            restarts_per_minute: ten(),
+        }
+    }
+}
+
+fn twenty() -> u32 {
+    20
+}
+
+fn twenty_five() -> u32 {
+    25
+}
+
+fn ten() -> u32 {
+    10
+}
+
+/// A rate that must not be zero (zero would silently disable what `enabled` switched on).
+fn positive_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom("must be greater than zero"));
+    }
+    Ok(v)
+}
+
+/// A percentage in 1..=100.
+fn percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if !(1..=100).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "{v} is not a percentage between 1 and 100"
+        )));
+    }
+    Ok(v)
 }
 
 /// Registry verification: prove pull-secret credentials against their registries (Docker
@@ -356,6 +425,7 @@ impl Default for Policy {
             reconcile: Reconcile::default(),
             validation_override: None,
             verify: Verify::default(),
+            attribution: Attribution::default(),
         }
     }
 }

@@ -284,6 +284,7 @@ async fn record_event(client: &Client, c: &Change) {
             kind: "ServiceAccount",
             namespace: &c.namespace,
             name: &c.service_account,
+            uid: None,
             reason: "PullSecretsReconciled",
             type_: "Normal",
             message: parts.join("; "),

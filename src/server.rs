@@ -618,6 +618,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         let file_store =
             Arc::new(FileStore::load(dir).map_err(|e| ServeError::Store(e.to_string()))?);
         publish_store_metrics(&*file_store, &metrics);
+        if policy.verify.enabled || policy.attribution.enabled || policy.reconcile.service_accounts
+        {
+            warn!("verify, attribution and reconcile need --cluster: ignored with --manifests");
+        }
         tasks.spawn(watch_manifests(
             file_store.clone(),
             metrics.clone(),
@@ -643,8 +647,22 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             .map_err(ServeError::Verify)?;
             tasks.spawn(verify);
         }
+        let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+        if policy.attribution.enabled {
+            let settings = crate::attribution::Settings::new(
+                env("POD_NAMESPACE", "default"),
+                env("POD_NAME", &env("HOSTNAME", "pullgate")),
+                args.watch_namespaces.clone(),
+            );
+            tasks.spawn(crate::attribution::run(
+                client.clone(),
+                store.clone(),
+                Arc::new(policy.clone()),
+                metrics.clone(),
+                settings,
+            ));
+        }
         if policy.reconcile.service_accounts {
-            let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
             let cfg = crate::reconcile::LoopConfig {
                 lease_namespace: env("POD_NAMESPACE", "default"),
                 identity: env("POD_NAME", &env("HOSTNAME", "pullgate")),

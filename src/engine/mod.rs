@@ -1,5 +1,6 @@
 //! The pure decision engine: no I/O, no async; plain data in, a decision out.
 
+pub mod diagnosis;
 pub mod evaluate;
 pub mod findings;
 pub mod keyring;

@@ -108,6 +108,7 @@ pub fn status_event(e: &StatusEvent, now: jiff::Timestamp) -> Event {
             kind: "Secret",
             namespace: &e.namespace,
             name: &e.secret,
+            uid: None,
             reason,
             type_,
             message: format!(

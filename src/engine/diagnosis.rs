@@ -1,0 +1,751 @@
+//! Pull-failure attribution: recognise the kubelet's image-pull failure Events and name the most
+//! likely cause of one from the engine's view of the pod, as the guide's causes table does.
+
+use super::evaluate::{evaluate_pod, Decision, Operation, PodContext};
+use super::findings::{closest, Code, Finding, Severity};
+use super::keyring::MatchTarget;
+use super::podview::PodView;
+use crate::policy::Policy;
+use crate::store::index::ClusterIndex;
+use serde::Serialize;
+use std::fmt;
+
+/// Longest image reference taken from an Event message (distribution caps names at 255 bytes;
+/// tag and digest add less than 200).
+const MAX_IMAGE_LEN: usize = 512;
+
+/// Longest part of the kubelet's message quoted back in a diagnosis.
+const MAX_QUOTE_LEN: usize = 300;
+
+/// The cause of a pull failure, one per row of the guide's causes table (plus the engine's extras).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Cause {
+    /// No pull secret for the registry exists in the namespace, and none is referenced.
+    SecretMissing,
+    /// A referenced secret does not exist, but one with a similar name does.
+    SecretNameMismatch,
+    /// A secret exists for the image's host, but its key differs in port, path or case.
+    RegistryMismatch,
+    /// A matching secret exists, but the pod's ServiceAccount does not reference it.
+    ServiceAccountNotPatched,
+    /// The pod runs as a ServiceAccount that lacks the secret (or does not exist) while another has it.
+    WrongServiceAccount,
+    /// The secret exists only in other namespaces.
+    NamespaceIsolation,
+    /// A static pod: the kubelet cannot give it imagePullSecrets.
+    StaticPod,
+    /// The registry rejected the secret's credentials when pullgate last verified them.
+    CredentialsRejected,
+    /// A referenced secret is unusable (malformed payload or not a pull-secret type).
+    MalformedSecret,
+    /// The image reference does not parse.
+    InvalidImageReference,
+    /// The credentials look right: the tag, the registry or the network is the likelier cause.
+    CredentialsLookRight,
+}
+
+impl Cause {
+    /// The cause as it appears in Events, JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::SecretMissing => "SecretMissing",
+            Cause::SecretNameMismatch => "SecretNameMismatch",
+            Cause::RegistryMismatch => "RegistryMismatch",
+            Cause::ServiceAccountNotPatched => "ServiceAccountNotPatched",
+            Cause::WrongServiceAccount => "WrongServiceAccount",
+            Cause::NamespaceIsolation => "NamespaceIsolation",
+            Cause::StaticPod => "StaticPod",
+            Cause::CredentialsRejected => "CredentialsRejected",
+            Cause::MalformedSecret => "MalformedSecret",
+            Cause::InvalidImageReference => "InvalidImageReference",
+            Cause::CredentialsLookRight => "CredentialsLookRight",
+        }
+    }
+
+    /// One phrase naming the cause, as the guide's table does.
+    fn summary(self) -> &'static str {
+        match self {
+            Cause::SecretMissing => "no pull secret for its registry in the namespace",
+            Cause::SecretNameMismatch => "secret name mismatch",
+            Cause::RegistryMismatch => "the secret's registry differs from the image's",
+            Cause::ServiceAccountNotPatched => "ServiceAccount not patched",
+            Cause::WrongServiceAccount => "pod uses the wrong ServiceAccount",
+            Cause::NamespaceIsolation => "the secret is in another namespace",
+            Cause::StaticPod => "static pods cannot use imagePullSecrets",
+            Cause::CredentialsRejected => "the registry rejects the credentials",
+            Cause::MalformedSecret => "an imagePullSecret is unusable",
+            Cause::InvalidImageReference => "invalid image reference",
+            Cause::CredentialsLookRight => "credentials look right",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A kubelet Event that reports an image pull failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullFailure {
+    /// The image the kubelet names, when the message names one.
+    pub image: Option<String>,
+    /// Whether the runtime's error reads as an authentication or authorisation failure.
+    pub auth_error: bool,
+    /// The kubelet's message, cut to a quotable length.
+    pub message: String,
+}
+
+/// The pull failure an Event reports, or None for any other Event.
+///
+/// The kubelet (pkg/kubelet/images, pkg/kubelet/events) records `Failed` with "Failed to pull
+/// image %q: …" and "Error: ErrImagePull" / "Error: ImagePullBackOff", and `BackOff` with
+/// "Back-off pulling image %q" — `BackOff` also reports crash loops ("Back-off restarting failed
+/// container"), which are not pull failures. `ErrImagePull` and `ImagePullBackOff` are container
+/// waiting reasons that some runtimes and tools record as Event reasons too.
+pub fn pull_failure(reason: &str, message: &str) -> Option<PullFailure> {
+    let is_pull = match reason {
+        "ErrImagePull" | "ImagePullBackOff" => true,
+        "Failed" => {
+            message.starts_with("Failed to pull image")
+                || message.contains("ErrImagePull")
+                || message.contains("ImagePullBackOff")
+        }
+        "BackOff" => message.starts_with("Back-off pulling image"),
+        _ => false,
+    };
+    if !is_pull {
+        return None;
+    }
+    Some(PullFailure {
+        image: quoted(message).map(str::to_owned),
+        auth_error: is_auth_error(message),
+        message: cut(message, MAX_QUOTE_LEN).to_owned(),
+    })
+}
+
+/// The first double-quoted string of a message (the kubelet formats images with %q), if it can be an image.
+fn quoted(message: &str) -> Option<&str> {
+    let start = message.find('"')? + 1;
+    let len = message[start..].find('"')?;
+    let s = &message[start..start + len];
+    let plausible = !s.is_empty()
+        && s.len() <= MAX_IMAGE_LEN
+        && !s.contains('\\')
+        && !s
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+    plausible.then_some(s)
+}
+
+/// Whether a runtime error reads as a credential problem (containerd, CRI-O and registries word it differently).
+fn is_auth_error(message: &str) -> bool {
+    const MARKERS: [&str; 8] = [
+        "unauthorized",
+        "authentication required",
+        "authorization failed",
+        "access denied",
+        "requested access to the resource is denied",
+        "forbidden",
+        "401",
+        "403",
+    ];
+    let lower = message.to_ascii_lowercase();
+    MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The cause of one pull failure and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnosis {
+    /// The cause.
+    pub cause: Cause,
+    /// The image the diagnosis is about, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// One line naming the cause and the fix.
+    pub message: String,
+    /// Whether recreating the pod through admission fixes it (pullgate would inject a secret now).
+    pub fixed_by_recreation: bool,
+}
+
+/// Finding codes in the order their cause is the likelier explanation of a failed pull: what
+/// stops every pull of the pod first, then the reference chain from secret to ServiceAccount.
+const PRIORITY: [Code; 10] = [
+    Code::InvalidImageReference,
+    Code::MalformedSecret,
+    Code::WrongSecretType,
+    Code::SecretInOtherNamespace,
+    Code::SecretNotFound,
+    Code::ServiceAccountMissing,
+    Code::ServiceAccountNotPatched,
+    Code::RegistryMismatch,
+    Code::NoCredentials,
+    Code::CredentialsRejected,
+];
+
+/// Name the cause of a pull failure of an existing pod in `namespace`, as of the index now.
+pub fn diagnose(
+    view: &PodView,
+    namespace: &str,
+    policy: &Policy,
+    index: &ClusterIndex,
+    failure: &PullFailure,
+    now: i64,
+) -> Diagnosis {
+    // The pod exists: its imagePullSecrets are fixed, so nothing is injected into it.
+    let existing = PodContext {
+        namespace,
+        operation: Operation::Update,
+        now,
+        allow_inject: false,
+    };
+    let current = evaluate_pod(view, &existing, policy, index);
+    let image = failure
+        .image
+        .as_deref()
+        .filter(|i| current.images.iter().any(|d| d.image == *i));
+    if current.static_pod {
+        let message = current
+            .findings
+            .iter()
+            .find(|f| f.code == Code::StaticPod)
+            .map_or_else(
+                || "configure a kubelet credential provider on the node".to_owned(),
+                |f| f.message.clone(),
+            );
+        return diagnosis(Cause::StaticPod, image, &message, false);
+    }
+    let relevant = |f: &&Finding| {
+        let about = image.is_none_or(|i| f.image.is_none() || f.image.as_deref() == Some(i));
+        let fails = f.severity == Severity::Error || f.code == Code::CredentialsRejected;
+        about && fails && PRIORITY.contains(&f.code)
+    };
+    let rank = |f: &&Finding| PRIORITY.iter().position(|c| *c == f.code);
+    let Some(finding) = current.findings.iter().filter(relevant).min_by_key(rank) else {
+        return looks_right(&current, image, failure);
+    };
+    let subject = image.or(finding.image.as_deref());
+    let cause = cause_of(finding, &current, view, namespace, index);
+    // Recreated through admission, would the pod be given what it lacks now?
+    let fresh_ctx = PodContext {
+        namespace,
+        operation: Operation::Create,
+        now,
+        allow_inject: true,
+    };
+    let fresh = evaluate_pod(view, &fresh_ctx, policy, index);
+    let fixed = !fresh.injected.is_empty()
+        && !fresh.static_pod
+        && !fresh
+            .errors()
+            .any(|f| f.image.is_none() || subject.is_none() || f.image.as_deref() == subject);
+    diagnosis(cause, subject, &finding.message, fixed)
+}
+
+fn diagnosis(cause: Cause, image: Option<&str>, detail: &str, fixed: bool) -> Diagnosis {
+    let what = image.map_or_else(
+        || "pulling an image fails".to_owned(),
+        |i| format!("pulling {i:?} fails"),
+    );
+    let recreate = if fixed {
+        " pullgate now injects the missing secret at admission: delete the pod so that its controller recreates it."
+    } else {
+        ""
+    };
+    Diagnosis {
+        cause,
+        image: image.map(str::to_owned),
+        message: format!("{what}: {}. {detail}.{recreate}", cause.summary()),
+        fixed_by_recreation: fixed,
+    }
+}
+
+/// No finding explains the failure: the secrets cover the image as far as pullgate can tell.
+fn looks_right(current: &Decision<'_>, image: Option<&str>, failure: &PullFailure) -> Diagnosis {
+    let detail = current
+        .images
+        .iter()
+        .find(|d| image.is_none_or(|i| d.image == i))
+        .map(|d| {
+            if !d.requires_credentials {
+                format!(
+                    "registry of {:?} is public in the policy, so no secret is needed",
+                    d.image
+                )
+            } else if d.matched_secrets.is_empty() {
+                format!(
+                    "no secret covers {:?}, but the policy does not require one here",
+                    d.image
+                )
+            } else {
+                format!(
+                    "secret {:?} covers {:?} and nothing about it looks wrong",
+                    d.matched_secrets.join(", "),
+                    d.image
+                )
+            }
+        })
+        .unwrap_or_else(|| "the pod's secrets cover its images".to_owned());
+    let next = if failure.auth_error {
+        "the registry refused the credentials: check that they are current (docker login with them, or enable verify) and that the account may pull this repository"
+    } else {
+        "check the image name and tag, and that the node can reach the registry"
+    };
+    let quote = if failure.message.is_empty() {
+        String::new()
+    } else {
+        format!(" (kubelet: {})", failure.message)
+    };
+    Diagnosis {
+        cause: Cause::CredentialsLookRight,
+        image: image.map(str::to_owned),
+        message: format!(
+            "{}: {}. {detail}; {next}{quote}",
+            image.map_or_else(
+                || "pulling an image fails".to_owned(),
+                |i| format!("pulling {i:?} fails")
+            ),
+            Cause::CredentialsLookRight.summary()
+        ),
+        fixed_by_recreation: false,
+    }
+}
+
+/// The guide's cause behind one finding, told apart with the index where one code covers two causes.
+fn cause_of(
+    finding: &Finding,
+    current: &Decision<'_>,
+    view: &PodView,
+    namespace: &str,
+    index: &ClusterIndex,
+) -> Cause {
+    let ns = index.namespace(namespace);
+    match finding.code {
+        Code::InvalidImageReference => Cause::InvalidImageReference,
+        Code::MalformedSecret | Code::WrongSecretType => Cause::MalformedSecret,
+        Code::SecretInOtherNamespace => Cause::NamespaceIsolation,
+        Code::SecretNotFound => {
+            let pull_names = || {
+                ns.secrets
+                    .values()
+                    .filter(|s| s.is_pull_type())
+                    .map(|s| s.name.as_str())
+            };
+            let similar = current
+                .image_pull_secrets
+                .iter()
+                .filter(|n| !ns.secrets.contains_key(n))
+                .any(|n| closest(n, pull_names()).is_some());
+            if similar {
+                Cause::SecretNameMismatch
+            } else {
+                Cause::SecretMissing
+            }
+        }
+        Code::ServiceAccountMissing => Cause::WrongServiceAccount,
+        Code::ServiceAccountNotPatched => {
+            // Another ServiceAccount of the namespace already provides a covering secret.
+            let sa = view.pod.spec.service_account();
+            let covering: Vec<&str> = finding
+                .image
+                .as_deref()
+                .and_then(|i| super::reference::ImageRef::parse(i).ok())
+                .map(|r| {
+                    let target = MatchTarget::new(r.name());
+                    ns.secrets
+                        .values()
+                        .filter(|s| s.is_pull_type() && s.covers(&target))
+                        .map(|s| s.name.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let other = ns.service_accounts.values().any(|a| {
+                a.name != sa
+                    && a.image_pull_secrets
+                        .iter()
+                        .any(|n| covering.contains(&n.as_str()))
+            });
+            if other {
+                Cause::WrongServiceAccount
+            } else {
+                Cause::ServiceAccountNotPatched
+            }
+        }
+        Code::RegistryMismatch => Cause::RegistryMismatch,
+        Code::NoCredentials => {
+            let elsewhere = finding
+                .image
+                .as_deref()
+                .and_then(|i| super::reference::ImageRef::parse(i).ok())
+                .is_some_and(|r| {
+                    !index
+                        .secrets_covering_elsewhere(&MatchTarget::new(r.name()), namespace, 1)
+                        .is_empty()
+                });
+            if elsewhere {
+                Cause::NamespaceIsolation
+            } else {
+                Cause::SecretMissing
+            }
+        }
+        Code::CredentialsRejected => Cause::CredentialsRejected,
+        _ => Cause::CredentialsLookRight,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::podview::WorkloadKind;
+    use crate::store::index::tests::pull_secret;
+    use crate::store::index::{
+        CredentialStatus, SecretInfo, SecretVerification, ServiceAccountInfo,
+    };
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    const IMG: &str = "registry.example.com:5000/shop/api:1";
+
+    fn failed(image: &str, why: &str) -> PullFailure {
+        pull_failure(
+            "Failed",
+            &format!("Failed to pull image \"{image}\": {why}"),
+        )
+        .unwrap()
+    }
+
+    fn pod(spec: serde_json::Value) -> PodView {
+        let mut spec = spec;
+        if spec.get("containers").is_none() {
+            spec["containers"] = json!([{"name": "api", "image": IMG}]);
+        }
+        PodView::from_value(
+            WorkloadKind::Pod,
+            &json!({"metadata": {"name": "api-1", "namespace": "shop"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    fn sa(name: &str, secrets: &[&str]) -> ServiceAccountInfo {
+        ServiceAccountInfo::new(
+            name.to_owned(),
+            secrets.iter().map(|s| (*s).to_owned()),
+            &BTreeMap::new(),
+            BTreeMap::new(),
+        )
+    }
+
+    fn run(idx: &ClusterIndex, p: &PodView, policy: &Policy) -> Diagnosis {
+        diagnose(p, "shop", policy, idx, &failed(IMG, "401 Unauthorized"), 0)
+    }
+
+    #[test]
+    fn recognises_kubelet_pull_failure_events_only() {
+        let f = failed(
+            IMG,
+            "rpc error: code = Unknown desc = failed to authorize: 401 Unauthorized",
+        );
+        assert_eq!(f.image.as_deref(), Some(IMG));
+        assert!(f.auth_error);
+        let f = failed("nginx:nope", "manifest unknown: not found");
+        assert_eq!(f.image.as_deref(), Some("nginx:nope"));
+        assert!(!f.auth_error);
+        let b = pull_failure("BackOff", "Back-off pulling image \"nginx:1\"").unwrap();
+        assert_eq!(b.image.as_deref(), Some("nginx:1"));
+        let e = pull_failure("Failed", "Error: ErrImagePull").unwrap();
+        assert_eq!(e.image, None);
+        assert!(pull_failure("Failed", "Error: ImagePullBackOff").is_some());
+        assert!(pull_failure("ErrImagePull", "whatever").is_some());
+        assert!(pull_failure("ImagePullBackOff", "").is_some());
+        for (reason, message) in [
+            (
+                "BackOff",
+                "Back-off restarting failed container api in pod api-1",
+            ),
+            ("Failed", "Error: failed to create containerd task"),
+            ("Pulled", "Successfully pulled image \"nginx:1\""),
+            ("FailedMount", "MountVolume.SetUp failed"),
+            ("failed", "Failed to pull image \"nginx\""),
+        ] {
+            assert_eq!(pull_failure(reason, message), None, "{reason}: {message}");
+        }
+    }
+
+    #[test]
+    fn adversarial_event_messages_are_bounded_and_never_panic() {
+        let huge = format!(
+            "Failed to pull image \"{}\": {}",
+            "a".repeat(10_000),
+            "é".repeat(100_000)
+        );
+        let f = pull_failure("Failed", &huge).unwrap();
+        assert_eq!(f.image, None, "an over-long quoted string is not an image");
+        assert!(f.message.len() <= MAX_QUOTE_LEN);
+        for message in [
+            "Failed to pull image \"",
+            "Failed to pull image \"\"",
+            "Failed to pull image \"a b\": x",
+            "Failed to pull image \"a\\\"b\": x",
+            "Failed to pull image \"\u{0}\"",
+            "Failed to pull image ééé\"é",
+        ] {
+            let f = pull_failure("Failed", message).unwrap();
+            assert!(f.image.is_none(), "{message:?} gave {:?}", f.image);
+        }
+        assert_eq!(cut("ééé", 3), "é");
+    }
+
+    #[test]
+    fn names_each_cause_of_the_guide() {
+        let policy = Policy::default();
+        let covering = || pull_secret("shop", "regcred", &["registry.example.com:5000"], 1);
+
+        // Nothing anywhere.
+        let idx = ClusterIndex::new();
+        let d = run(&idx, &pod(json!({})), &policy);
+        assert_eq!(d.cause, Cause::SecretMissing, "{}", d.message);
+        assert!(
+            d.message.contains("kubectl create secret docker-registry"),
+            "{}",
+            d.message
+        );
+
+        // A referenced name that is almost an existing one.
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(covering());
+        let d = run(
+            &idx,
+            &pod(json!({"imagePullSecrets": [{"name": "regcrd"}]})),
+            &policy,
+        );
+        assert_eq!(d.cause, Cause::SecretNameMismatch, "{}", d.message);
+        assert!(
+            d.message.contains("did you mean \"regcred\""),
+            "{}",
+            d.message
+        );
+
+        // A referenced name nothing resembles.
+        let d = run(
+            &idx,
+            &pod(json!({"imagePullSecrets": [{"name": "zzzzzzzzzzzz"}]})),
+            &policy,
+        );
+        assert_eq!(d.cause, Cause::SecretMissing, "{}", d.message);
+
+        // The port differs.
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 1));
+        let d = run(
+            &idx,
+            &pod(json!({"imagePullSecrets": [{"name": "regcred"}]})),
+            &policy,
+        );
+        assert_eq!(d.cause, Cause::RegistryMismatch, "{}", d.message);
+        assert!(
+            d.message.contains("registry.example.com:5000"),
+            "{}",
+            d.message
+        );
+
+        // The secret exists, the ServiceAccount does not list it.
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(covering());
+        idx.upsert_service_account("shop", sa("default", &[]));
+        let d = run(&idx, &pod(json!({})), &policy);
+        assert_eq!(d.cause, Cause::ServiceAccountNotPatched, "{}", d.message);
+        assert!(
+            d.message.contains("kubectl patch serviceaccount default"),
+            "{}",
+            d.message
+        );
+
+        // Another ServiceAccount lists it: the pod runs as the wrong one.
+        idx.upsert_service_account("shop", sa("builder", &["regcred"]));
+        let d = run(&idx, &pod(json!({})), &policy);
+        assert_eq!(d.cause, Cause::WrongServiceAccount, "{}", d.message);
+        let d = run(&idx, &pod(json!({"serviceAccountName": "ghost"})), &policy);
+        assert_eq!(d.cause, Cause::WrongServiceAccount, "{}", d.message);
+
+        // The referenced secret, or a covering one, lives in another namespace.
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret(
+            "team-b",
+            "regcred",
+            &["registry.example.com:5000"],
+            1,
+        ));
+        let d = run(
+            &idx,
+            &pod(json!({"imagePullSecrets": [{"name": "regcred"}]})),
+            &policy,
+        );
+        assert_eq!(d.cause, Cause::NamespaceIsolation, "{}", d.message);
+        let d = run(&idx, &pod(json!({})), &policy);
+        assert_eq!(d.cause, Cause::NamespaceIsolation, "{}", d.message);
+        assert!(d.message.contains("team-b/regcred"), "{}", d.message);
+
+        // A mirror pod.
+        let p = PodView::from_value(
+            WorkloadKind::Pod,
+            &json!({"metadata": {"name": "etcd-node1", "annotations": {"kubernetes.io/config.mirror": "x"}},
+                "spec": {"containers": [{"name": "c", "image": IMG}]}}),
+        )
+        .unwrap();
+        let d = run(&ClusterIndex::new(), &p, &policy);
+        assert_eq!(d.cause, Cause::StaticPod, "{}", d.message);
+        assert!(!d.fixed_by_recreation);
+
+        // Unusable secret.
+        let mut data = BTreeMap::new();
+        data.insert(".dockerconfigjson".to_owned(), b"{not json".to_vec());
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(SecretInfo::new(
+            "shop",
+            "broken",
+            "kubernetes.io/dockerconfigjson",
+            Some(1),
+            None,
+            &data,
+        ));
+        let d = run(
+            &idx,
+            &pod(json!({"imagePullSecrets": [{"name": "broken"}]})),
+            &policy,
+        );
+        assert_eq!(d.cause, Cause::MalformedSecret, "{}", d.message);
+
+        // An image that does not parse.
+        let p =
+            pod(json!({"containers": [{"name": "c", "image": "Registry.example.com/Shop/API"}]}));
+        let f = failed("Registry.example.com/Shop/API", "InvalidImageName");
+        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), &f, 0);
+        assert_eq!(d.cause, Cause::InvalidImageReference, "{}", d.message);
+    }
+
+    #[test]
+    fn rejected_credentials_and_credentials_that_look_right() {
+        let policy = Policy::default();
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret(
+            "shop",
+            "regcred",
+            &["registry.example.com:5000"],
+            1,
+        ));
+        let p = pod(json!({"imagePullSecrets": [{"name": "regcred"}]}));
+        let d = run(&idx, &p, &policy);
+        assert_eq!(d.cause, Cause::CredentialsLookRight, "{}", d.message);
+        assert!(
+            d.message.contains("refused the credentials"),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message.contains("secret \"regcred\" covers"),
+            "{}",
+            d.message
+        );
+        let tag = failed(IMG, "manifest unknown");
+        let d = diagnose(&p, "shop", &policy, &idx, &tag, 0);
+        assert_eq!(d.cause, Cause::CredentialsLookRight);
+        assert!(
+            d.message.contains("check the image name and tag"),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message.contains("(kubelet: Failed to pull image"),
+            "{}",
+            d.message
+        );
+
+        let mut keys = BTreeMap::new();
+        keys.insert(
+            "registry.example.com:5000".to_owned(),
+            CredentialStatus::Rejected,
+        );
+        assert!(idx.record_verification(
+            "shop",
+            "regcred",
+            SecretVerification {
+                resource_version: None,
+                verified_at: 1,
+                keys
+            }
+        ));
+        let d = run(&idx, &p, &policy);
+        assert_eq!(d.cause, Cause::CredentialsRejected, "{}", d.message);
+        assert!(!d.fixed_by_recreation);
+    }
+
+    #[test]
+    fn a_failure_of_another_image_is_not_blamed_on_this_one() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret(
+            "shop",
+            "regcred",
+            &["registry.example.com:5000"],
+            1,
+        ));
+        let p = pod(
+            json!({"imagePullSecrets": [{"name": "regcred"}], "containers": [
+            {"name": "api", "image": IMG},
+            {"name": "side", "image": "quay.io/acme/side:1"}]}),
+        );
+        let d = run(&idx, &p, &Policy::default());
+        assert_eq!(d.cause, Cause::CredentialsLookRight, "{}", d.message);
+        assert_eq!(d.image.as_deref(), Some(IMG));
+        let f = failed("quay.io/acme/side:1", "401");
+        let d = diagnose(&p, "shop", &Policy::default(), &idx, &f, 0);
+        assert_eq!(d.cause, Cause::SecretMissing, "{}", d.message);
+        assert_eq!(d.image.as_deref(), Some("quay.io/acme/side:1"));
+    }
+
+    #[test]
+    fn recreation_fixes_only_what_injection_fixes() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret(
+            "shop",
+            "regcred",
+            &["registry.example.com:5000"],
+            1,
+        ));
+        idx.upsert_service_account("shop", sa("default", &[]));
+        let d = run(&idx, &pod(json!({})), &Policy::default());
+        assert_eq!(d.cause, Cause::ServiceAccountNotPatched);
+        assert!(d.fixed_by_recreation, "{}", d.message);
+        assert!(d.message.contains("delete the pod"), "{}", d.message);
+
+        let no_inject = Policy::from_yaml("inject: false\n").unwrap();
+        let d = run(&idx, &pod(json!({})), &no_inject);
+        assert!(!d.fixed_by_recreation, "{}", d.message);
+
+        let opted_out = PodView::from_value(
+            WorkloadKind::Pod,
+            &json!({"metadata": {"name": "a", "annotations": {"pullgate.io/inject": "false"}},
+                "spec": {"containers": [{"name": "api", "image": IMG}]}}),
+        )
+        .unwrap();
+        assert!(!run(&idx, &opted_out, &Policy::default()).fixed_by_recreation);
+
+        // Nothing to inject: the port differs.
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 1));
+        assert!(!run(&idx, &pod(json!({})), &Policy::default()).fixed_by_recreation);
+    }
+}
