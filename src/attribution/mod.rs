@@ -26,11 +26,10 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use restart::RestartGate;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use throttle::{Announced, Pending, Queued, TokenBucket};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch as leadership, Notify};
 use tracing::{info, warn};
 
 /// The longest Event message written (the kubelet's recorder cuts at the same length).
@@ -85,7 +84,8 @@ struct Shared {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
     metrics: Arc<Metrics>,
-    leading: AtomicBool,
+    /// Whether this instance holds the Lease; watchers run only while it does.
+    leading: leadership::Sender<bool>,
     pending: Mutex<Pending>,
     wake: Notify,
     announced: Mutex<Announced>,
@@ -107,7 +107,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         client: client.clone(),
         store,
-        leading: AtomicBool::new(false),
+        leading: leadership::Sender::new(false),
         pending: Mutex::new(Pending::new(settings.queue_capacity)),
         wake: Notify::new(),
         announced: Mutex::new(Announced::new(
@@ -161,22 +161,38 @@ async fn lead(shared: Arc<Shared>, settings: Settings) {
             warn!(error = %e, "attribution lease renewal failed");
             false
         });
-        if shared.leading.swap(leading, Ordering::Relaxed) != leading {
+        if shared.leading.send_replace(leading) != leading {
             info!(leading, identity = %settings.identity, "attribution leadership changed");
         }
     }
 }
 
-/// Watch Pod Events (server-side `involvedObject.kind=Pod`) and queue the pull failures.
+/// Watch Pod Events (server-side `involvedObject.kind=Pod`) and queue the pull failures, while
+/// leading. Each new term starts with a fresh list, so failures seen by a former leader are
+/// diagnosed again (announced once per pod and cause by this instance).
 async fn watch(shared: Arc<Shared>, api: Api<Event>) {
-    let config = watcher::Config::default().fields("involvedObject.kind=Pod");
-    // Exponential backoff with jitter, reset by any success; a 410 Gone relists.
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
-    while let Some(ev) = events.next().await {
-        match ev {
-            Ok(WatchEvent::Apply(e) | WatchEvent::InitApply(e)) => shared.offer(&e),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "event watch failed; retrying"),
+    let mut leading = shared.leading.subscribe();
+    loop {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        let config = watcher::Config::default().fields("involvedObject.kind=Pod");
+        // Exponential backoff with jitter, reset by any success; a 410 Gone relists.
+        let mut events = watcher::watcher(api.clone(), config)
+            .default_backoff()
+            .boxed();
+        let consume = async {
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Ok(WatchEvent::Apply(e) | WatchEvent::InitApply(e)) => shared.offer(&e),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "event watch failed; retrying"),
+                }
+            }
+        };
+        tokio::select! {
+            () = consume => return,
+            lost = leading.wait_for(|l| !*l) => if lost.is_err() { return },
         }
     }
 }
@@ -191,9 +207,6 @@ impl Shared {
 
     /// Queue the pod of a pull-failure Event (other Events are ignored).
     fn offer(&self, e: &Event) {
-        if !self.leading.load(Ordering::Relaxed) {
-            return;
-        }
         let (Some(reason), Some(message)) = (e.reason.as_deref(), e.message.as_deref()) else {
             return;
         };
@@ -231,6 +244,10 @@ impl Shared {
         (namespace, name): (String, String),
         failure: crate::engine::diagnosis::PullFailure,
     ) {
+        if !*self.leading.borrow() {
+            // Leadership moved while the pod was queued: the new leader relists and diagnoses it.
+            return self.outcome("not_leader");
+        }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let pod = match pods.get_opt(&name).await {
             Ok(Some(p)) => p,

@@ -269,7 +269,11 @@ fn diagnosis(cause: Cause, image: Option<&str>, detail: &str, fixed: bool) -> Di
     Diagnosis {
         cause,
         image: image.map(str::to_owned),
-        message: format!("{what}: {}. {detail}.{recreate}", cause.summary()),
+        message: format!(
+            "{what} ({}): {}.{recreate}",
+            cause.summary(),
+            detail.trim_end_matches('.')
+        ),
         fixed_by_recreation: fixed,
     }
 }
@@ -314,7 +318,7 @@ fn looks_right(current: &Decision<'_>, image: Option<&str>, failure: &PullFailur
         cause: Cause::CredentialsLookRight,
         image: image.map(str::to_owned),
         message: format!(
-            "{}: {}. {detail}; {next}{quote}",
+            "{} ({}): {detail}; {next}{quote}",
             image.map_or_else(
                 || "pulling an image fails".to_owned(),
                 |i| format!("pulling {i:?} fails")

@@ -331,6 +331,12 @@ async fn dispatch(
             let (_, bytes) = body_value(req).await?;
             let options: Value = if bytes.is_empty() { json!({}) } else { decode_object(None, &bytes)? };
             let precondition = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str);
+            if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
+                let current = app.state().get(res, &ns, &name)?;
+                if current.uid != uid {
+                    return Err(ApiError::uid_conflict(&RESOURCES[res].qualified(), &name, uid, &current.uid));
+                }
+            }
             let o = app.state().delete(res, &ns, &name, precondition, dry_run)?;
             let rt = &RESOURCES[res];
             let mut details = json!({"name": o.name, "kind": rt.plural, "uid": o.uid});

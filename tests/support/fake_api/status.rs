@@ -72,6 +72,19 @@ impl ApiError {
         .with_details(json!({"name": name, "kind": resource}))
     }
 
+    /// 409 when a delete's UID precondition does not hold (apimachinery `Preconditions.Check`).
+    pub fn uid_conflict(resource: &str, name: &str, wanted: &str, actual: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {resource} \"{name}\": Precondition failed: \
+                 UID in precondition: {wanted}, UID in object meta: {actual}"
+            ),
+        )
+        .with_details(json!({"name": name, "kind": resource}))
+    }
+
     /// 422 with one field error.
     pub fn invalid(kind: &str, name: &str, field: &str, detail: &str) -> Self {
         Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {field}: {detail}")).with_details(
