@@ -6,6 +6,9 @@ Usage:
     python3 scripts/lint-chart.py --write-readme  # regenerate the values table in the chart README first
     PULLGATE_RENDERED_POLICY_DIR=/tmp/policies python3 scripts/lint-chart.py
         # also writes every rendered policy file there, for `cargo test --test chart`
+    echo '{"case": {values...}}' | python3 scripts/lint-chart.py --render-json
+        # renders each case (as step 3 below) and prints {"case": {"objects": [...], "error": null}} as
+        # JSON, the objects being the manifest's documents; what tests/chart.rs renders the chart with
 
 What it checks:
 1. Static: Chart.yaml appVersion equals the crate version; every value in values.yaml has a `# --` comment;
@@ -45,7 +48,7 @@ RELEASE = "pullgate"
 NAMESPACE = "pullgate-system"
 KUBE_VERSION = ("1", "34", "v1.34.0")
 SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
-POLICY_KEYS = {"inject", "validation", "registries", "namespaces", "maxSecretAge", "reconcile"}
+POLICY_KEYS = {"inject", "validation", "registries", "namespaces", "maxSecretAge", "reconcile", "verify", "attribution"}
 README_START = "<!-- values-table:start -->"
 README_END = "<!-- values-table:end -->"
 FAKE_CA = (
@@ -67,10 +70,11 @@ def ensure_packages() -> None:
     except ImportError:
         missing.append("helm-sdkpy")
     if missing:
-        print(f"installing {' '.join(missing)} ...", flush=True)
+        # stderr: with --render-json, stdout carries only the JSON answer.
+        print(f"installing {' '.join(missing)} ...", file=sys.stderr, flush=True)
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--ignore-requires-python", *missing],
-            check=True,
+            check=True, stdout=sys.stderr,
         )
 
 
@@ -169,7 +173,7 @@ def schema_type(schema: dict, node: dict) -> str:
         return schema_type(schema, schema["definitions"][name])
     if "enum" in node:
         return " \\| ".join(f"`{json.dumps(e)}`" for e in node["enum"])
-    if "oneOf" in node or "anyOf" in node:
+    if ("oneOf" in node or "anyOf" in node) and "type" not in node:  # with a type they only constrain it
         return " or ".join(sorted({schema_type(schema, n) for n in node.get("oneOf", node.get("anyOf", []))}))
     t = node.get("type", "")
     if isinstance(t, list):
@@ -556,6 +560,17 @@ def check_deployment(r: Report, case: str, docs: list[dict], v: dict) -> dict:
     r.check("--config=/etc/pullgate/policy.yaml" in args, f"[{case}] --config=/etc/pullgate/policy.yaml")
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     r.check("/etc/pullgate/policy.yaml" in mounts, f"[{case}] policy mounted at /etc/pullgate/policy.yaml")
+    bundles = v["verifyCaBundles"]
+    ca_mount = mounts.get("/etc/pullgate/ca")
+    r.check((ca_mount is not None) == bool(bundles), f"[{case}] /etc/pullgate/ca mounted iff verifyCaBundles")
+    if ca_mount:
+        vol = next((x for x in spec["volumes"] if x["name"] == ca_mount["name"]), {})
+        sources = (vol.get("projected") or {}).get("sources", [])
+        want = [{("configMap" if "configMap" in b else "secret"): {
+            "name": b.get("configMap", b.get("secret")), **({"items": b["items"]} if b.get("items") else {})}}
+            for b in bundles]
+        r.check(ca_mount.get("readOnly") is True and sources == want,
+                f"[{case}] CA bundles mounted read-only as one projected volume of the named sources")
     mode = v["certificates"]["mode"]
     if mode == "selfSigned":
         r.check(any(a.startswith("--self-signed-secret=") for a in args) and not any(a.startswith("--tls-cert") for a in args),
@@ -615,6 +630,8 @@ def check_policy(r: Report, case: str, docs: list[dict], v: dict, out_dir: Path 
     want = copy.deepcopy(v["policy"])
     if not want.get("maxSecretAge"):
         want.pop("maxSecretAge", None)
+    if not want["verify"].get("probeRepository"):
+        want["verify"].pop("probeRepository", None)
     if v["reconciler"]["enabled"]:
         want["reconcile"] = {"serviceAccounts": True, "selector": v["reconciler"].get("selector", {})}
     r.check(policy == want, f"[{case}] rendered policy equals policy values")
@@ -633,8 +650,12 @@ def check_rbac(r: Report, case: str, docs: list[dict], v: dict) -> None:
     for kind, ns, rule in rules:
         r.check(all("*" not in rule.get(k, []) for k in ("verbs", "resources", "apiGroups")),
                 f"[{case}] {kind} rule {rule.get('resources')} has no wildcard")
-        if "secrets" in rule["resources"] and set(rule["verbs"]) & {"get", "update", "patch", "delete"}:
+        if "secrets" in rule["resources"] and set(rule["verbs"]) & {"update", "patch", "delete"}:
             r.check(bool(rule.get("resourceNames")), f"[{case}] secret {rule['verbs']} limited by resourceNames")
+        if "secrets" in rule["resources"] and "get" in rule["verbs"] and not rule.get("resourceNames"):
+            # Verification reads the credentials it probes; list already returns the same data.
+            r.check(v["policy"]["verify"]["enabled"] and "update" not in rule["verbs"],
+                    f"[{case}] get on any secret only for policy.verify")
         if "secrets" in rule["resources"] and "create" in rule["verbs"]:
             r.check(kind == "Role" and ns == NAMESPACE, f"[{case}] secret create only in the release namespace")
         if any(x.endswith("webhookconfigurations") for x in rule["resources"]):
@@ -645,11 +666,29 @@ def check_rbac(r: Report, case: str, docs: list[dict], v: dict) -> None:
         return any(resource in rule["resources"] and verb in rule["verbs"] for _, _, rule in rules)
 
     cluster, recon = v["cluster"]["enabled"], v["reconciler"]["enabled"]
+    verify, attribution = v["policy"]["verify"]["enabled"], v["policy"]["attribution"]
     for res in ("secrets", "serviceaccounts", "namespaces"):
         r.check(granted(res, "watch") == cluster and granted(res, "list") == cluster, f"[{case}] list/watch {res} iff cluster mode")
     r.check(granted("serviceaccounts", "patch") == recon, f"[{case}] patch serviceaccounts iff reconciler")
-    r.check(granted("leases", "update") == recon and granted("leases", "create") == recon, f"[{case}] leases iff reconciler")
-    r.check(granted("events", "create") == recon, f"[{case}] events iff reconciler")
+    elects = recon or v["policy"]["attribution"]["enabled"]
+    r.check(granted("leases", "update") == elects and granted("leases", "create") == elects,
+            f"[{case}] leases iff reconciler or attribution")
+    r.check(all(kind == "Role" and ns == NAMESPACE for kind, ns, rule in rules if "leases" in rule["resources"]),
+            f"[{case}] leases only in the release namespace")
+    writes_events = recon or verify or attribution["enabled"]
+    r.check(granted("events", "create") == writes_events and granted("events", "patch") == writes_events,
+            f"[{case}] create/patch events iff reconciler, verify or attribution")
+    r.check(any("secrets" in rule["resources"] and "get" in rule["verbs"] and not rule.get("resourceNames")
+                for _, _, rule in rules) == verify, f"[{case}] get secrets iff policy.verify")
+    r.check(granted("events", "watch") == attribution["enabled"] and granted("events", "list") == attribution["enabled"],
+            f"[{case}] list/watch events iff policy.attribution")
+    r.check(granted("pods", "get") == attribution["enabled"] and granted("pods", "list") == attribution["enabled"],
+            f"[{case}] get/list pods iff policy.attribution")
+    r.check(granted("pods", "delete") == attribution["restartStuckPods"], f"[{case}] delete pods iff restartStuckPods")
+    r.check(not granted("pods", "watch") and not granted("pods", "update") and not granted("pods", "patch"),
+            f"[{case}] pods never watched, updated or patched")
+    r.check(all(rule["apiGroups"] == [""] for _, _, rule in rules if "events" in rule["resources"]),
+            f"[{case}] events rules are core/v1 only")
     r.check(granted("mutatingwebhookconfigurations", "patch") == (mode == "selfSigned"),
             f"[{case}] patch webhook configurations iff selfSigned")
     r.check(granted("secrets", "create") == (mode == "selfSigned"), f"[{case}] create secrets iff selfSigned")
@@ -658,6 +697,8 @@ def check_rbac(r: Report, case: str, docs: list[dict], v: dict) -> None:
         r.check(roles == set(v["cluster"]["watchNamespaces"]), f"[{case}] secret watch Roles only in watched namespaces")
         r.check(not any("secrets" in rule["resources"] for kind, _, rule in rules if kind == "ClusterRole"),
                 f"[{case}] no cluster-wide secret access with watchNamespaces")
+        r.check(not any({"events", "pods", "serviceaccounts"} & set(rule["resources"]) for kind, _, rule in rules if kind == "ClusterRole"),
+                f"[{case}] no cluster-wide event, pod or ServiceAccount access with watchNamespaces")
     sa_name = find(docs, "Deployment")[0]["spec"]["template"]["spec"]["serviceAccountName"] if find(docs, "Deployment") else "?"
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         for b in find(docs, kind):
@@ -815,6 +856,21 @@ def render_cases() -> list[tuple[str, dict, dict | None, str | None]]:
                                   "kubernetes.io/metadata.name": "monitoring"}}}]}},
             "extraEnv": [{"name": "EXTRA", "value": "1"}],
         }, None, None),
+        ("verify-attribution", {
+            "policy": {
+                "verify": {"enabled": True, "interval": "1h", "timeout": "5s", "deny": True,
+                           "probeRepository": "library/busybox",
+                           "registries": [{"pattern": "*.corp.example", "caFile": "/etc/pullgate/ca/corp.pem"},
+                                          {"pattern": "registry.local:5000", "insecure": True}]},
+                "attribution": {"enabled": True, "eventsPerSecond": 5, "restartStuckPods": True,
+                                "maxRestartPercent": 50, "restartsPerMinute": 3}},
+            "verifyCaBundles": [{"configMap": "corp-ca"},
+                                {"secret": "partner-ca", "items": [{"key": "ca.crt", "path": "partner.pem"}]}],
+        }, None, None),
+        ("verify-attribution-watchnamespaces", {
+            "cluster": {"watchNamespaces": ["team-a", "team-b"]}, "reconciler": {"enabled": True},
+            "policy": {"verify": {"enabled": True}, "attribution": {"enabled": True}},
+        }, None, None),
     ]
 
 
@@ -842,6 +898,19 @@ def refusal_cases() -> list[tuple[str, dict, str]]:
         ("validate: reconciler without cluster mode",
          {"reconciler": {"enabled": True}, "cluster": {"enabled": False}}, "reconciler.enabled"),
         ("validate: grace periods", {"terminationGracePeriodSeconds": 20}, "shutdownGracePeriodSeconds"),
+        ("validate: verify without cluster mode",
+         {"policy": {"verify": {"enabled": True}}, "cluster": {"enabled": False}}, "policy.verify.enabled"),
+        ("validate: attribution without cluster mode",
+         {"policy": {"attribution": {"enabled": True}}, "cluster": {"enabled": False}}, "policy.attribution.enabled"),
+        ("validate: restartStuckPods without attribution",
+         {"policy": {"attribution": {"restartStuckPods": True}}}, "restartStuckPods"),
+        ("validate: CA bundles without verify", {"verifyCaBundles": [{"configMap": "corp-ca"}]}, "verifyCaBundles"),
+        ("validate: caFile in /etc/pullgate/ca without bundles",
+         {"policy": {"verify": {"enabled": True, "registries": [{"pattern": "r.example", "caFile": "/etc/pullgate/ca/r.pem"}]}}},
+         "verifyCaBundles"),
+        ("schema: maxRestartPercent range", {"policy": {"attribution": {"maxRestartPercent": 101}}}, "maxRestartPercent"),
+        ("schema: zero interval", {"policy": {"verify": {"interval": "0s"}}}, "interval"),
+        ("schema: CA bundle names one source", {"verifyCaBundles": [{"configMap": "a", "secret": "b"}]}, "verifyCaBundles"),
     ]
 
 
@@ -885,6 +954,30 @@ def check_renders(report: Report, out_dir: Path | None) -> None:
             report.check(fragment in msg, f"[{case}] refused naming {fragment!r}: {msg.splitlines()[0][:240] if msg else ''}")
 
 
+def render_json() -> int:
+    """--render-json: render each case of the JSON object on stdin with the real Helm (as check_renders does)
+    and print, as one JSON object, each case's manifest documents (`objects`) or the render's error message
+    (`error`). Exit 0 whenever every case was attempted: a refused render is an answer, not a failure."""
+    try:
+        cases = json.load(sys.stdin)
+    except ValueError as e:
+        print(f"--render-json: stdin is not JSON: {e}", file=sys.stderr)
+        return 2
+    if not isinstance(cases, dict) or not all(isinstance(x, dict) for x in cases.values()):
+        print("--render-json: stdin must be a JSON object of {case name: values object}", file=sys.stderr)
+        return 2
+    out = {}
+    for case, values in cases.items():
+        try:
+            release = render(values)
+            out[case] = {"objects": load_docs(release.get("manifest", "")), "error": None}
+        except helm_sdkpy.HelmError as e:
+            out[case] = {"objects": [], "error": str(e)}
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -893,7 +986,11 @@ def main() -> int:
     ap.add_argument("--write-readme", action="store_true", help="regenerate the values table in charts/pullgate/README.md")
     ap.add_argument("--policy-dir", default=os.environ.get("PULLGATE_RENDERED_POLICY_DIR"),
                     help="write each rendered policy.yaml here (default: $PULLGATE_RENDERED_POLICY_DIR)")
+    ap.add_argument("--render-json", action="store_true",
+                    help="only render: read {case: values} as JSON on stdin, print {case: {objects, error}} as JSON")
     args = ap.parse_args()
+    if args.render_json:
+        return render_json()
     out_dir = Path(args.policy_dir) if args.policy_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,16 @@
 //! - the values the schema allows for `policy.validation` are the ones the binary accepts;
 //! - the webhook paths and ports in the templates are the binary's (/mutate, /validate, /healthz, /readyz,
 //!   8443, 9090);
-//! - `charts/pullgate/metrics.txt` lists exactly the metrics the dashboard and the alerts query.
+//! - `charts/pullgate/metrics.txt` lists exactly the metrics the dashboard and the alerts query;
+//! - rendered with the real Helm (`scripts/lint-chart.py --render-json`, helm-sdkpy): `policy.verify` and
+//!   `policy.attribution` reach the policy ConfigMap and load in pullgate as given, their RBAC exists only
+//!   when they are on (pods/delete only with `restartStuckPods`, inside the watched namespaces when
+//!   `cluster.watchNamespaces` is set), `verifyCaBundles` is mounted read-only where `caFile` points, and
+//!   contradictory settings are refused; the schema's bounds are the binary's.
 //!
-//! Only std and `serde_json`: the chart files are scanned as text, no YAML parser needed.
+//! The chart files are scanned as text; rendered policies are read with the crate's own YAML parser.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -467,4 +472,566 @@ fn text_scanners_work() {
         block.as_deref(),
         Some("# -- doc\ninject: true\nregistries:\n  private: [\"*\"]\n\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Renders with the real Helm: credential verification and pull-failure attribution.
+
+/// One case's render: the manifest's objects, or the message Helm refused it with.
+type Rendered = Result<Vec<serde_json::Value>, String>;
+
+/// The values of every case the tests below render.
+fn render_cases() -> serde_json::Value {
+    serde_json::json!({
+        "default": {},
+        "verify": {"policy": {"verify": {"enabled": true}}},
+        "attribution": {"policy": {"attribution": {"enabled": true}}},
+        "restart": {"policy": {"attribution": {"enabled": true, "restartStuckPods": true}}},
+        "full": {
+            "policy": {
+                "verify": {
+                    "enabled": true, "interval": "1h", "timeout": "5s", "deny": true,
+                    "probeRepository": "library/busybox",
+                    "registries": [
+                        {"pattern": "*.corp.example", "caFile": "/etc/pullgate/ca/corp.pem"},
+                        {"pattern": "registry.local:5000", "insecure": true}
+                    ]
+                },
+                "attribution": {
+                    "enabled": true, "eventsPerSecond": 5, "restartStuckPods": true,
+                    "maxRestartPercent": 50, "restartsPerMinute": 3
+                }
+            },
+            "verifyCaBundles": [
+                {"configMap": "corp-ca"},
+                {"secret": "partner-ca", "items": [{"key": "ca.crt", "path": "partner.pem"}]}
+            ]
+        },
+        "watch-namespaces": {
+            "cluster": {"watchNamespaces": ["team-a", "team-b"]},
+            "policy": {
+                "verify": {"enabled": true},
+                "attribution": {"enabled": true, "restartStuckPods": true}
+            }
+        },
+        "verify-without-cluster": {
+            "cluster": {"enabled": false}, "policy": {"verify": {"enabled": true}}
+        },
+        "attribution-without-cluster": {
+            "cluster": {"enabled": false}, "policy": {"attribution": {"enabled": true}}
+        },
+        "restart-without-attribution": {"policy": {"attribution": {"restartStuckPods": true}}},
+        "bundles-without-verify": {"verifyCaBundles": [{"configMap": "corp-ca"}]},
+        "cafile-without-bundles": {
+            "policy": {"verify": {"enabled": true, "registries": [
+                {"pattern": "r.example", "caFile": "/etc/pullgate/ca/r.pem"}
+            ]}}
+        }
+    })
+}
+
+/// Every case of [`render_cases`], rendered once per test binary by `scripts/lint-chart.py
+/// --render-json`: a real `helm install` through helm-sdkpy (Helm v4 as a library) against the
+/// script's fake API server, as the chart lint renders its own cases. Needs `python3` with
+/// helm-sdkpy and PyYAML (the script installs them when missing, as in CI).
+fn rendered(case: &str) -> Result<&'static Rendered, String> {
+    static ALL: std::sync::OnceLock<Result<BTreeMap<String, Rendered>, String>> =
+        std::sync::OnceLock::new();
+    let all = ALL.get_or_init(render_all).as_ref().map_err(Clone::clone)?;
+    all.get(case)
+        .ok_or_else(|| format!("no render case {case:?}"))
+}
+
+fn render_all() -> Result<BTreeMap<String, Rendered>, String> {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lint-chart.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("--render-json")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run python3 {}: {e} (the chart render tests need python3 with helm-sdkpy)",
+                script.display()
+            )
+        })?;
+    let input = render_cases().to_string();
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin for the render script")?
+        .write_all(input.as_bytes())
+        .map_err(|e| format!("cannot write the render cases: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("render script: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} --render-json failed ({}):\n{}",
+            script.display(),
+            out.status,
+            text_of(&out)
+        ));
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "render script answered no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let answer = answer
+        .as_object()
+        .ok_or("render script answered no JSON object")?;
+    let mut all = BTreeMap::new();
+    for (case, r) in answer {
+        let rendered = match r["error"].as_str() {
+            Some(e) => Err(e.to_owned()),
+            None => Ok(r["objects"].as_array().cloned().unwrap_or_default()),
+        };
+        all.insert(case.clone(), rendered);
+    }
+    Ok(all)
+}
+
+/// The objects of a case that must render.
+fn objects(case: &str) -> Result<&'static [serde_json::Value], String> {
+    match rendered(case)? {
+        Ok(objects) => Ok(objects),
+        Err(e) => Err(format!("case {case} was refused: {e}")),
+    }
+}
+
+/// The message a case that must be refused was refused with.
+fn refusal(case: &str) -> Result<&'static str, String> {
+    match rendered(case)? {
+        Ok(_) => Err(format!(
+            "case {case} rendered, but the chart must refuse it"
+        )),
+        Err(e) => Ok(e),
+    }
+}
+
+fn of_kind<'a>(
+    objects: &'a [serde_json::Value],
+    kind: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> + 'a {
+    objects.iter().filter(move |o| o["kind"] == kind)
+}
+
+/// The policy file the chart renders: its text, as YAML data, and as the binary loads it.
+fn rendered_policy(case: &str) -> Result<(serde_json::Value, pullgate::policy::Policy), String> {
+    let objects = objects(case)?;
+    let cm = of_kind(objects, "ConfigMap")
+        .find(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-policy"))
+        })
+        .ok_or_else(|| format!("{case}: no policy ConfigMap"))?;
+    let text = cm["data"]["policy.yaml"]
+        .as_str()
+        .ok_or_else(|| format!("{case}: the policy ConfigMap has no policy.yaml"))?;
+    let data: serde_json::Value = serde_saphyr::from_str(text)
+        .map_err(|e| format!("{case}: policy.yaml is not YAML: {e}\n{text}"))?;
+    let policy = pullgate::policy::Policy::from_yaml(text)
+        .map_err(|e| format!("{case}: pullgate refuses the rendered policy: {e}\n{text}"))?;
+    Ok((data, policy))
+}
+
+/// RBAC rules of a case: (kind, namespace, rule) for every ClusterRole and Role rule.
+fn rules(case: &str) -> Result<Vec<(String, String, serde_json::Value)>, String> {
+    let objects = objects(case)?;
+    let mut out = Vec::new();
+    for kind in ["ClusterRole", "Role"] {
+        for role in of_kind(objects, kind) {
+            let ns = role["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                out.push((kind.to_owned(), ns.clone(), rule.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn strings(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect()
+}
+
+/// Where `verb` on `resource` is granted, as "ClusterRole" or "Role/<namespace>". Rules limited by
+/// `resourceNames` are left out: they grant access to named objects only.
+fn grants(
+    rules: &[(String, String, serde_json::Value)],
+    resource: &str,
+    verb: &str,
+) -> BTreeSet<String> {
+    rules
+        .iter()
+        .filter(|(_, _, r)| {
+            r.get("resourceNames").is_none()
+                && strings(&r["resources"]).contains(&resource)
+                && strings(&r["verbs"]).contains(&verb)
+        })
+        .map(|(kind, ns, _)| {
+            if kind == "Role" {
+                format!("Role/{ns}")
+            } else {
+                kind.clone()
+            }
+        })
+        .collect()
+}
+
+fn check_all(what: &str, failures: Vec<String>) -> TestResult {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{what}:\n  {}", failures.join("\n  ")))
+    }
+}
+
+#[test]
+fn policy_configmap_carries_verify_and_attribution() -> TestResult {
+    let cases = render_cases();
+    let (data, policy) = rendered_policy("full")?;
+    let mut failures = Vec::new();
+    for section in ["verify", "attribution"] {
+        let want = &cases["full"]["policy"][section];
+        if data[section] != *want {
+            failures.push(format!(
+                "policy.yaml {section} is {}, the values say {want}",
+                data[section]
+            ));
+        }
+    }
+    let v = &policy.verify;
+    let a = &policy.attribution;
+    let loaded = [
+        (v.enabled && v.deny, "verify.enabled and verify.deny"),
+        (v.interval.to_string() == "1h", "verify.interval 1h"),
+        (v.timeout.to_string() == "5s", "verify.timeout 5s"),
+        (
+            v.probe_repository.as_deref() == Some("library/busybox"),
+            "verify.probeRepository",
+        ),
+        (
+            v.registries.len() == 2
+                && v.registries[0].ca_file.as_deref()
+                    == Some(Path::new("/etc/pullgate/ca/corp.pem"))
+                && v.registries[1].insecure,
+            "verify.registries (caFile, insecure)",
+        ),
+        (
+            a.enabled && a.restart_stuck_pods,
+            "attribution.enabled and restartStuckPods",
+        ),
+        (
+            (
+                a.events_per_second,
+                a.max_restart_percent,
+                a.restarts_per_minute,
+            ) == (5, 50, 3),
+            "attribution rates (5/s, 50%, 3/min)",
+        ),
+    ];
+    for (ok, what) in loaded {
+        if !ok {
+            failures.push(format!(
+                "pullgate did not load {what} from the rendered policy"
+            ));
+        }
+    }
+    // The chart's defaults are the binary's: verification and attribution off, same settings, and
+    // no empty probeRepository (the binary would refuse it).
+    let (data, policy) = rendered_policy("default")?;
+    let defaults = pullgate::policy::Policy::default();
+    if policy.verify != defaults.verify || policy.attribution != defaults.attribution {
+        failures.push(format!(
+            "default values render verify {:?} / attribution {:?}, the binary defaults are {:?} / {:?}",
+            policy.verify, policy.attribution, defaults.verify, defaults.attribution
+        ));
+    }
+    if data["verify"].get("probeRepository").is_some() {
+        failures.push("an empty probeRepository is rendered into the policy".into());
+    }
+    check_all("rendered policy", failures)
+}
+
+#[test]
+fn verify_and_attribution_rbac_only_when_enabled() -> TestResult {
+    let cluster = || BTreeSet::from(["ClusterRole".to_owned()]);
+    let none = BTreeSet::new;
+    // The release namespace of scripts/lint-chart.py's renders.
+    let release = || BTreeSet::from(["Role/pullgate-system".to_owned()]);
+    // (case, resource, verb, where it must be granted)
+    let want = [
+        ("default", "secrets", "get", none()),
+        ("default", "events", "create", none()),
+        ("default", "events", "watch", none()),
+        ("default", "pods", "get", none()),
+        ("default", "pods", "list", none()),
+        ("verify", "secrets", "get", cluster()),
+        ("verify", "secrets", "list", cluster()),
+        ("verify", "events", "create", cluster()),
+        ("verify", "events", "patch", cluster()),
+        ("verify", "events", "list", none()),
+        ("verify", "pods", "get", none()),
+        ("attribution", "events", "list", cluster()),
+        ("attribution", "events", "watch", cluster()),
+        ("attribution", "events", "create", cluster()),
+        ("attribution", "events", "patch", cluster()),
+        ("attribution", "pods", "get", cluster()),
+        ("attribution", "pods", "list", cluster()),
+        ("attribution", "secrets", "get", none()),
+        // Leader election (Lease pullgate-attribution), in the release namespace only.
+        ("attribution", "leases", "update", release()),
+        ("attribution", "leases", "create", release()),
+        ("verify", "leases", "update", none()),
+        ("default", "leases", "update", none()),
+    ];
+    let mut failures = Vec::new();
+    for (case, resource, verb, place) in want {
+        let got = grants(&rules(case)?, resource, verb);
+        if got != place {
+            failures.push(format!(
+                "[{case}] {verb} {resource}: granted in {got:?}, want {place:?}"
+            ));
+        }
+    }
+    // Events are written and read as core/v1 only; pods are never watched, updated or patched.
+    for case in [
+        "verify",
+        "attribution",
+        "restart",
+        "full",
+        "watch-namespaces",
+    ] {
+        for (kind, ns, rule) in rules(case)? {
+            let resources = strings(&rule["resources"]);
+            if (resources.contains(&"events") || resources.contains(&"pods"))
+                && strings(&rule["apiGroups"]) != [""]
+            {
+                failures.push(format!("[{case}] {kind} {ns}: {rule} is not core/v1 only"));
+            }
+            let verbs = strings(&rule["verbs"]);
+            if resources.contains(&"pods")
+                && verbs
+                    .iter()
+                    .any(|v| ["watch", "update", "patch", "*"].contains(v))
+            {
+                failures.push(format!(
+                    "[{case}] {kind} {ns}: {rule} grants more than pullgate uses on pods"
+                ));
+            }
+        }
+    }
+    check_all("RBAC for verification and attribution", failures)
+}
+
+#[test]
+fn pods_delete_only_with_restart_stuck_pods() -> TestResult {
+    let mut failures = Vec::new();
+    for (case, want) in [
+        ("default", BTreeSet::new()),
+        ("verify", BTreeSet::new()),
+        ("attribution", BTreeSet::new()),
+        ("restart", BTreeSet::from(["ClusterRole".to_owned()])),
+        ("full", BTreeSet::from(["ClusterRole".to_owned()])),
+    ] {
+        let got = grants(&rules(case)?, "pods", "delete");
+        if got != want {
+            failures.push(format!(
+                "[{case}] delete pods granted in {got:?}, want {want:?}"
+            ));
+        }
+    }
+    check_all("pods/delete", failures)
+}
+
+#[test]
+fn watched_namespaces_confine_verify_and_attribution_grants() -> TestResult {
+    let rules = rules("watch-namespaces")?;
+    let roles = BTreeSet::from(["Role/team-a".to_owned(), "Role/team-b".to_owned()]);
+    let mut failures = Vec::new();
+    for (resource, verb) in [
+        ("secrets", "get"),
+        ("events", "create"),
+        ("events", "watch"),
+        ("pods", "list"),
+        ("pods", "delete"),
+    ] {
+        let got = grants(&rules, resource, verb);
+        if got != roles {
+            failures.push(format!(
+                "{verb} {resource}: granted in {got:?}, want {roles:?}"
+            ));
+        }
+    }
+    check_all("grants with cluster.watchNamespaces", failures)
+}
+
+#[test]
+fn ca_bundles_are_mounted_read_only_where_ca_file_points() -> TestResult {
+    let full = objects("full")?;
+    let deployment = of_kind(full, "Deployment").next().ok_or("no Deployment")?;
+    let spec = &deployment["spec"]["template"]["spec"];
+    let container = spec["containers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "pullgate"))
+        .ok_or("no pullgate container")?;
+    let mount = container["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == "/etc/pullgate/ca"))
+        .ok_or_else(|| {
+            format!(
+                "nothing mounted at /etc/pullgate/ca: {}",
+                container["volumeMounts"]
+            )
+        })?;
+    let mut failures = Vec::new();
+    if mount["readOnly"] != true {
+        failures.push(format!("the CA mount is not read-only: {mount}"));
+    }
+    let volume = spec["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+        .ok_or("the CA mount has no volume")?;
+    let want = serde_json::json!([
+        {"configMap": {"name": "corp-ca"}},
+        {"secret": {"name": "partner-ca", "items": [{"key": "ca.crt", "path": "partner.pem"}]}}
+    ]);
+    if volume["projected"]["sources"] != want {
+        failures.push(format!(
+            "the CA volume should project {want}, it is {volume}"
+        ));
+    }
+    // Every caFile of the policy lies under the mount.
+    let (_, policy) = rendered_policy("full")?;
+    for r in &policy.verify.registries {
+        if let Some(file) = &r.ca_file {
+            if !file.starts_with("/etc/pullgate/ca/") {
+                failures.push(format!("caFile {} is outside the CA mount", file.display()));
+            }
+        }
+    }
+    // Without CA bundles nothing is mounted there.
+    let default_mounts = of_kind(objects("verify")?, "Deployment")
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|c| c["volumeMounts"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["mountPath"] == "/etc/pullgate/ca")
+        .count();
+    if default_mounts != 0 {
+        failures.push("/etc/pullgate/ca is mounted without verifyCaBundles".into());
+    }
+    check_all("CA bundles", failures)
+}
+
+#[test]
+fn verify_and_attribution_settings_the_chart_refuses() -> TestResult {
+    let mut failures = Vec::new();
+    for (case, fragment) in [
+        (
+            "verify-without-cluster",
+            "policy.verify.enabled=true needs cluster.enabled=true",
+        ),
+        (
+            "attribution-without-cluster",
+            "policy.attribution.enabled=true needs cluster.enabled=true",
+        ),
+        (
+            "restart-without-attribution",
+            "restartStuckPods=true needs policy.attribution.enabled=true",
+        ),
+        (
+            "bundles-without-verify",
+            "verifyCaBundles is set but policy.verify.enabled is false",
+        ),
+        (
+            "cafile-without-bundles",
+            "policy.verify.registries[0].caFile",
+        ),
+    ] {
+        let message = refusal(case)?;
+        if !message.contains(fragment) {
+            failures.push(format!(
+                "[{case}] refused without naming {fragment:?}: {message}"
+            ));
+        }
+    }
+    check_all("refusals", failures)
+}
+
+#[test]
+fn schema_bounds_of_verify_and_attribution_are_the_binary_s() -> TestResult {
+    let schema: serde_json::Value =
+        serde_json::from_str(&read(&chart_dir().join("values.schema.json"))?)
+            .map_err(|e| format!("values.schema.json: {e}"))?;
+    let attribution = schema
+        .pointer("/properties/policy/properties/attribution/properties")
+        .ok_or("values.schema.json has no policy.attribution")?;
+    let mut failures = Vec::new();
+    for key in ["eventsPerSecond", "maxRestartPercent", "restartsPerMinute"] {
+        let bound = |b: &str| attribution[key][b].as_u64();
+        let (Some(min), Some(max)) = (bound("minimum"), bound("maximum")) else {
+            failures.push(format!(
+                "policy.attribution.{key} has no minimum and maximum"
+            ));
+            continue;
+        };
+        for (value, ok) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
+            let out = validate_config(
+                &format!("attribution-{key}-{value}.yaml"),
+                &format!("attribution:\n  {key}: {value}\n"),
+            )?;
+            if out.status.success() != ok {
+                failures.push(format!(
+                    "attribution.{key}: {value} is {} by the schema but {} by pullgate: {}",
+                    if ok { "allowed" } else { "refused" },
+                    if out.status.success() {
+                        "allowed"
+                    } else {
+                        "refused"
+                    },
+                    text_of(&out).trim()
+                ));
+            }
+        }
+    }
+    // Durations: pullgate accepts and refuses what the schema's `^[1-9][0-9]{0,8}(s|m|h|d)$` does (the
+    // chart lint proves the schema side by rendering `0s`).
+    for key in ["interval", "timeout"] {
+        for (value, ok) in [
+            ("1s", true),
+            ("6h", true),
+            ("0s", false),
+            ("5", false),
+            ("1w", false),
+        ] {
+            let out = validate_config(
+                &format!("verify-{key}-{value}.yaml"),
+                &format!("verify:\n  {key}: {value:?}\n"),
+            )?;
+            if out.status.success() != ok {
+                failures.push(format!(
+                    "verify.{key}: {value:?} should be {}",
+                    if ok { "accepted" } else { "refused" }
+                ));
+            }
+        }
+    }
+    check_all("schema bounds", failures)
 }

@@ -118,6 +118,24 @@ true
 {{- if .Values.reconciler.enabled -}}
 {{- $_ := set $policy "reconcile" (dict "serviceAccounts" true "selector" .Values.reconciler.selector) -}}
 {{- end -}}
+{{- $v := $p.verify -}}
+{{- $verify := dict
+      "enabled" $v.enabled
+      "interval" $v.interval
+      "timeout" $v.timeout
+      "deny" $v.deny
+      "registries" $v.registries -}}
+{{- if $v.probeRepository -}}
+{{- $_ := set $verify "probeRepository" $v.probeRepository -}}
+{{- end -}}
+{{- $_ := set $policy "verify" $verify -}}
+{{- $a := $p.attribution -}}
+{{- $_ := set $policy "attribution" (dict
+      "enabled" $a.enabled
+      "eventsPerSecond" (int64 $a.eventsPerSecond)
+      "restartStuckPods" $a.restartStuckPods
+      "maxRestartPercent" (int64 $a.maxRestartPercent)
+      "restartsPerMinute" (int64 $a.restartsPerMinute)) -}}
 {{- toYaml $policy -}}
 {{- end -}}
 

@@ -53,6 +53,23 @@ the value to change. Included once, from deployment.yaml.
 {{- if and $v.reconciler.enabled (not $v.cluster.enabled) -}}
   {{- fail "reconciler.enabled=true needs cluster.enabled=true: the reconciler works from the watched ServiceAccounts and Secrets" -}}
 {{- end -}}
+{{- if and $v.policy.verify.enabled (not $v.cluster.enabled) -}}
+  {{- fail "policy.verify.enabled=true needs cluster.enabled=true: pullgate verifies the pull secrets it watches, reading their credentials from the API at probe time" -}}
+{{- end -}}
+{{- if and $v.policy.attribution.enabled (not $v.cluster.enabled) -}}
+  {{- fail "policy.attribution.enabled=true needs cluster.enabled=true: attribution watches the kubelet's pull-failure Events and diagnoses them against the watched pull secrets" -}}
+{{- end -}}
+{{- if and $v.policy.attribution.restartStuckPods (not $v.policy.attribution.enabled) -}}
+  {{- fail "policy.attribution.restartStuckPods=true needs policy.attribution.enabled=true: stuck pods are found by attribution" -}}
+{{- end -}}
+{{- if and $v.verifyCaBundles (not $v.policy.verify.enabled) -}}
+  {{- fail "verifyCaBundles is set but policy.verify.enabled is false: the CA bundles are only read by credential verification" -}}
+{{- end -}}
+{{- range $i, $r := $v.policy.verify.registries -}}
+  {{- if and $r.caFile (hasPrefix "/etc/pullgate/ca/" $r.caFile) (not $v.verifyCaBundles) -}}
+    {{- fail (printf "policy.verify.registries[%d].caFile is %s but verifyCaBundles is empty: nothing is mounted in /etc/pullgate/ca/ (name the ConfigMap or Secret that holds it in verifyCaBundles)" $i $r.caFile) -}}
+  {{- end -}}
+{{- end -}}
 {{- if and $v.cluster.watchNamespaces (not $v.cluster.enabled) -}}
   {{- fail "cluster.watchNamespaces is set but cluster.enabled is false" -}}
 {{- end -}}
