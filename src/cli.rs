@@ -174,6 +174,10 @@ pub struct DoctorArgs {
     /// Policy file (YAML).
     #[arg(long, env = "PULLGATE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Also prove the namespace's pull-secret credentials against their registries (as `verify`
+    /// does; sends them over the network).
+    #[arg(long)]
+    pub verify: bool,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,

@@ -1,8 +1,10 @@
 //! `pullgate doctor`: the guide's "how to diagnose it", automated for one live pod. A pure core
 //! turns the pod, its namespace's view and its events into verdicts; a thin adapter reads them.
 
+use crate::engine::diagnosis::{self, pull_failure, Diagnosis};
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::{evaluate_pod, Code, Finding, Operation, PodContext, Severity};
+use crate::manifests::Document;
 use crate::policy::Policy;
 use crate::store::index::ClusterIndex;
 use crate::store::objects::{namespace_from_value, secret_from_value, service_account_from_value};
@@ -47,6 +49,9 @@ pub struct DoctorReport {
     pub checks: Vec<Check>,
     /// The engine's findings.
     pub findings: Vec<Finding>,
+    /// The cause of the pod's latest image pull failure, when its events show one (as attribution names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Diagnosis>,
 }
 
 impl DoctorReport {
@@ -99,12 +104,16 @@ const CHECKS: [(&str, &[Code]); 8] = [
         "the ServiceAccount exists and provides the secret",
         &[Code::ServiceAccountMissing, Code::ServiceAccountNotPatched],
     ),
-    ("credentials are fresh", &[Code::StaleCredentials]),
+    (
+        "credentials are fresh and accepted by the registry",
+        &[Code::StaleCredentials, Code::CredentialsRejected],
+    ),
     ("one secret per registry", &[Code::AmbiguousCredentials]),
     ("not a static pod", &[Code::StaticPod]),
 ];
 
-/// Diagnose a pod from plain data: the engine's findings grouped into the guide's checks, plus pull-error events.
+/// Diagnose a pod from plain data: the engine's findings grouped into the guide's checks, plus
+/// pull-error events (`reason: message`, oldest first) and the cause of the latest pull failure.
 pub fn diagnose(
     view: &PodView,
     namespace: &str,
@@ -124,17 +133,9 @@ pub fn diagnose(
     let mut checks = Vec::new();
     let pull_errors: Vec<String> = events
         .iter()
-        .filter(|m| {
-            let m = m.to_ascii_lowercase();
-            m.contains("pull")
-                && (m.contains("unauthorized")
-                    || m.contains("authentication")
-                    || m.contains("401")
-                    || m.contains("403")
-                    || m.contains("denied")
-                    || m.contains("not found")
-                    || m.contains("backoff")
-                    || m.contains("failed"))
+        .filter(|e| {
+            e.split_once(": ")
+                .is_some_and(|(reason, message)| pull_failure(reason, message).is_some())
         })
         .cloned()
         .collect();
@@ -167,11 +168,17 @@ pub fn diagnose(
             details: hits.iter().map(|f| f.message.clone()).collect(),
         });
     }
+    let latest = events.iter().rev().find_map(|e| {
+        let (reason, message) = e.split_once(": ")?;
+        pull_failure(reason, message)
+    });
+    let diagnosis = latest.map(|f| diagnosis::diagnose(view, namespace, policy, index, &f, now));
     DoctorReport {
         namespace: namespace.to_owned(),
         pod: view.meta().display_name(),
         checks,
         findings: d.findings,
+        diagnosis,
     }
 }
 
@@ -189,6 +196,9 @@ pub fn render_text(r: &DoctorReport) -> String {
             let _ = writeln!(out, "            - {d}");
         }
     }
+    if let Some(d) = &r.diagnosis {
+        let _ = writeln!(out, "  diagnosis: {}: {}", d.cause, d.message);
+    }
     out
 }
 
@@ -203,6 +213,7 @@ pub async fn run(
     name: &str,
     policy: &Policy,
     now: i64,
+    verifier: Option<&crate::verify::Verifier>,
 ) -> Result<DoctorReport, DoctorError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod = pods.get(name).await.map_err(|source| DoctorError::Pod {
@@ -252,12 +263,29 @@ pub async fn run(
             }
         }
     }
-    for s in &seen {
-        if let Some(info) = to_value(s).and_then(|v| secret_from_value(&v, namespace).ok()) {
+    let values: Vec<serde_json::Value> = seen.iter().filter_map(to_value).collect();
+    drop(seen);
+    for v in &values {
+        if let Ok(info) = secret_from_value(v, namespace) {
             index.upsert_secret(info);
         }
     }
-    drop(seen);
+    if let Some(verifier) = verifier {
+        // The data is at hand: probe the namespace's secrets now, then drop it.
+        let docs: Vec<Document> = values
+            .into_iter()
+            .enumerate()
+            .map(|(index, value)| Document {
+                source: "cluster".to_owned(),
+                index,
+                value,
+            })
+            .collect();
+        for v in crate::verify::offline::verify_documents(&docs, policy, namespace, verifier).await
+        {
+            index.record_verification(&v.namespace, &v.name, v.verification);
+        }
+    }
     // Elsewhere in the cluster: pull secrets of other namespaces (when the caller may list them).
     let all: Api<Secret> = Api::all(client.clone());
     for t in ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"] {
@@ -287,20 +315,21 @@ pub async fn run(
     let lp = ListParams::default().fields(&format!(
         "involvedObject.name={name},involvedObject.kind=Pod"
     ));
-    let messages: Vec<String> = events
-        .list(&lp)
-        .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .filter(|e| e.type_.as_deref() == Some("Warning"))
-                .filter_map(|e| {
-                    e.message
-                        .map(|m| format!("{}: {m}", e.reason.unwrap_or_default()))
-                })
-                .collect()
+    let mut items = events.list(&lp).await.map(|l| l.items).unwrap_or_default();
+    // Oldest first, so the last pull failure is the latest.
+    items.sort_by_key(|e| {
+        e.last_timestamp
+            .as_ref()
+            .or(e.first_timestamp.as_ref())
+            .map(|t| t.0)
+    });
+    let messages: Vec<String> = items
+        .into_iter()
+        .filter_map(|e| {
+            e.message
+                .map(|m| format!("{}: {m}", e.reason.unwrap_or_default()))
         })
-        .unwrap_or_default();
+        .collect();
     Ok(diagnose(&view, namespace, &index, policy, &messages, now))
 }
 
@@ -342,6 +371,64 @@ mod tests {
                 && text.contains("[ok     ] not a static pod"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn latest_pull_failure_is_diagnosed_and_rejected_credentials_are_a_problem() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));
+        let v = view(
+            json!({"metadata": {"name": "api"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
+        );
+        let events = vec![
+            "Scheduled: Successfully assigned shop/api to node-1".to_owned(),
+            "BackOff: Back-off restarting failed container c".to_owned(),
+            "Failed: Failed to pull image \"registry.example.com/a:1\": 401 Unauthorized"
+                .to_owned(),
+            "BackOff: Back-off pulling image \"registry.example.com/a:1\"".to_owned(),
+        ];
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, 0);
+        assert_eq!(
+            r.checks[0].details.len(),
+            2,
+            "only the pull failures: {:?}",
+            r.checks[0]
+        );
+        let d = r.diagnosis.as_ref().unwrap();
+        assert_eq!(
+            d.cause,
+            crate::engine::diagnosis::Cause::CredentialsLookRight
+        );
+        assert!(render_text(&r).contains("diagnosis: CredentialsLookRight"));
+
+        let mut keys = std::collections::BTreeMap::new();
+        keys.insert(
+            "registry.example.com".to_owned(),
+            crate::store::index::CredentialStatus::Rejected,
+        );
+        assert!(idx.record_verification(
+            "shop",
+            "regcred",
+            crate::store::index::SecretVerification {
+                resource_version: None,
+                verified_at: 1,
+                keys
+            }
+        ));
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, 0);
+        let fresh = r
+            .checks
+            .iter()
+            .find(|c| c.check.starts_with("credentials are fresh"))
+            .unwrap();
+        assert_eq!(fresh.verdict, Verdict::Problem, "{fresh:?}");
+        assert_eq!(
+            r.diagnosis.map(|d| d.cause),
+            Some(crate::engine::diagnosis::Cause::CredentialsRejected)
+        );
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], 0);
+        assert!(r.diagnosis.is_none());
     }
 
     #[test]

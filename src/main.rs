@@ -80,11 +80,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             let now = jiff::Timestamp::now().as_second();
+            let verifier = if args.verify {
+                Some(verifier(&policy)?)
+            } else {
+                None
+            };
             let report = rt.block_on(async {
                 let client = pullgate::store::kube::client(args.kubeconfig.as_deref()).await?;
-                anyhow::Ok(
-                    pullgate::doctor::run(client, &args.namespace, &args.pod, &policy, now).await?,
+                let report = pullgate::doctor::run(
+                    client,
+                    &args.namespace,
+                    &args.pod,
+                    &policy,
+                    now,
+                    verifier.as_ref(),
                 )
+                .await?;
+                anyhow::Ok(report)
             })?;
             let text = match args.output {
                 OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
@@ -127,11 +139,7 @@ fn verify_offline(
     policy: &Policy,
     namespace: &str,
 ) -> anyhow::Result<Vec<pullgate::verify::offline::VerifiedSecret>> {
-    let settings = pullgate::verify::Settings::from_policy(&policy.verify)?;
-    for pattern in settings.insecure_patterns() {
-        eprintln!("pullgate: warning: verify: plain HTTP allowed for {pattern}; its credentials cross the network unencrypted");
-    }
-    let verifier = pullgate::verify::Verifier::new(settings);
+    let verifier = verifier(policy)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,6 +147,15 @@ fn verify_offline(
     Ok(rt.block_on(pullgate::verify::offline::verify_documents(
         docs, policy, namespace, &verifier,
     )))
+}
+
+/// The verifier of `check --verify` and `doctor --verify`, warning about plain-HTTP registries.
+fn verifier(policy: &Policy) -> anyhow::Result<pullgate::verify::Verifier> {
+    let settings = pullgate::verify::Settings::from_policy(&policy.verify)?;
+    for pattern in settings.insecure_patterns() {
+        eprintln!("pullgate: warning: verify: plain HTTP allowed for {pattern}; its credentials cross the network unencrypted");
+    }
+    Ok(pullgate::verify::Verifier::new(settings))
 }
 
 fn load_policy(path: Option<&std::path::Path>) -> anyhow::Result<Policy> {

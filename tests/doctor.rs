@@ -128,6 +128,18 @@ async fn each_cause_gets_its_verdict_and_fix() {
         verdict(&text, "pod events").contains("PROBLEM") && text.contains("401 Unauthorized"),
         "{text}"
     );
+    // The same diagnosis attribution writes on the pod.
+    assert!(
+        text.contains(
+            "diagnosis: RegistryMismatch: pulling \"registry.example.com:5000/shop/api:1\" fails"
+        ),
+        "{text}"
+    );
+    let (_, healthy) = doctor(&fake, "shop", "web", &[]);
+    assert!(
+        !healthy.contains("diagnosis:"),
+        "no pull failure, no diagnosis: {healthy}"
+    );
 
     let (code, text) = doctor(&fake, "shop", "worker", &[]);
     assert_eq!(code, 1);
@@ -189,7 +201,7 @@ async fn old_secrets_json_output_and_unreadable_pods() {
         let report: Value = serde_json::from_str(&text).expect("JSON report");
         let fresh = report["checks"]
             .as_array()
-            .and_then(|c| c.iter().find(|c| c["check"] == "credentials are fresh"))
+            .and_then(|c| c.iter().find(|c| c["check"] == "credentials are fresh and accepted by the registry"))
             .map(|c| c["verdict"].clone());
         if fresh == Some(json!("problem")) {
             assert_eq!(code, 1, "{text}");

@@ -699,6 +699,93 @@ async fn check_verify_fails_a_pipeline_on_rejected_credentials() {
     assert_eq!(reg.probe_requests(), before);
 }
 
+// ---- pullgate doctor --verify ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_verify_names_rejected_credentials() {
+    if !registry::real_registry_available("doctor_verify_names_rejected_credentials") {
+        return;
+    }
+    let pki = TestPki::new();
+    let reg = RealRegistry::start(&pki, htpasswd_users()).await;
+    let fake = support::fake_api::FakeApi::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy_file,
+        registry::verify_policy(false, "5s", &[(&reg.key(), Some(&pki.ca_file), false)]),
+    )
+    .expect("write policy");
+    let image = format!("{}/shop/web:1", reg.key());
+    fake.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"imagePullSecrets": [{"name": "regcred"}], "containers": [{"name": "web", "image": image}]}}));
+    fake.apply(json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "web.1", "namespace": "shop"},
+        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "shop"},
+        "reason": "Failed", "type": "Warning",
+        "message": format!("Failed to pull image \"{image}\": 401 Unauthorized")}));
+    let doctor = |extra: &[&str]| {
+        let out = tokio::task::block_in_place(|| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"))
+                .args(["doctor", "-n", "shop", "web", "-o", "json", "--kubeconfig"])
+                .arg(fake.kubeconfig_path())
+                .arg("--config")
+                .arg(&policy_file)
+                .args(extra)
+                .env_remove("KUBECONFIG")
+                .output()
+                .expect("run pullgate doctor")
+        });
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            leaks(&stdout).is_empty() && leaks(&stderr).is_empty(),
+            "{stdout}{stderr}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+        (out.status.code().unwrap_or(-1), report)
+    };
+    let fresh = |r: &serde_json::Value| {
+        r["checks"]
+            .as_array()
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c["check"] == "credentials are fresh and accepted by the registry")
+            })
+            .map(|c| c["verdict"].clone())
+    };
+
+    fake.apply_secret("shop", "regcred", &[&reg.key()], WRONG);
+    let (code, report) = doctor(&["--verify"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(fresh(&report), Some(json!("problem")), "{report:#}");
+    assert_eq!(
+        report["diagnosis"]["cause"], "CredentialsRejected",
+        "{report:#}"
+    );
+    // Without --verify nothing is probed, and the secret looks right.
+    let probes = reg.probe_requests();
+    let (code, report) = doctor(&[]);
+    assert_eq!(reg.probe_requests(), probes);
+    assert_eq!(
+        code, 1,
+        "the pull error in the events is a problem: {report:#}"
+    );
+    assert_eq!(
+        report["diagnosis"]["cause"], "CredentialsLookRight",
+        "{report:#}"
+    );
+
+    fake.apply_secret("shop", "regcred", &[&reg.key()], PLANTED);
+    let (_, report) = doctor(&["--verify"]);
+    assert_eq!(fresh(&report), Some(json!("ok")), "{report:#}");
+    assert_eq!(
+        report["diagnosis"]["cause"], "CredentialsLookRight",
+        "{report:#}"
+    );
+}
+
 // ---- pullgate serve --cluster with verify enabled ----
 
 /// `pullgate serve` as a child process, its stdout (JSON logs) collected; killed when dropped.
