@@ -1,16 +1,20 @@
 //! The ServiceAccount reconciler against the in-repo fake API server: adds new pull secrets, keeps
 //! the old one until it is deleted (rotation without a gap), never removes what a user wrote, is
-//! idempotent, records Events, and hands leadership over through the Lease.
+//! idempotent, records Events, hands leadership over through the Lease, and converges when its patches
+//! lose a race with another client (409 Conflict).
 //!
 //! Every wait polls against a deadline; nothing sleeps to synchronise.
 
 mod support;
 
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
 use pullgate::metrics::Metrics;
 use pullgate::policy::Policy;
 use pullgate::reconcile::{run, LoopConfig};
 use pullgate::store::kube::ClusterStore;
 use pullgate::store::Store;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::fake_api::FakeApi;
@@ -170,4 +174,129 @@ async fn only_the_lease_holder_reconciles_and_leadership_moves_on() {
         .and_then(|l| l["spec"]["leaseTransitions"].as_i64());
     assert_eq!(transitions, Some(1));
     b.abort();
+}
+
+/// Status codes the fake answered to PATCHes of one ServiceAccount, in order.
+fn patch_statuses(fake: &FakeApi, ns: &str, sa: &str) -> Vec<u16> {
+    let path = format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}");
+    fake.request_log()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path == path)
+        .filter_map(|r| r.status)
+        .collect()
+}
+
+/// Reasons of the Events stored about one ServiceAccount.
+async fn event_reasons(fake: &FakeApi, ns: &str, sa: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(fake.client().await, ns);
+    let params = ListParams::default().fields(&format!(
+        "involvedObject.kind=ServiceAccount,involvedObject.name={sa}"
+    ));
+    api.list(&params)
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Another client editing the ServiceAccount between the reconciler's read and its patch: it adds
+/// its own pull secret (once) and bumps an annotation (every time, so each edit is a real write).
+fn other_client() -> impl Fn(&mut serde_json::Value) + Send + Sync + 'static {
+    let edits = AtomicUsize::new(0);
+    move |sa: &mut serde_json::Value| {
+        let n = edits.fetch_add(1, Ordering::SeqCst) + 1;
+        sa["metadata"]["annotations"]["example.com/edits"] = n.to_string().into();
+        let refs = sa["imagePullSecrets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !refs.iter().any(|r| r["name"] == "users-own") {
+            let mut refs = refs;
+            refs.push(serde_json::json!({"name": "users-own"}));
+            sa["imagePullSecrets"] = refs.into();
+        }
+    }
+}
+
+/// Issue #4: the API server answers the reconciler's patch with 409 Conflict because another client
+/// changed the ServiceAccount since the reconciler read it (its resourceVersion precondition fails).
+/// The reconciler re-reads, re-plans against the fresh object and converges: the secret is added
+/// once, the other client's changes survive, and one Event records the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_patches_are_retried_on_the_fresh_object_and_converge() {
+    // 2 conflicts fit in one pass (three attempts per change); 4 outlast it, and the next pass
+    // (planned again from the watched store, which by then has the other client's writes) finishes.
+    for conflicts in [1usize, 2, 4] {
+        let fake = FakeApi::start().await;
+        fake.apply(fixtures::namespace("pullgate", &[]));
+        fake.apply(fixtures::service_account("team", "default", &[]));
+        fake.apply_secret("team", "regcred", &["registry.example.com"], "pw-1");
+        fake.race_writes("serviceaccounts", conflicts, other_client());
+        let task = start(&fake, "a").await;
+
+        eventually(
+            "the reconciler to add regcred next to the other client's secret",
+            || pull_secrets(&fake, "team", "default") == ["users-own", "regcred"],
+        )
+        .await;
+        // The log records a status once the answer is written, just after the store commits.
+        eventually("every patch answered", || {
+            patch_statuses(&fake, "team", "default").len() > conflicts
+        })
+        .await;
+        let mut want = vec![409; conflicts];
+        want.push(200);
+        assert_eq!(
+            patch_statuses(&fake, "team", "default"),
+            want,
+            "{conflicts} conflict(s), then one successful patch"
+        );
+        let sa = fake
+            .get("serviceaccounts", "team", "default")
+            .expect("the ServiceAccount");
+        assert_eq!(
+            sa["metadata"]["annotations"]["example.com/edits"],
+            conflicts.to_string(),
+            "the other client's last write is kept"
+        );
+        assert_eq!(
+            managed(&fake, "team", "default"),
+            "regcred",
+            "only regcred is recorded as pullgate's: users-own is the other client's"
+        );
+        eventually("the Event about the change", || fake.count("events") >= 1).await;
+        assert_eq!(
+            event_reasons(&fake, "team", "default").await,
+            ["PullSecretsReconciled"],
+            "one Event for one change, none for the lost attempts"
+        );
+
+        // Converged: later passes leave the ServiceAccount alone.
+        let leases = |f: &FakeApi| {
+            f.request_log()
+                .iter()
+                .filter(|r| r.path.contains("/leases/"))
+                .count()
+        };
+        let seen = leases(&fake);
+        eventually("several more reconcile passes", || {
+            leases(&fake) >= seen + 6
+        })
+        .await;
+        assert_eq!(
+            patch_statuses(&fake, "team", "default").len(),
+            conflicts + 1
+        );
+        assert_eq!(
+            pull_secrets(&fake, "team", "default"),
+            ["users-own", "regcred"]
+        );
+        assert_eq!(
+            event_reasons(&fake, "team", "default").await,
+            ["PullSecretsReconciled"]
+        );
+        task.abort();
+    }
 }

@@ -80,6 +80,20 @@ pub struct App {
     pub bookmark_interval: Duration,
     /// BOOKMARK events sent: (index in the request log of the watch, resourceVersion).
     pub bookmarks: Mutex<Vec<(usize, u64)>>,
+    /// Concurrent writers armed by the test ([`super::FakeApi::race_writes`]).
+    pub races: Mutex<Vec<Race>>,
+}
+
+/// A concurrent writer: before each of the next `remaining` PATCH or PUT requests to an existing
+/// object of `resource`, that object is updated with `edit`, as another client's write that
+/// reached the storage first.
+pub struct Race {
+    /// Index in [`RESOURCES`].
+    pub resource: usize,
+    /// Writes still to race.
+    pub remaining: usize,
+    /// The other client's change to the object (as the API returns it).
+    pub edit: Box<dyn Fn(&mut Value) + Send + Sync>,
 }
 
 impl App {
@@ -95,6 +109,41 @@ impl App {
     async fn unstalled(&self) {
         let mut rx = self.stalled.subscribe();
         let _ = rx.wait_for(|s| !*s).await;
+    }
+
+    /// Run an armed race before a write to `path`: the addressed object is updated with the race's
+    /// edit through the storage's normal write path (validation, a new resourceVersion, a
+    /// MODIFIED event), so the request then meets the real resourceVersion precondition.
+    fn race(&self, method: &Method, path: &str) -> Result<(), ApiError> {
+        if !matches!(*method, Method::PATCH | Method::PUT) {
+            return Ok(());
+        }
+        let Ok(Route::Object { res, ns, name }) = route(path) else {
+            return Ok(());
+        };
+        let mut races = self.races.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(race) = races
+            .iter_mut()
+            .find(|r| r.resource == res && r.remaining > 0)
+        else {
+            return Ok(());
+        };
+        let mut state = self.state();
+        // A missing object has nothing to race: the request gets its own 404.
+        let Ok(current) = state.get(res, &ns, &name) else {
+            return Ok(());
+        };
+        race.remaining -= 1;
+        let before = current.value(&RESOURCES[res]);
+        let mut after = before.clone();
+        (race.edit)(&mut after);
+        if after == before {
+            // The API server does not write (nor bump the resourceVersion of) a no-op update.
+            return Err(ApiError::internal(
+                "a race_writes edit must change the object: a no-op update cannot conflict",
+            ));
+        }
+        state.update(res, &ns, &name, after, false).map(|_| ())
     }
 
     fn take_failure(&self) -> bool {
@@ -201,6 +250,8 @@ async fn handle(AxumState(app): AxumState<Arc<App>>, req: Request) -> Response {
         ApiError::internal("injected by the test").response()
     } else if !authorized {
         ApiError::unauthorized().response()
+    } else if let Err(e) = app.race(req.method(), req.uri().path()) {
+        e.response()
     } else {
         dispatch(&app, req, &query, entry)
             .await

@@ -18,7 +18,9 @@
 //! at once rather than after the server's 3 s wait.
 //!
 //! The test drives faults through the handle: [`FakeApi::drop_watches`] cuts every open watch
-//! mid-stream, [`FakeApi::end_watches`] ends them cleanly, [`FakeApi::fail_next`] answers the next requests with 500, [`FakeApi::compact`]
+//! mid-stream, [`FakeApi::end_watches`] ends them cleanly, [`FakeApi::fail_next`] answers the next requests with 500,
+//! [`FakeApi::race_writes`] lets another client's update land just before the next writes (which
+//! then get 409 Conflict from their resourceVersion precondition), [`FakeApi::compact`]
 //! makes every older resourceVersion expire, and [`FakeApi::set_stalled`] holds requests and
 //! watch events until released.
 
@@ -95,6 +97,7 @@ impl FakeApi {
             stalled: watch::channel(false).0,
             token: options.token.clone(),
             bookmark_interval: options.bookmark_interval,
+            races: Mutex::new(Vec::new()),
         });
         let router = http::router(app.clone());
         let server = tokio::spawn(async move {
@@ -222,6 +225,31 @@ impl FakeApi {
     /// Cut every open watch stream mid-stream (the connection ends without the final chunk).
     pub fn drop_watches(&self) {
         self.app.drops.send_modify(|g| *g += 1);
+    }
+
+    /// Arm a concurrent writer: just before each of the next `n` PATCH or PUT requests to an
+    /// existing object of `resource` (a plural, or `plural.group`) reaches the storage, the object
+    /// is updated with `edit`, as another client's write that landed first (it must change the
+    /// object: its resourceVersion moves on and watchers see MODIFIED). The request then meets the
+    /// server's own precondition check: one carrying the resourceVersion it read before is
+    /// answered 409 with the `Conflict` Status the API server sends for a lost race ("the object
+    /// has been modified; please apply your changes to the latest version and try again"); one
+    /// without a precondition is applied on top of the other write.
+    pub fn race_writes(
+        &self,
+        resource: &str,
+        n: usize,
+        edit: impl Fn(&mut Value) + Send + Sync + 'static,
+    ) {
+        self.app
+            .races
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(http::Race {
+                resource: resource_index(resource),
+                remaining: n,
+                edit: Box::new(edit),
+            });
     }
 
     /// Answer the next `n` requests with 500 InternalError (0 ends an outage early).

@@ -542,3 +542,68 @@ async fn kube_client_pages_and_faults() {
         .iter()
         .any(|r| !r.authorized && r.status == Some(401)));
 }
+
+#[tokio::test]
+async fn a_raced_write_meets_the_real_precondition() {
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::service_account("a", "sa", &[]));
+    let raw = Raw::new(&fake);
+    let read = fake.get("serviceaccounts", "a", "sa").unwrap();
+    let read_rv = read["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Another client labels the ServiceAccount just before each of our next two writes.
+    let edits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = edits.clone();
+    fake.race_writes("serviceaccounts", 2, move |sa| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        sa["metadata"]["labels"]["other-client"] = json!(n.to_string());
+    });
+    let merge = |body: Value| {
+        raw.send(
+            reqwest::Method::PATCH,
+            "/api/v1/namespaces/a/serviceaccounts/sa",
+            Some(("application/merge-patch+json", body.to_string())),
+        )
+    };
+    let add = |rv: &str| json!({"metadata": {"resourceVersion": rv}, "imagePullSecrets": [{"name": "regcred"}]});
+    // With the resourceVersion it read: the API server's lost-race answer, word for word.
+    let (code, status) = merge(add(&read_rv)).await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        status,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Operation cannot be fulfilled on serviceaccounts \"sa\": the object has been modified; please apply your changes to the latest version and try again",
+            "reason": "Conflict", "details": {"name": "sa", "kind": "serviceaccounts"}, "code": 409
+        })
+    );
+    let now = fake.get("serviceaccounts", "a", "sa").unwrap();
+    assert_eq!(now["metadata"]["labels"]["other-client"], "1");
+    assert_eq!(
+        now["imagePullSecrets"], read["imagePullSecrets"],
+        "the losing write left no trace"
+    );
+    // Without a precondition the write goes through, on top of the other client's second write.
+    let (code, patched) = merge(json!({"imagePullSecrets": [{"name": "regcred"}]})).await;
+    assert_eq!(code, 200);
+    assert_eq!(patched["metadata"]["labels"]["other-client"], "2");
+    assert_eq!(patched["imagePullSecrets"], json!([{"name": "regcred"}]));
+    // Disarmed after two: a write with the fresh resourceVersion is not raced.
+    let rv = patched["metadata"]["resourceVersion"].as_str().unwrap();
+    let (code, _) = merge(add(rv)).await;
+    assert_eq!(code, 200);
+    assert_eq!(edits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Reads, creates and other resources are never raced.
+    fake.race_writes("serviceaccounts", 1, |sa| {
+        sa["metadata"]["labels"]["late"] = json!("1")
+    });
+    let (code, _) = raw.get("/api/v1/namespaces/a/serviceaccounts/sa").await;
+    assert_eq!(code, 200);
+    assert!(
+        fake.get("serviceaccounts", "a", "sa").unwrap()["metadata"]["labels"]
+            .get("late")
+            .is_none()
+    );
+}
