@@ -11,11 +11,11 @@ use pullgate::metrics::{KindLabels, Metrics, ResourceLabels};
 use pullgate::store::kube::ClusterStore;
 use pullgate::store::Store;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
 use support::fake_api::{FakeApi, LoggedRequest, Options};
+use support::serve::ServeProcess;
 use support::{eventually, fixtures, logs, poll, DEADLINE};
 
 const PLANTED: &str = "Planted-Cluster-Pw-41xQz";
@@ -560,84 +560,6 @@ async fn secret_data_never_reaches_logs_or_debug_output() {
     }
 }
 
-/// `pullgate serve` as a child process; killed when dropped.
-struct Served {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-}
-
-impl Served {
-    fn spawn(fake: &FakeApi, dir: &std::path::Path) -> (Served, String, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pullgate"))
-            .args([
-                "serve",
-                "--cluster",
-                "--self-signed",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--kubeconfig")
-            .arg(fake.kubeconfig_path())
-            .arg("--ca-out")
-            .arg(dir.join("ca.pem"))
-            .env("RUST_LOG", "debug")
-            .env_remove("PULLGATE_MANIFESTS")
-            .env_remove("PULLGATE_CONFIG")
-            .env_remove("PULLGATE_WATCH_NAMESPACES")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn pullgate serve");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stdout.take().expect("stdout");
-        let lines = stdout.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        let served = Served { child, stdout };
-        let end = Instant::now() + DEADLINE;
-        let addrs = loop {
-            let found = served
-                .lines()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["message"] == "pullgate serving");
-            if let Some(v) = found {
-                break (
-                    v["listen"].as_str().unwrap_or_default().to_owned(),
-                    v["metrics"].as_str().unwrap_or_default().to_owned(),
-                );
-            }
-            assert!(
-                Instant::now() < end,
-                "pullgate serve did not start:\n{}",
-                served.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        (served, addrs.0, addrs.1)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_cluster_decides_from_the_live_cluster() {
     support::install_crypto();
@@ -645,7 +567,20 @@ async fn serve_cluster_decides_from_the_live_cluster() {
     fake.apply(fixtures::namespace("wh-test", &[]));
     fake.apply(fixtures::service_account("wh-test", "default", &[]));
     let dir = tempfile::tempdir().expect("temp dir");
-    let (served, listen, metrics_addr) = Served::spawn(&fake, dir.path());
+    let ca_out = dir.path().join("ca.pem");
+    let served = ServeProcess::spawn(
+        [
+            OsStr::new("--cluster"),
+            OsStr::new("--self-signed"),
+            OsStr::new("--kubeconfig"),
+            fake.kubeconfig_path().as_os_str(),
+            OsStr::new("--ca-out"),
+            ca_out.as_os_str(),
+        ],
+        &[("RUST_LOG", "debug")],
+        DEADLINE,
+    );
+    let (listen, metrics_addr) = (served.listen.to_string(), served.metrics.to_string());
 
     let ca_path = dir.path().join("ca.pem");
     let ca_path = &ca_path;

@@ -16,15 +16,14 @@ use pullgate::tls::managed::{Managed, Material, Settings, CA_CRT, CA_KEY, TLS_CR
 use pullgate::tls::CertResolver;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::fake_api::FakeApi;
+use support::serve::ServeProcess;
 use support::{eventually, fixtures, logs, poll, DEADLINE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -499,79 +498,27 @@ async fn rotation_keeps_the_old_ca_trusted_while_the_new_certificate_is_served()
     assert_not_logged(&keys);
 }
 
-/// `pullgate serve` as a child process; killed when dropped.
-struct Served {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Served {
-    fn lines(&self) -> Vec<String> {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_a_self_signed_secret_end_to_end() {
     let (fake, proxy) = cluster(true).await;
     let manifests = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pullgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--manifests")
-        .arg(manifests.path())
-        .arg("--kubeconfig")
-        .arg(proxy.kubeconfig_path())
-        .args(["--self-signed-secret", SECRET])
-        .args(["--webhook-configuration", MUTATING])
-        .args(["--webhook-configuration", VALIDATING])
-        .env("POD_NAMESPACE", NS)
-        .env("RUST_LOG", "debug")
-        .env_remove("PULLGATE_CONFIG")
-        .env_remove("PULLGATE_WEBHOOK_CONFIGURATIONS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn pullgate serve");
-    let stdout = Arc::new(Mutex::new(Vec::new()));
-    let pipe = child.stdout.take().expect("stdout");
-    let lines = stdout.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-        }
-    });
-    let served = Served { child, stdout };
-    let listen = poll("pullgate serve to listen", DEADLINE, || {
-        let found = served
-            .lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == "pullgate serving")
-            .and_then(|v| {
-                v["listen"]
-                    .as_str()
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-            });
-        std::future::ready(found)
-    })
-    .await;
+    let served = ServeProcess::spawn(
+        [
+            OsStr::new("--manifests"),
+            manifests.path().as_os_str(),
+            OsStr::new("--kubeconfig"),
+            proxy.kubeconfig_path().as_os_str(),
+            OsStr::new("--self-signed-secret"),
+            OsStr::new(SECRET),
+            OsStr::new("--webhook-configuration"),
+            OsStr::new(MUTATING),
+            OsStr::new("--webhook-configuration"),
+            OsStr::new(VALIDATING),
+        ],
+        &[("POD_NAMESPACE", NS), ("RUST_LOG", "debug")],
+        DEADLINE,
+    );
+    let listen = served.listen;
 
     let m = secret_material(&fake).expect("the Secret");
     let secret = fake.get("secrets", NS, SECRET).expect("the Secret");

@@ -1,5 +1,5 @@
 //! Shared helpers of the integration tests: certificates from the real binary, an in-process TLS
-//! server, a spawned `pullgate serve` whose bound ports come from its log, AdmissionReview
+//! server, a spawned `pullgate serve` whose bound ports come from its log (tests/support/serve.rs), AdmissionReview
 //! builders, a raw HTTP/1.1-over-TLS client (for keep-alive and half-sent bodies), and polling.
 //!
 //! Every wait is a poll against a deadline; nothing sleeps to synchronise.
@@ -14,11 +14,10 @@ use pullgate::tls::{self, CertResolver};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -781,27 +780,12 @@ pub async fn start_in_process(manifests: &Path, policy: Policy) -> InProcess {
     }
 }
 
-/// `pullgate serve` running as a child process, its output collected line by line.
-pub struct BinServer {
-    pub child: Child,
-    pub listen: SocketAddr,
-    pub metrics: SocketAddr,
-    pub stdout: Arc<Mutex<Vec<String>>>,
-    pub stderr: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
+/// `pullgate serve` running as a child process, its output collected line by line (the helper
+/// shared with the cluster and selfSigned tests: tests/support/serve.rs).
+pub use serve::ServeProcess as BinServer;
 
-fn collect_lines(
-    r: impl std::io::Read + Send + 'static,
-    into: Arc<Mutex<Vec<String>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            into.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-        }
-    })
-}
+#[path = "../support/serve.rs"]
+mod serve;
 
 /// Options of [`spawn_serve`].
 pub struct ServeOpts<'a> {
@@ -812,155 +796,21 @@ pub struct ServeOpts<'a> {
     pub extra: &'a [&'a str],
 }
 
-/// Spawn `pullgate serve` on free ports and read them from its "pullgate serving" log line.
+/// Spawn `pullgate serve` on free ports with the file store and a certificate pair, and read the
+/// ports from its "pullgate serving" log line.
 pub fn spawn_serve(o: ServeOpts<'_>) -> BinServer {
-    let mut cmd = Command::new(bin());
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .arg("--manifests")
-        .arg(o.manifests)
-        .arg("--tls-cert")
-        .arg(o.cert)
-        .arg("--tls-key")
-        .arg(o.key)
-        .args(["--reload-interval", "100ms"])
-        .args(o.extra)
-        .env("RUST_LOG", o.rust_log)
-        .env_remove("PULLGATE_CONFIG")
-        .env_remove("PULLGATE_LISTEN")
-        .env_remove("PULLGATE_METRICS_LISTEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn pullgate serve");
-    let stdout = Arc::new(Mutex::new(Vec::new()));
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let readers = vec![
-        collect_lines(child.stdout.take().expect("stdout"), stdout.clone()),
-        collect_lines(child.stderr.take().expect("stderr"), stderr.clone()),
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--manifests".into(),
+        o.manifests.into(),
+        "--tls-cert".into(),
+        o.cert.into(),
+        "--tls-key".into(),
+        o.key.into(),
+        "--reload-interval".into(),
+        "100ms".into(),
     ];
-    let mut s = BinServer {
-        child,
-        listen: "0.0.0.0:0".parse().expect("addr"),
-        metrics: "0.0.0.0:0".parse().expect("addr"),
-        stdout,
-        stderr,
-        readers,
-    };
-    let line = s.wait_log("the 'pullgate serving' line", 0, |v| {
-        v["message"] == "pullgate serving"
-    });
-    s.listen = line["listen"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in {line}"));
-    s.metrics = line["metrics"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in {line}"));
-    s
-}
-
-impl BinServer {
-    pub fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.listen)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Number of stdout lines so far (to wait for lines after a point).
-    pub fn mark(&self) -> usize {
-        self.stdout.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Wait for a JSON log line at index >= `from` satisfying `pred`; panics (with the output)
-    /// at the deadline or if the process exits first.
-    pub fn wait_log(&mut self, what: &str, from: usize, pred: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            {
-                let lines = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
-                for l in lines.iter().skip(from) {
-                    if let Ok(v) = serde_json::from_str::<Value>(l) {
-                        if pred(&v) {
-                            return v;
-                        }
-                    }
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "pullgate exited ({status}) before {what}\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout_text(),
-                    self.stderr_text()
-                );
-            }
-            assert!(
-                Instant::now() < end,
-                "timed out waiting for {what}\nstdout:\n{}\nstderr:\n{}",
-                self.stdout_text(),
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn stdout_text(&self) -> String {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
-    }
-
-    pub fn stderr_text(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
-    }
-
-    /// Send SIGTERM with kill(1).
-    pub fn sigterm(&self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success(), "kill -TERM failed");
-    }
-
-    /// Wait for the process to exit; None at the deadline.
-    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + deadline;
-        loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Wait for exit and for the output pipes to be drained.
-    pub fn finish(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let s = self.wait_exit(deadline)?;
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        Some(s)
-    }
-}
-
-impl Drop for BinServer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    args.extend(o.extra.iter().map(Into::into));
+    BinServer::spawn(args, &[("RUST_LOG", o.rust_log)], DEADLINE)
 }
 
 /// Plain-HTTP GET of the metrics endpoint.

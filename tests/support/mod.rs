@@ -1,6 +1,7 @@
 //! Test support for the cluster store: an in-process fake Kubernetes API server speaking the
 //! real wire protocol ([`fake_api`]), object builders ([`fixtures`]), log capture ([`logs`]),
-//! and polling with a deadline (tests never sleep to synchronise).
+//! the real `pullgate serve` as a child process ([`serve`]), and polling with a deadline (tests
+//! never sleep to synchronise).
 // Shared by several test crates and the cluster_sync bench, each using a part of it: hence the
 // dead_code allowances (per item, so a crate may also allow it on its `mod support;`).
 
@@ -10,6 +11,8 @@ pub mod fake_api;
 pub mod fixtures;
 #[allow(dead_code)]
 pub mod logs;
+#[allow(dead_code)]
+pub mod serve;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
