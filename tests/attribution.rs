@@ -249,7 +249,12 @@ async fn each_cause_is_named_on_the_pod_once() {
             "WrongServiceAccount",
             "serviceAccountName: builder",
         ),
-        ("isolated", "api", "NamespaceIsolation", "exists only in namespace(s)"),
+        (
+            "isolated",
+            "api",
+            "NamespaceIsolation",
+            "exists only in namespace(s)",
+        ),
         ("static", "etcd-node-1", "StaticPod", "credential provider"),
         (
             "fine",
@@ -575,4 +580,119 @@ async fn a_replacement_with_the_same_name_is_never_deleted() {
         .unwrap_or_default();
     assert!(err.contains("Precondition failed: UID"), "{err}");
     assert!(fake.get("pods", "db", "db-0").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_attribution_on_one_replica_only() {
+    support::install_crypto();
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::namespace("pullgate", &[]));
+    fake.apply(fixtures::service_account("shop", "default", &[]));
+    fake.apply_secret("shop", "regcred", &["registry.example.com"], "pw");
+    fake.apply(pod(
+        "shop",
+        "api",
+        json!({"imagePullSecrets": [{"name": "regcred"}]}),
+        None,
+        "ImagePullBackOff",
+    ));
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(&config, "attribution:\n  enabled: true\n").expect("policy");
+    let kubeconfig = fake.kubeconfig_path().to_path_buf();
+    // Two replicas, as the chart runs them: the Lease decides which one acts.
+    let replicas: Vec<_> = ["pullgate-a", "pullgate-b"]
+        .iter()
+        .map(|name| {
+            let (kubeconfig, config) = (kubeconfig.clone(), config.clone());
+            tokio::task::spawn_blocking(move || {
+                support::serve::ServeProcess::spawn(
+                    [
+                        "--cluster".as_ref(),
+                        "--self-signed".as_ref(),
+                        "--kubeconfig".as_ref(),
+                        kubeconfig.as_os_str(),
+                        "--config".as_ref(),
+                        config.as_os_str(),
+                    ],
+                    &[
+                        ("POD_NAMESPACE", "pullgate"),
+                        ("POD_NAME", name),
+                        ("RUST_LOG", "info"),
+                    ],
+                    DEADLINE,
+                )
+            })
+        })
+        .collect();
+    let mut procs = Vec::new();
+    for r in replicas {
+        procs.push(r.await.expect("spawn"));
+    }
+    let holder = poll("an attribution leader", DEADLINE, || {
+        std::future::ready(
+            fake.get(
+                "leases.coordination.k8s.io",
+                "pullgate",
+                "pullgate-attribution",
+            )
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned)),
+        )
+    })
+    .await;
+    assert!(holder.starts_with("pullgate-"), "{holder}");
+    let client = fake.client().await;
+    let mut n = 0;
+    poll("a diagnosis written by the leader", DEADLINE, || {
+        n += 1;
+        pull_failed(&fake, "shop", "api", n % 3);
+        let client = client.clone();
+        async move {
+            let e = pullgate_events(&client, "shop", "api", "PullgateDiagnosis").await;
+            (!e.is_empty()).then_some(())
+        }
+    })
+    .await;
+    // More failures: the follower never writes, the leader writes once per cause.
+    for i in 10..20 {
+        pull_failed(&fake, "shop", "api", i);
+    }
+    let diagnosed = |p: &support::serve::ServeProcess| {
+        p.lines()
+            .iter()
+            .filter(|l| l.contains("image pull failure diagnosed"))
+            .count()
+    };
+    let leader = procs
+        .iter()
+        .position(|p| p.lines().iter().any(|l| l.contains("\"leading\":true")))
+        .expect("the leader logged its leadership");
+    eventually("the leader logged its diagnosis", || {
+        diagnosed(&procs[leader]) == 1
+    })
+    .await;
+    let events = pullgate_events(&client, "shop", "api", "PullgateDiagnosis").await;
+    assert_eq!(
+        events.len(),
+        1,
+        "one Event per pod and cause, from one replica"
+    );
+    assert!(
+        events[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("registry differs")),
+        "{:?}",
+        events[0].message
+    );
+    assert_eq!(
+        diagnosed(&procs[1 - leader]),
+        0,
+        "the follower stays silent"
+    );
+    let log = procs[leader].lines().join("\n");
+    assert!(
+        !log.contains("robot$ci-puller") && !log.contains("\"pw\""),
+        "{log}"
+    );
 }
