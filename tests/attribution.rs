@@ -263,6 +263,15 @@ async fn each_cause_is_named_on_the_pod_once() {
             "refused the credentials",
         ),
     ];
+    // Excluded by the policy: delivered first on the same watch, so once the others are diagnosed it was seen.
+    fake.apply(pod(
+        "kube-system",
+        "coredns",
+        json!({}),
+        None,
+        "ImagePullBackOff",
+    ));
+    pull_failed(&fake, "kube-system", "coredns", 0);
     for (ns, name, _, _) in cases {
         pull_failed(&fake, ns, name, 0);
     }
@@ -291,6 +300,20 @@ async fn each_cause_is_named_on_the_pod_once() {
             "no credential in the diagnosis"
         );
     }
+
+    assert!(
+        pullgate_events(&client, "kube-system", "coredns", "PullgateDiagnosis")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        sample(
+            &run.metrics,
+            "pullgate_image_pull_failures_total",
+            &[("namespace", "kube-system")]
+        ),
+        0.0
+    );
 
     // The kubelet keeps retrying: more Events for the same pod, same cause, one more Event type.
     for n in 1..6 {

@@ -176,6 +176,10 @@ async fn watch(shared: Arc<Shared>, api: Api<Event>) {
         if leading.wait_for(|l| *l).await.is_err() {
             return;
         }
+        // Diagnosing against a store still syncing would blame secrets that merely are not listed yet.
+        while !shared.store.ready() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let config = watcher::Config::default().fields("involvedObject.kind=Pod");
         // Exponential backoff with jitter, reset by any success; a 410 Gone relists.
         let mut events = watcher::watcher(api.clone(), config)
@@ -221,6 +225,9 @@ impl Shared {
         let (Some(ns), Some(name)) = (o.namespace.clone(), o.name.clone()) else {
             return;
         };
+        if self.policy.excludes(&ns) {
+            return;
+        }
         let (queued, len) = {
             let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             (p.push((ns, name), failure), p.len())
