@@ -142,6 +142,19 @@ fn sample(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Wait until a repeated failure was processed (and found a duplicate) and the queue is empty.
+async fn repeats_processed(m: &Metrics) {
+    eventually("the repeats processed", || {
+        sample(
+            m,
+            "pullgate_attribution_events_total",
+            &[("outcome", "duplicate")],
+        ) >= 1.0
+            && sample(m, "pullgate_attribution_queued_pods", &[]) == 0.0
+    })
+    .await;
+}
+
 fn failures(m: &Metrics, ns: &str, cause: &str) -> f64 {
     sample(
         m,
@@ -335,15 +348,7 @@ async fn each_cause_is_named_on_the_pod_once() {
         "BackOff",
         "Back-off restarting failed container api in pod api",
     );
-    eventually("the repeats processed", || {
-        sample(
-            &run.metrics,
-            "pullgate_attribution_events_total",
-            &[("outcome", "duplicate")],
-        ) >= 1.0
-            && sample(&run.metrics, "pullgate_attribution_queued_pods", &[]) == 0.0
-    })
-    .await;
+    repeats_processed(&run.metrics).await;
     assert_eq!(
         pullgate_events(&client, "port", "api", "PullgateDiagnosis")
             .await
@@ -517,15 +522,7 @@ async fn stuck_pods_are_restarted_within_limits_and_bare_pods_never() {
             pull_failed(&fake, "shop", name, 10 + n);
         }
     }
-    eventually("the repeats processed", || {
-        sample(
-            &run.metrics,
-            "pullgate_attribution_events_total",
-            &[("outcome", "duplicate")],
-        ) >= 1.0
-            && sample(&run.metrics, "pullgate_attribution_queued_pods", &[]) == 0.0
-    })
-    .await;
+    repeats_processed(&run.metrics).await;
     assert_eq!(
         alive("shop", &webs),
         3,
