@@ -338,6 +338,16 @@ impl Shared {
         let Some(owner) = restart::candidate(pod) else {
             return;
         };
+        // No restart budget left: spare the API server the pod list.
+        let budget = self
+            .restarts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .ready(Instant::now());
+        if !budget {
+            return;
+        }
         let Ok(list) = pods.list(&ListParams::default()).await else {
             return;
         };

@@ -165,6 +165,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether a token is available now (without taking it).
+    pub fn ready(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + elapsed * self.rate).min(self.burst) >= 1.0
+    }
+
     /// Take a token: Ok, or how long until one is available.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
@@ -259,7 +265,10 @@ mod tests {
         let t = Instant::now();
         let mut b = TokenBucket::new(2.0, 2.0, t);
         assert!(b.take(t).is_ok());
+        assert!(b.ready(t));
         assert!(b.take(t).is_ok());
+        assert!(!b.ready(t));
+        assert!(b.ready(t + Duration::from_millis(500)));
         let wait = b.take(t).unwrap_err();
         assert!(
             (wait.as_secs_f64() - 0.5).abs() < 1e-9,
