@@ -201,7 +201,10 @@ async fn old_secrets_json_output_and_unreadable_pods() {
         let report: Value = serde_json::from_str(&text).expect("JSON report");
         let fresh = report["checks"]
             .as_array()
-            .and_then(|c| c.iter().find(|c| c["check"] == "credentials are fresh and accepted by the registry"))
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c["check"] == "credentials are fresh and accepted by the registry")
+            })
             .map(|c| c["verdict"].clone());
         if fresh == Some(json!("problem")) {
             assert_eq!(code, 1, "{text}");
