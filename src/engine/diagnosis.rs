@@ -102,7 +102,7 @@ pub struct PullFailure {
 /// The kubelet (pkg/kubelet/images, pkg/kubelet/events) records `Failed` with "Failed to pull
 /// image %q: …" and "Error: ErrImagePull" / "Error: ImagePullBackOff", and `BackOff` with
 /// "Back-off pulling image %q" — `BackOff` also reports crash loops ("Back-off restarting failed
-/// container"), which are not pull failures. `ErrImagePull` and `ImagePullBackOff` are container
+/// container"), which are not pull failures — and `InspectFailed` for a reference it cannot parse. `ErrImagePull` and `ImagePullBackOff` are container
 /// waiting reasons that some runtimes and tools record as Event reasons too.
 pub fn pull_failure(reason: &str, message: &str) -> Option<PullFailure> {
     let is_pull = match reason {
@@ -113,6 +113,8 @@ pub fn pull_failure(reason: &str, message: &str) -> Option<PullFailure> {
                 || message.contains("ImagePullBackOff")
         }
         "BackOff" => message.starts_with("Back-off pulling image"),
+        // An image reference the kubelet cannot even parse ("Failed to apply default image tag %q").
+        "InspectFailed" => true,
         _ => false,
     };
     if !is_pull {
@@ -475,6 +477,12 @@ mod tests {
         assert!(pull_failure("Failed", "Error: ImagePullBackOff").is_some());
         assert!(pull_failure("ErrImagePull", "whatever").is_some());
         assert!(pull_failure("ImagePullBackOff", "").is_some());
+        let i = pull_failure(
+            "InspectFailed",
+            "Failed to apply default image tag \"Registry.example.com/Shop/API\": couldn't parse image name",
+        )
+        .unwrap();
+        assert_eq!(i.image.as_deref(), Some("Registry.example.com/Shop/API"));
         for (reason, message) in [
             (
                 "BackOff",
