@@ -6,7 +6,9 @@ use super::keyring::{is_default_registry_match, MatchTarget, NearMiss, RegistryK
 use super::podview::{ContainerKind, PodView, WorkloadKind};
 use super::reference::ImageRef;
 use crate::policy::{Effective, Policy, Validation};
-use crate::store::index::{ClusterIndex, CredentialStatus, NamespaceInfo, SecretInfo};
+use crate::store::index::{
+    ClusterIndex, CredentialStatus, NamespaceInfo, SecretInfo, MAX_ELSEWHERE_CANDIDATES,
+};
 
 /// The admission operation being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +134,7 @@ pub fn evaluate_pod<'a>(
     }
     let mut findings = Vec::new();
 
+    d.images.reserve_exact(spec.all_containers().count());
     for (kind, c) in spec.all_containers() {
         let Some(image) = c.image.as_deref().filter(|i| !i.is_empty()) else {
             // API validation rejects a container without an image; nothing to pull.
@@ -164,16 +167,32 @@ pub fn evaluate_pod<'a>(
             matched_secrets: Vec::new(),
         });
     }
-    // One match target per image, reused by every step below: building one costs about as much as
-    // the rest of an image's evaluation.
-    let image_names: Vec<Option<String>> = d
+    // One match target per image, reused by every step below. Targets borrow their names, which
+    // are copied into one buffer so that `d.images` can still be changed.
+    let mut names = String::with_capacity(
+        d.images
+            .iter()
+            .filter_map(|i| i.reference.as_ref())
+            .map(|r| r.name().len())
+            .sum(),
+    );
+    let spans: Vec<Option<(usize, usize)>> = d
         .images
         .iter()
-        .map(|i| i.reference.as_ref().map(|r| r.name().to_owned()))
+        .map(|img| {
+            img.reference.as_ref().map(|r| {
+                let start = names.len();
+                names.push_str(r.name());
+                (start, names.len())
+            })
+        })
         .collect();
-    let targets: Vec<Option<MatchTarget<'_>>> = image_names
+    let targets: Vec<Option<MatchTarget<'_>>> = spans
         .iter()
-        .map(|n| n.as_deref().map(MatchTarget::new))
+        .map(|span| {
+            span.and_then(|(start, end)| names.get(start..end))
+                .map(MatchTarget::new)
+        })
         .collect();
     for (img, t) in d.images.iter_mut().zip(&targets) {
         img.requires_credentials = t
@@ -262,6 +281,9 @@ pub fn evaluate_pod<'a>(
         && !view.pod.metadata.annotations.inject_opt_out
         && fatal.is_none();
     let mut blamed: Vec<&str> = Vec::new();
+    // What the kubelet would use for each covered image; still right at the end unless a secret
+    // was injected meanwhile, so that each image is usually looked up only once.
+    let mut lookups: Vec<Option<Vec<&'a str>>> = vec![None; d.images.len()];
     for i in 0..d.images.len() {
         let img = &d.images[i];
         let Some(r) = img.reference.as_ref().filter(|_| img.requires_credentials) else {
@@ -270,7 +292,14 @@ pub fn evaluate_pod<'a>(
         let Some(target) = targets.get(i).and_then(Option::as_ref) else {
             continue;
         };
-        if !kubelet_lookup(&usable, target).is_empty() || fatal.is_some() {
+        if fatal.is_some() {
+            continue;
+        }
+        let found = kubelet_lookup(&usable, target);
+        if !found.is_empty() {
+            if let Some(slot) = lookups.get_mut(i) {
+                *slot = Some(found);
+            }
             continue;
         }
         let candidate = ns
@@ -321,11 +350,17 @@ pub fn evaluate_pod<'a>(
         name_level_findings(r, ns, index, ctx, source, &blamed, &mut findings);
     }
 
-    for (img, target) in d.images.iter_mut().zip(&targets) {
+    // Verification is opt-in: without any result recorded no credential can have been rejected.
+    let verified = index.has_verifications();
+    let injected = !d.injected.is_empty();
+    for ((img, target), found) in d.images.iter_mut().zip(&targets).zip(lookups) {
         let (Some(r), Some(target)) = (img.reference.as_ref(), target.as_ref()) else {
             continue;
         };
-        img.matched_secrets = kubelet_lookup(&usable, target);
+        img.matched_secrets = match found {
+            Some(found) if !injected => found,
+            _ => kubelet_lookup(&usable, target),
+        };
         if !img.requires_credentials {
             continue;
         }
@@ -367,7 +402,9 @@ pub fn evaluate_pod<'a>(
                 }
             }
         }
-        rejected_credentials(img, r, index, ctx, policy, &mut findings);
+        if verified {
+            rejected_credentials(img, r, target, index, ctx, policy, &mut findings);
+        }
     }
 
     d.findings = sorted(findings);
@@ -483,14 +520,20 @@ fn uncovered_finding<'a>(
         );
     }
     // 5. Nothing here covers it.
-    let elsewhere = index.secrets_covering_elsewhere(target, ctx.namespace, 3);
-    let where_ = if elsewhere.is_empty() {
+    let elsewhere = index.covering_elsewhere(target, ctx.namespace, 3);
+    let create = format!(
+        "create one (kubectl create secret docker-registry regcred -n {} --docker-server={registry} --docker-username=… --docker-password=…) and reference it from the pod or its ServiceAccount",
+        ctx.namespace
+    );
+    let where_ = if elsewhere.found.is_empty() && elsewhere.exhaustive {
+        format!("and none exists elsewhere in the cluster: {create}")
+    } else if elsewhere.found.is_empty() {
         format!(
-            "and none exists elsewhere in the cluster: create one (kubectl create secret docker-registry regcred -n {} --docker-server={registry} --docker-username=… --docker-password=…) and reference it from the pod or its ServiceAccount",
-            ctx.namespace
+            "and none of the first {MAX_ELSEWHERE_CANDIDATES} secrets of other namespaces with a key for this registry covers it either: {create}"
         )
     } else {
         let list: Vec<String> = elsewhere
+            .found
             .iter()
             .map(|s| format!("{}/{}", s.namespace, s.name))
             .collect();
@@ -731,38 +774,34 @@ fn static_pod_findings(d: &Decision<'_>, references_secrets: bool, out: &mut Vec
 fn rejected_credentials(
     img: &ImageDetail<'_>,
     r: &ImageRef,
+    target: &MatchTarget<'_>,
     index: &ClusterIndex,
     ctx: &PodContext<'_>,
     policy: &Policy,
     out: &mut Vec<Finding>,
 ) {
     let ns = index.namespace(ctx.namespace);
-    let target = MatchTarget::new(r.name());
-    let keys_of = |s: &SecretInfo, fallback: bool| -> Vec<String> {
-        s.usable_keys()
-            .filter(|k| {
-                if fallback {
-                    k.as_str() == "index.docker.io"
-                } else {
-                    k.matches(&target)
-                }
-            })
-            .map(|k| k.as_str().to_owned())
-            .collect()
-    };
-    let mut tried: Vec<(&str, String)> = Vec::new();
+    let mut tried: Vec<(&str, &str)> = Vec::new();
     for fallback in [false, true] {
         // Like kubelet_lookup: the docker.io fallback only when no key matched at all.
         if fallback && (!tried.is_empty() || !is_default_registry_match(target.name())) {
             break;
         }
         for name in &img.matched_secrets {
-            if let Some(s) = ns.secrets.get(name) {
-                tried.extend(keys_of(s, fallback).into_iter().map(|k| (*name, k)));
-            }
+            let Some(s) = ns.secrets.get(name) else {
+                continue;
+            };
+            let keys = s.usable_keys().filter(|k| {
+                if fallback {
+                    k.as_str() == "index.docker.io"
+                } else {
+                    k.matches(target)
+                }
+            });
+            tried.extend(keys.map(|k| (*name, k.as_str())));
         }
     }
-    let rejected: Vec<&(&str, String)> = tried
+    let rejected: Vec<&(&str, &str)> = tried
         .iter()
         .filter(|(name, key)| {
             index.credential_status(ctx.namespace, name, key) == Some(CredentialStatus::Rejected)
@@ -1163,6 +1202,23 @@ mod tests {
         assert_eq!(d.injected, ["regcred-new"]);
         assert_eq!(d.image_pull_secrets, ["regcred-new"]);
         assert_eq!(codes(&d), [Code::SecretsInjected]);
+    }
+
+    #[test]
+    fn an_injected_secret_also_counts_for_images_covered_before() {
+        let mut idx = shop();
+        // Covers ghcr.io, which "ghcr" already covers, and quay.io, which nothing covers.
+        idx.upsert_secret(pull_secret("shop", "both", &["ghcr.io", "quay.io"], NOW));
+        let v = pod(json!({
+            "serviceAccountName": "builder",
+            "containers": [
+                {"name": "a", "image": "ghcr.io/acme/a:1"},
+                {"name": "b", "image": "quay.io/acme/b:1"}]}));
+        let d = evaluate_pod(&v, &ctx(true), &deny(), &idx);
+        assert_eq!(d.injected, ["both"]);
+        assert_eq!(d.images[0].matched_secrets, ["ghcr", "both"]);
+        assert_eq!(d.images[1].matched_secrets, ["both"]);
+        assert!(codes(&d).contains(&Code::AmbiguousCredentials));
     }
 
     #[test]

@@ -37,21 +37,34 @@ pub enum KeyError {
     /// A `[` not at the start of the host, or a bracketed host that is not an IPv6 address.
     #[error("invalid IP literal in host (only an IPv6 address may be in brackets)")]
     InvalidIpLiteral,
+    /// Longer than the 4 GiB a key's offsets can address (no API object comes near).
+    #[error("longer than 4 GiB")]
+    TooLong,
 }
 
 /// A docker-config key normalised like BasicDockerKeyring.Add (scheme dropped, /v1/ /v2/ cut, host verbatim).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// The cluster index holds one per registry entry of every pull secret, so a key is one text
+/// buffer plus offsets: the key bytes, the host and port, and the parts URLsMatch compares are
+/// all slices of it, except in keys with %-escapes (see `spill`).
+#[derive(Clone)]
 pub struct RegistryKey {
-    /// The key string the kubelet indexes, byte for byte; first so that `Ord` is Go's sort order.
-    key: Box<[u8]>,
-    /// `key` as text; differs from it only where a %-escape produced bytes that are not UTF-8.
+    /// The key as text: the key bytes themselves unless a %-escape produced bytes that are not UTF-8.
     text: Box<str>,
+    /// Only for keys whose bytes are not all slices of `text`: the key bytes when they are not
+    /// UTF-8, then the parts URLsMatch compares when parsing the key again decodes a %-escape.
+    spill: Option<Box<[u8]>>,
+    /// Where the key bytes are: `spill[..key_len]` when `key_spilled`, else all of `text`.
+    key_len: u32,
+    key_spilled: bool,
     /// Length of the host (with port) at the start of `text`.
-    host_len: usize,
+    host_len: u32,
     /// Where the host's port colon is in `text`, if it has one.
-    port_colon: Option<usize>,
-    /// How URLsMatch sees the key: it parses the key string again, which can fail.
-    matcher: Option<UrlParts>,
+    port_colon: Option<u32>,
+    /// How URLsMatch sees the key (it parses the key string again, which can fail): spans into
+    /// `spill` when `matcher_spilled`, else into the key bytes.
+    matcher: Option<Split>,
+    matcher_spilled: bool,
 }
 
 impl RegistryKey {
@@ -70,20 +83,54 @@ impl RegistryKey {
             &url.path
         };
         let path = if path == b"/" { &[][..] } else { path };
-        let mut key = url.host.to_vec();
+        let mut key = Vec::with_capacity(url.host.len() + path.len());
+        key.extend_from_slice(&url.host);
         key.extend_from_slice(path);
 
         let host_text = String::from_utf8_lossy(&url.host);
         let mut text = String::with_capacity(key.len());
         text.push_str(&host_text);
         text.push_str(&String::from_utf8_lossy(path));
+        // Offsets are u32 to keep keys small.
+        let too_long = |_| KeyError::TooLong;
+        let key_spilled = text.as_bytes() != key.as_slice();
+        let mut spill: Vec<u8> = if key_spilled { key.clone() } else { Vec::new() };
+        let (matcher, matcher_spilled) = match split_url(&key) {
+            None => (None, false),
+            Some((split, None)) => (Some(split), false),
+            Some((split, Some(decoded))) => {
+                let offset = u32::try_from(spill.len()).map_err(too_long)?;
+                spill.extend_from_slice(&decoded);
+                (Some(split.shifted(offset)), true)
+            }
+        };
         Ok(RegistryKey {
-            matcher: UrlParts::parse(&key),
-            port_colon: port_colon(&host_text),
-            host_len: host_text.len(),
-            key: key.into_boxed_slice(),
+            key_len: u32::try_from(key.len()).map_err(too_long)?,
+            key_spilled,
+            host_len: u32::try_from(host_text.len()).map_err(too_long)?,
+            port_colon: port_colon(&host_text).and_then(|i| u32::try_from(i).ok()),
+            matcher,
+            matcher_spilled,
+            spill: (!spill.is_empty()).then(|| spill.into_boxed_slice()),
             text: text.into_boxed_str(),
         })
+    }
+
+    /// The key string the kubelet indexes, byte for byte.
+    fn key_bytes(&self) -> &[u8] {
+        match (&self.spill, self.key_spilled) {
+            (Some(spill), true) => spill.get(..self.key_len as usize).unwrap_or_default(),
+            _ => self.text.as_bytes(),
+        }
+    }
+
+    /// The parts URLsMatch compares; None when url.Parse refuses the key string.
+    fn parts(&self) -> Option<UrlParts<'_>> {
+        let base = match (&self.spill, self.matcher_spilled) {
+            (Some(spill), true) => spill,
+            _ => self.key_bytes(),
+        };
+        self.matcher.map(|m| m.parts(base))
     }
 
     /// The normalised key, e.g. "index.docker.io", "quay.io/foo/", "registry.example.com:5000".
@@ -93,67 +140,104 @@ impl RegistryKey {
 
     /// Host with port, as written (after percent-decoding and without user-info, as Go's URL.Host).
     pub fn host(&self) -> &str {
-        self.text.get(..self.host_len).unwrap_or_default()
+        self.text.get(..self.host_len as usize).unwrap_or_default()
     }
 
     /// Host without port; IPv6 brackets are kept.
     pub fn hostname(&self) -> &str {
         let host = self.host();
-        self.port_colon.and_then(|i| host.get(..i)).unwrap_or(host)
+        self.port_colon
+            .and_then(|i| host.get(..i as usize))
+            .unwrap_or(host)
     }
 
     /// The port digits, or None when there are none (a bare trailing colon counts as no port, as in Go).
     pub fn port(&self) -> Option<&str> {
         self.port_colon
-            .and_then(|i| self.host().get(i + 1..))
+            .and_then(|i| self.host().get(i as usize + 1..))
             .filter(|p| !p.is_empty())
     }
 
     /// The path part: "" or e.g. "/team" or "/foo/".
     pub fn path(&self) -> &str {
-        self.text.get(self.host_len..).unwrap_or_default()
+        self.text.get(self.host_len as usize..).unwrap_or_default()
+    }
+
+    /// The hostname and port URLsMatch compares: a key that is not a glob matches only images
+    /// with exactly these (see [`MatchTarget::host_and_port`]). None when URLsMatch cannot parse
+    /// the key, which then matches nothing.
+    pub fn host_and_port(&self) -> Option<(&[u8], &[u8])> {
+        self.parts().map(|p| (p.hostname, p.port))
     }
 
     /// Whether the host URLsMatch compares has glob metacharacters (so it is not an exact-host key).
     pub fn is_glob(&self) -> bool {
-        self.matcher.as_ref().is_some_and(UrlParts::is_glob)
+        self.matcher.is_some_and(|m| m.glob)
     }
 
     /// URLsMatch against an image name that was prepared once.
     pub fn matches(&self, target: &MatchTarget<'_>) -> bool {
-        match (&self.matcher, &target.parts) {
-            (Some(key), Some(image)) => urls_match(key, image),
+        match (self.parts(), target.parts()) {
+            (Some(key), Some(image)) => urls_match(&key, &image),
             _ => false,
         }
     }
 
     /// Why a related key does not match (same hostname ignoring case/port, or a glob of the same hostname); None when unrelated or when it matches.
     pub fn near_miss(&self, target: &MatchTarget<'_>) -> Option<NearMiss> {
-        let (key, image) = (self.matcher.as_ref()?, target.parts.as_ref()?);
-        if urls_match(key, image) {
+        let (key, image) = (self.parts()?, target.parts()?);
+        if urls_match(&key, &image) {
             return None;
         }
         let same_count = key.labels == image.labels;
-        let exact = same_count && labels_match(key, image, false);
-        let folded = same_count && !exact && labels_match(key, image, true);
+        let exact = same_count && labels_match(&key, &image, false);
+        let folded = same_count && !exact && labels_match(&key, &image, true);
         if exact || folded {
             // Report in the order the kubelet checks: port, then path, then the labels.
             if key.port != image.port {
                 return Some(NearMiss::Port {
-                    key: non_empty_text(&key.port),
-                    image: non_empty_text(&image.port),
+                    key: non_empty_text(key.port),
+                    image: non_empty_text(image.port),
                 });
             }
-            if !image.path.starts_with(&key.path) {
+            if !image.path.starts_with(key.path) {
                 return Some(NearMiss::Path {
-                    key_path: String::from_utf8_lossy(&key.path).into_owned(),
-                    image_path: String::from_utf8_lossy(&image.path).into_owned(),
+                    key_path: String::from_utf8_lossy(key.path).into_owned(),
+                    image_path: String::from_utf8_lossy(image.path).into_owned(),
                 });
             }
             return folded.then_some(NearMiss::Case);
         }
-        (key.is_glob() && !same_count && literal_suffix_agrees(key, image))
+        (key.glob && !same_count && literal_suffix_agrees(&key, &image))
             .then_some(NearMiss::LabelCount)
+    }
+}
+
+// Every other field is a function of the key bytes, so they alone decide equality and order.
+impl PartialEq for RegistryKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_bytes() == other.key_bytes()
+    }
+}
+
+impl Eq for RegistryKey {}
+
+impl std::hash::Hash for RegistryKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key_bytes().hash(state);
+    }
+}
+
+impl PartialOrd for RegistryKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RegistryKey {
+    /// Go's sort order of the key strings: bytewise.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key_bytes().cmp(other.key_bytes())
     }
 }
 
@@ -165,20 +249,40 @@ impl fmt::Debug for RegistryKey {
 }
 
 /// An image Name() (e.g. "registry.example.com:5000/team/app", "docker.io/library/nginx") split once for matching.
+///
+/// Borrows the name: an image name (ImageRef's grammar admits no '%') never needs decoding,
+/// so building a target allocates nothing.
 #[derive(Debug, Clone)]
 pub struct MatchTarget<'a> {
     name: &'a str,
+    /// What `split` indexes when url.Parse decoded a %-escape in `name` (never for image names).
+    decoded: Option<Box<[u8]>>,
     /// None when `url.Parse("https://"+name)` fails: then no key matches, as in Lookup.
-    parts: Option<UrlParts>,
+    split: Option<Split>,
 }
 
 impl<'a> MatchTarget<'a> {
     /// Parse `name` as URLsMatch does, once for all the keys it is compared with.
     pub fn new(name: &'a str) -> MatchTarget<'a> {
+        let (split, decoded) = match split_url(name.as_bytes()) {
+            Some((split, decoded)) => (Some(split), decoded),
+            None => (None, None),
+        };
         MatchTarget {
             name,
-            parts: UrlParts::parse(name.as_bytes()),
+            decoded,
+            split,
         }
+    }
+
+    fn parts(&self) -> Option<UrlParts<'_>> {
+        let base = self.decoded.as_deref().unwrap_or(self.name.as_bytes());
+        self.split.map(|s| s.parts(base))
+    }
+
+    /// The hostname and port URLsMatch compares; None when url.Parse refuses the name.
+    pub fn host_and_port(&self) -> Option<(&[u8], &[u8])> {
+        self.parts().map(|p| (p.hostname, p.port))
     }
 
     /// The image name as given.
@@ -188,7 +292,9 @@ impl<'a> MatchTarget<'a> {
 
     /// The registry part of the name as written: everything before the first '/'.
     pub fn host(&self) -> &'a str {
-        self.name.split('/').next().unwrap_or(self.name)
+        self.name
+            .split_once('/')
+            .map_or(self.name, |(host, _)| host)
     }
 }
 
@@ -292,27 +398,27 @@ impl<T> Keyring<T> {
 
     /// Add a value under `key`; values of one key keep insertion order.
     pub fn insert(&mut self, key: RegistryKey, value: T) {
-        if let Some(&slot) = self.by_key.get(&key.key) {
+        if let Some(&slot) = self.by_key.get(key.key_bytes()) {
             if let Some(slot) = self.slots.get_mut(slot) {
                 slot.values.push(value);
             }
             return;
         }
         let slot = self.slots.len();
-        self.by_key.insert(key.key.clone(), slot);
-        if &*key.key == b"index.docker.io" {
+        self.by_key.insert(key.key_bytes().into(), slot);
+        if key.key_bytes() == b"index.docker.io" {
             self.hub = Some(slot);
         }
-        match &key.matcher {
-            Some(m) if m.is_glob() => self.globs.push(slot),
+        match key.parts() {
+            Some(m) if m.glob => self.globs.push(slot),
             Some(m) => self
                 .exact
-                .entry(m.hostname.clone())
+                .entry(m.hostname.into())
                 .or_default()
-                .entry(m.port.clone())
+                .entry(m.port.into())
                 .or_default()
                 .by_path
-                .entry(m.path.clone())
+                .entry(m.path.into())
                 .or_default()
                 .push(slot),
             // A key URLsMatch cannot parse again never matches; it can still be the Hub fallback.
@@ -341,10 +447,10 @@ impl<T> Keyring<T> {
     /// Whether any key matches (same rules incl. fallback) without collecting.
     pub fn covers(&self, name: &str) -> bool {
         let target = MatchTarget::new(name);
-        let direct = target.parts.as_ref().is_some_and(|image| {
-            self.exact_index(image)
-                .is_some_and(|index| index.find(&image.path, |_| true))
-                || self.matching_globs(image).next().is_some()
+        let direct = target.parts().is_some_and(|image| {
+            self.exact_index(&image)
+                .is_some_and(|index| index.find(image.path, |_| true))
+                || self.matching_globs(&image).next().is_some()
         });
         direct || (self.hub.is_some() && is_default_registry_match(name))
     }
@@ -365,30 +471,30 @@ impl<T> Keyring<T> {
 
     fn matching_slots(&self, target: &MatchTarget<'_>) -> Vec<usize> {
         let mut hits = Vec::new();
-        if let Some(image) = &target.parts {
-            if let Some(index) = self.exact_index(image) {
-                index.find(&image.path, |slots| {
+        if let Some(image) = target.parts() {
+            if let Some(index) = self.exact_index(&image) {
+                index.find(image.path, |slots| {
                     hits.extend_from_slice(slots);
                     false
                 });
             }
-            hits.extend(self.matching_globs(image));
+            hits.extend(self.matching_globs(&image));
         }
         hits
     }
 
     /// The exact-host keys with the image's hostname and port.
-    fn exact_index(&self, image: &UrlParts) -> Option<&PathIndex> {
+    fn exact_index(&self, image: &UrlParts<'_>) -> Option<&PathIndex> {
         self.exact
-            .get(&*image.hostname)
-            .and_then(|ports| ports.get(&*image.port))
+            .get(image.hostname)
+            .and_then(|ports| ports.get(image.port))
     }
 
-    fn matching_globs<'s>(&'s self, image: &'s UrlParts) -> impl Iterator<Item = usize> + 's {
+    fn matching_globs<'s>(&'s self, image: &'s UrlParts<'_>) -> impl Iterator<Item = usize> + 's {
         self.globs.iter().copied().filter(move |&slot| {
             self.key_of(slot)
-                .and_then(|key| key.matcher.as_ref())
-                .is_some_and(|key| urls_match(key, image))
+                .and_then(RegistryKey::parts)
+                .is_some_and(|key| urls_match(&key, image))
         })
     }
 }
@@ -408,50 +514,187 @@ impl<T> fmt::Debug for Keyring<T> {
     }
 }
 
-/// A URL as URLsMatch compares it: SplitURL's host and port, and the path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct UrlParts {
-    /// What SplitURL splits on '.': SplitHostPort's host, or the whole Host when that fails.
-    hostname: Box<[u8]>,
-    /// SplitHostPort's port, empty when absent or when SplitHostPort fails.
-    port: Box<[u8]>,
-    path: Box<[u8]>,
-    /// How many '.'-separated labels `hostname` has.
-    labels: usize,
+/// A byte range of a buffer; u32 because the index holds one [`Split`] per registry key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
 }
 
-impl UrlParts {
-    /// ParseSchemelessURL then SplitURL; None where url.Parse fails.
-    fn parse(schemeless: &[u8]) -> Option<UrlParts> {
-        let url = parse_url(schemeless).ok()?;
-        let (hostname, port): (&[u8], &[u8]) =
-            split_host_port(&url.host).unwrap_or((&url.host, &[]));
-        Some(UrlParts {
-            labels: hostname.split(|&b| b == b'.').count(),
-            hostname: hostname.into(),
-            port: port.into(),
-            path: url.path.into(),
+impl Span {
+    /// Where `part` lies in `base`, if it is a slice of it (an empty part lies anywhere).
+    fn of(base: &[u8], part: &[u8]) -> Option<Span> {
+        if part.is_empty() {
+            return Some(Span::default());
+        }
+        let start = part.as_ptr().addr().checked_sub(base.as_ptr().addr())?;
+        let end = start.checked_add(part.len())?;
+        if end > base.len() {
+            return None;
+        }
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
         })
     }
 
-    fn label_iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.hostname.split(|&b| b == b'.')
+    fn get(self, base: &[u8]) -> &[u8] {
+        base.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
     }
 
-    fn is_glob(&self) -> bool {
-        self.hostname.iter().any(|b| b"*?[\\".contains(b))
+    fn shifted(self, by: u32) -> Span {
+        Span {
+            start: self.start.saturating_add(by),
+            end: self.end.saturating_add(by),
+        }
+    }
+}
+
+/// Where the parts URLsMatch compares lie in a buffer, and what matching needs to know of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Split {
+    hostname: Span,
+    port: Span,
+    path: Span,
+    /// How many '.'-separated labels the hostname has.
+    labels: u32,
+    /// Whether the hostname has a filepath.Match metacharacter; without one a pattern matches
+    /// only itself, so the hostnames can be compared as bytes.
+    glob: bool,
+}
+
+impl Split {
+    fn parts(self, base: &[u8]) -> UrlParts<'_> {
+        UrlParts {
+            hostname: self.hostname.get(base),
+            port: self.port.get(base),
+            path: self.path.get(base),
+            labels: self.labels,
+            glob: self.glob,
+        }
+    }
+
+    fn shifted(self, by: u32) -> Split {
+        Split {
+            hostname: self.hostname.shifted(by),
+            port: self.port.shifted(by),
+            path: self.path.shifted(by),
+            ..self
+        }
+    }
+}
+
+/// ParseSchemelessURL then SplitURL; None where url.Parse fails.
+///
+/// The spans index `schemeless` itself when url.Parse decoded nothing, which is always the case
+/// for an image name and almost always for a key; otherwise they index the decoded parts, which
+/// are returned too.
+fn split_url(schemeless: &[u8]) -> Option<(Split, Option<Box<[u8]>>)> {
+    let url = parse_url(schemeless).ok()?;
+    let (hostname, port): (&[u8], &[u8]) = split_host_port(&url.host).unwrap_or((&url.host, &[]));
+    let labels = u32::try_from(hostname.iter().filter(|&&b| b == b'.').count() + 1).ok()?;
+    let glob = hostname.iter().any(|&b| has_class(b, GLOB));
+    let in_place = (
+        Span::of(schemeless, hostname),
+        Span::of(schemeless, port),
+        Span::of(schemeless, &url.path),
+    );
+    if let (Some(hostname), Some(port), Some(path)) = in_place {
+        let split = Split {
+            hostname,
+            port,
+            path,
+            labels,
+            glob,
+        };
+        return Some((split, None));
+    }
+    let mut decoded = Vec::with_capacity(hostname.len() + port.len() + url.path.len());
+    let mut span = |part: &[u8]| {
+        let start = u32::try_from(decoded.len()).ok()?;
+        decoded.extend_from_slice(part);
+        let end = u32::try_from(decoded.len()).ok()?;
+        Some(Span { start, end })
+    };
+    let split = Split {
+        hostname: span(hostname)?,
+        port: span(port)?,
+        path: span(&url.path)?,
+        labels,
+        glob,
+    };
+    Some((split, Some(decoded.into_boxed_slice())))
+}
+
+/// Byte class: url.Parse cuts, decodes or refuses at it (controls, DEL, '#', '?', '@', '[', '%').
+const URL_SPECIAL: u8 = 1;
+/// Byte class: ASCII that a host may not hold as it is (shouldEscape(c, encodeHost)).
+const HOST_REFUSED: u8 = 2;
+/// Byte class: a filepath.Match metacharacter on Unix.
+const GLOB: u8 = 4;
+
+/// The classes of every byte, so that the one-scan paths test each byte with one load.
+static CLASSES: [u8; 256] = byte_classes();
+
+const fn byte_classes() -> [u8; 256] {
+    let mut classes = [0; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut class = 0;
+        if c < b' ' || matches!(c, 0x7f | b'#' | b'?' | b'@' | b'[' | b'%') {
+            class |= URL_SPECIAL;
+        }
+        if c < 0x80 && should_escape_in_host(c) {
+            class |= HOST_REFUSED;
+        }
+        if matches!(c, b'*' | b'?' | b'[' | b'\\') {
+            class |= GLOB;
+        }
+        classes[i] = class;
+        i += 1;
+    }
+    classes
+}
+
+fn has_class(c: u8, class: u8) -> bool {
+    CLASSES.get(usize::from(c)).is_some_and(|&k| k & class != 0)
+}
+
+/// A URL as URLsMatch compares it: SplitURL's host and port, and the path.
+#[derive(Debug, Clone, Copy)]
+struct UrlParts<'a> {
+    /// What SplitURL splits on '.': SplitHostPort's host, or the whole Host when that fails.
+    hostname: &'a [u8],
+    /// SplitHostPort's port, empty when absent or when SplitHostPort fails.
+    port: &'a [u8],
+    path: &'a [u8],
+    labels: u32,
+    glob: bool,
+}
+
+impl<'a> UrlParts<'a> {
+    fn label_iter(&self) -> impl Iterator<Item = &'a [u8]> {
+        self.hostname.split(|&b| b == b'.')
     }
 }
 
 /// URLsMatch: equal ports as strings, equal label counts, path prefix, then a glob per label.
-fn urls_match(key: &UrlParts, image: &UrlParts) -> bool {
-    key.port == image.port
-        && key.labels == image.labels
-        && image.path.starts_with(&key.path)
-        && labels_match(key, image, false)
+fn urls_match(key: &UrlParts<'_>, image: &UrlParts<'_>) -> bool {
+    // The same conditions as Go's, cheapest and most often failing first.
+    if key.glob {
+        key.labels == image.labels
+            && key.port == image.port
+            && image.path.starts_with(key.path)
+            && labels_match(key, image, false)
+    } else {
+        // Label by label, a pattern without metacharacters matches only itself.
+        key.hostname == image.hostname && key.port == image.port && image.path.starts_with(key.path)
+    }
 }
 
-fn labels_match(key: &UrlParts, image: &UrlParts, fold_case: bool) -> bool {
+fn labels_match(key: &UrlParts<'_>, image: &UrlParts<'_>, fold_case: bool) -> bool {
     key.label_iter()
         .zip(image.label_iter())
         .all(|(pattern, label)| {
@@ -464,13 +707,13 @@ fn labels_match(key: &UrlParts, image: &UrlParts, fold_case: bool) -> bool {
 }
 
 /// Whether the trailing literal labels of a glob key name the image's trailing labels.
-fn literal_suffix_agrees(key: &UrlParts, image: &UrlParts) -> bool {
+fn literal_suffix_agrees(key: &UrlParts<'_>, image: &UrlParts<'_>) -> bool {
     let key_labels: Vec<&[u8]> = key.label_iter().collect();
     let image_labels: Vec<&[u8]> = image.label_iter().collect();
     let literal = key_labels
         .iter()
         .rev()
-        .take_while(|l| !l.iter().any(|b| b"*?[\\".contains(b)))
+        .take_while(|l| !l.iter().any(|&b| has_class(b, GLOB)))
         .count();
     literal > 0
         && literal <= image_labels.len()
@@ -499,6 +742,7 @@ fn port_colon(host: &str) -> Option<usize> {
 // ---- net/url.Parse, reduced to the Host and Path of "scheme://" + rest ----
 
 /// The two fields of Go's url.URL that the keyring reads.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct GoUrl<'a> {
     /// URL.Host: percent-decoded, user-info dropped.
     host: Cow<'a, [u8]>,
@@ -529,6 +773,27 @@ impl Mode {
 
 /// url.Parse of "https://" + `rest`, where `rest` is what follows the "//".
 fn parse_url(rest: &[u8]) -> Result<GoUrl<'_>, KeyError> {
+    // Image names and almost all keys hold none of the bytes that make Go's parser cut, decode
+    // or refuse: one scan then settles what the general parse below would do in ten.
+    if rest.iter().any(|&b| has_class(b, URL_SPECIAL)) {
+        return parse_url_general(rest);
+    }
+    let slash = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    let (host, path) = rest.split_at(slash);
+    // As parse_host without '[': the port, then every host byte (none is escaped).
+    let colon = host.iter().position(|&b| b == b':').unwrap_or(host.len());
+    check_port(host.get(colon..).unwrap_or_default())?;
+    if let Some(&c) = host.iter().find(|&&c| has_class(c, HOST_REFUSED)) {
+        return Err(KeyError::InvalidHostCharacter(char::from(c)));
+    }
+    Ok(GoUrl {
+        host: Cow::Borrowed(host),
+        path: Cow::Borrowed(path),
+    })
+}
+
+/// [`parse_url`] for any input, step by step as Go's parser goes.
+fn parse_url_general(rest: &[u8]) -> Result<GoUrl<'_>, KeyError> {
     let (before_fragment, fragment) = cut(rest, b'#');
     if before_fragment.iter().any(|&b| b < b' ' || b == 0x7f) {
         return Err(KeyError::ControlCharacter);
@@ -570,7 +835,7 @@ fn valid_userinfo_byte(c: u8) -> bool {
 
 fn parse_host(host: &[u8]) -> Result<Cow<'_, [u8]>, KeyError> {
     match host.iter().rposition(|&b| b == b'[') {
-        Some(0) => parse_ip_literal(host).map(Cow::Owned),
+        Some(0) => parse_ip_literal(host),
         // Since the CVE-2025-47912 fix a '[' may only open an IPv6 literal.
         Some(_) => Err(KeyError::InvalidIpLiteral),
         None => {
@@ -582,7 +847,7 @@ fn parse_host(host: &[u8]) -> Result<Cow<'_, [u8]>, KeyError> {
     }
 }
 
-fn parse_ip_literal(host: &[u8]) -> Result<Vec<u8>, KeyError> {
+fn parse_ip_literal(host: &[u8]) -> Result<Cow<'_, [u8]>, KeyError> {
     let (Some(bracketed), colon_port) = rcut(host, b']') else {
         return Err(KeyError::MissingBracket);
     };
@@ -601,12 +866,16 @@ fn parse_ip_literal(host: &[u8]) -> Result<Vec<u8>, KeyError> {
     if !is_ipv6_literal(&address) {
         return Err(KeyError::InvalidIpLiteral);
     }
+    if let Cow::Borrowed(_) = address {
+        // Nothing was decoded: "[" address "]" port is the host as written.
+        return Ok(Cow::Borrowed(host));
+    }
     let mut out = Vec::with_capacity(address.len() + colon_port.len() + 2);
     out.push(b'[');
     out.extend_from_slice(&address);
     out.push(b']');
     out.extend_from_slice(colon_port);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// validOptionalPort: empty, or ':' and digits only (possibly none).
@@ -622,6 +891,10 @@ fn check_port(colon_port: &[u8]) -> Result<(), KeyError> {
 
 /// Go's unescape: validates every escape, and for hosts every ASCII byte; borrows when nothing is escaped.
 fn unescape(s: &[u8], mode: Mode) -> Result<Cow<'_, [u8]>, KeyError> {
+    // Outside hosts only escapes are checked, and names and paths rarely have any.
+    if !matches!(mode, Mode::Host | Mode::Zone) && !s.contains(&b'%') {
+        return Ok(Cow::Borrowed(s));
+    }
     let bad_escape = KeyError::InvalidEscape { part: mode.part() };
     let mut escapes = 0;
     let mut i = 0;
@@ -683,7 +956,7 @@ fn hex_value(c: u8) -> Option<u8> {
 }
 
 /// shouldEscape(c, encodeHost): what a host may not hold as it is.
-fn should_escape_in_host(c: u8) -> bool {
+const fn should_escape_in_host(c: u8) -> bool {
     !matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']' | b'<' | b'>' | b'"')
 }
 
@@ -815,15 +1088,18 @@ fn split_host_port(hostport: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// strings.Cut on bytes: before the first `sep`, and after it if it occurs.
 fn cut(s: &[u8], sep: u8) -> (&[u8], Option<&[u8]>) {
-    let mut parts = s.splitn(2, |&b| b == sep);
-    (parts.next().unwrap_or_default(), parts.next())
+    match s.iter().position(|&b| b == sep) {
+        Some(i) => (s.get(..i).unwrap_or_default(), s.get(i + 1..)),
+        None => (s, None),
+    }
 }
 
 /// Cut at the last `sep`: before it if it occurs, and after it (all of `s` when it does not).
 fn rcut(s: &[u8], sep: u8) -> (Option<&[u8]>, &[u8]) {
-    let mut parts = s.rsplitn(2, |&b| b == sep);
-    let after = parts.next().unwrap_or_default();
-    (parts.next(), after)
+    match s.iter().rposition(|&b| b == sep) {
+        Some(i) => (s.get(..i), s.get(i + 1..).unwrap_or_default()),
+        None => (None, s),
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -1492,6 +1768,24 @@ mod tests {
     }
 
     #[test]
+    fn keys_whose_bytes_are_not_their_text_still_match_by_bytes() {
+        // Not UTF-8 once decoded: the key bytes are kept beside the text.
+        let k = key("%FF.io");
+        assert_eq!(k.as_str(), "\u{FFFD}.io");
+        assert!(k.matches(&MatchTarget::new("%FF.io/x")));
+        assert!(!k.matches(&MatchTarget::new("\u{FFFD}.io/x")));
+        assert_ne!(k, key("%FE.io"));
+        // URLsMatch decodes the key string again: "%25" in the key becomes '%'.
+        let k = key("registry.io/a%2525b");
+        assert_eq!(k.as_str(), "registry.io/a%25b");
+        assert!(k.matches(&MatchTarget::new("registry.io/a%25b/x")));
+        assert!(!k.matches(&MatchTarget::new("registry.io/a%2525b/x")));
+        // The second parse fails on "%et": the key never matches.
+        let k = key("[fe80::1%25eth0]:5000/x");
+        assert!(!k.matches(&MatchTarget::new("[fe80::1%25eth0]:5000/x")));
+    }
+
+    #[test]
     fn match_target_parts() {
         let t = MatchTarget::new("registry.example.com:5000/team/app");
         assert_eq!(
@@ -1533,6 +1827,52 @@ mod tests {
             .filter(|(k, _)| k.as_str() == "index.docker.io")
             .map(|(_, v)| v)
             .collect()
+    }
+
+    /// SplitURL's parts computed the plain way, owned: what the in-place spans must agree with.
+    fn naive_parts(s: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let url = parse_url_general(s).ok()?;
+        let (hostname, port) = split_host_port(&url.host).unwrap_or((&url.host, &[]));
+        Some((hostname.to_vec(), port.to_vec(), url.path.to_vec()))
+    }
+
+    fn owned(p: UrlParts<'_>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        (p.hostname.to_vec(), p.port.to_vec(), p.path.to_vec())
+    }
+
+    /// URLsMatch as Go runs it: every label through filepath.Match, metacharacters or not.
+    fn naive_urls_match(
+        key: &(Vec<u8>, Vec<u8>, Vec<u8>),
+        image: &(Vec<u8>, Vec<u8>, Vec<u8>),
+    ) -> bool {
+        let labels = |h: &[u8]| {
+            h.split(|&b| b == b'.')
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        };
+        let (key_labels, image_labels) = (labels(&key.0), labels(&image.0));
+        key.1 == image.1
+            && key_labels.len() == image_labels.len()
+            && image.2.starts_with(&key.2)
+            && key_labels
+                .iter()
+                .zip(&image_labels)
+                .all(|(pattern, label)| glob_match(pattern, label))
+    }
+
+    /// Keys with globs, ports, IPv6 literals and escapes that decode (or spill) at either parse.
+    fn escaped_key_strategy() -> impl Strategy<Value = String> {
+        prop::string::string_regex(
+            "(https://)?((\\*|a|b|[ab?]|a%25b|%C3%A9|%FF|A)(\\.(\\*|a|b|io|A|%C3%A9)){0,2}|\\[::1\\]|\\[fe80::1%25eth0\\])(:(5000|))?(/(a|b|%2525|%FF|%2F)){0,2}",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn escaped_image_strategy() -> impl Strategy<Value = String> {
+        prop::string::string_regex(
+            "((a|b|x%25|é|A|io)(\\.(a|b|io|A|é)){0,2}|\\[::1\\])(:5000)?(/(a|b|%25|%2F|é)){0,2}",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn key_strategy() -> impl Strategy<Value = String> {
@@ -1589,6 +1929,39 @@ mod tests {
                 prop_assert_eq!(ring.lookup(image), want.clone(), "image {}", image);
                 prop_assert_eq!(ring.covers(image), !want.is_empty());
             }
+        }
+
+        #[test]
+        fn in_place_parts_and_byte_compared_hosts_equal_the_plain_port(
+            raw in escaped_key_strategy(),
+            image in escaped_image_strategy(),
+        ) {
+            let target = MatchTarget::new(&image);
+            let naive_image = naive_parts(image.as_bytes());
+            prop_assert_eq!(target.parts().map(owned), naive_image.clone());
+            if let Ok(k) = RegistryKey::parse(&raw) {
+                let naive_key = naive_parts(k.key_bytes());
+                prop_assert_eq!(k.parts().map(owned), naive_key.clone(), "key {:?}", k);
+                prop_assert_eq!(
+                    k.is_glob(),
+                    naive_key.as_ref().is_some_and(|p| p.0.iter().any(|b| b"*?[\\".contains(b)))
+                );
+                let want = match (&naive_key, &naive_image) {
+                    (Some(key), Some(image)) => naive_urls_match(key, image),
+                    _ => false,
+                };
+                prop_assert_eq!(k.matches(&target), want, "key {:?} image {}", k, image);
+                prop_assert_eq!(k.clone(), k);
+            }
+        }
+
+        #[test]
+        fn the_one_scan_parse_equals_the_general_one(
+            raw in "[a-z:@%\\[\\]/.*?#0-9A-F \\x7f\n{}é]{0,24}",
+            any_bytes in prop::collection::vec(any::<u8>(), 0..24),
+        ) {
+            prop_assert_eq!(parse_url(raw.as_bytes()), parse_url_general(raw.as_bytes()));
+            prop_assert_eq!(parse_url(&any_bytes), parse_url_general(&any_bytes));
         }
 
         #[test]

@@ -92,8 +92,10 @@ impl ImageRef {
         let (domain, prefix, remainder) = split_docker_domain(s);
         // Upstream cuts at the first ':' even when it belongs to a digest, and reports that slice.
         let remote = remainder
-            .split_once(':')
-            .map_or(remainder, |(remote, _)| remote);
+            .bytes()
+            .position(|b| b == b':')
+            .and_then(|i| remainder.get(..i))
+            .unwrap_or(remainder);
         if changes_when_lowercased(remote) {
             return Err(ReferenceError::NameContainsUppercase(format!(
                 "{prefix}{remote}"
@@ -123,7 +125,7 @@ impl ImageRef {
         let digest = full
             .get(spans.tag_end..)
             .and_then(|rest| rest.strip_prefix('@'))
-            .and_then(|digest| digest.split_once(':'));
+            .and_then(|digest| split_once(digest, b':'));
         if let Some((algorithm, encoded)) = digest {
             validate_digest(algorithm, encoded)?;
         }
@@ -210,14 +212,14 @@ fn is_identifier(s: &str) -> bool {
 
 /// Upstream's `splitDockerDomain`: (domain, "library/" or "", remainder with tag and digest).
 fn split_docker_domain(name: &str) -> (&str, &'static str, &str) {
-    let Some((maybe_domain, maybe_remote)) = name.split_once('/') else {
+    let Some((maybe_domain, maybe_remote)) = split_once(name, b'/') else {
         // A single component is always a Hub official image, even "localhost" or "example.com".
         return (DEFAULT_DOMAIN, OFFICIAL_REPO_PREFIX, name);
     };
     let (domain, remote) = if maybe_domain == LEGACY_DEFAULT_DOMAIN {
         (DEFAULT_DOMAIN, maybe_remote)
     } else if maybe_domain == LOCALHOST
-        || maybe_domain.contains(['.', ':'])
+        || maybe_domain.bytes().any(|b| b == b'.' || b == b':')
         // Paths are lowercase, so an uppercase first component can only be a host.
         || changes_when_lowercased(maybe_domain)
     {
@@ -225,7 +227,7 @@ fn split_docker_domain(name: &str) -> (&str, &'static str, &str) {
     } else {
         (DEFAULT_DOMAIN, name)
     };
-    let prefix = if domain == DEFAULT_DOMAIN && !remote.contains('/') {
+    let prefix = if domain == DEFAULT_DOMAIN && !remote.as_bytes().contains(&b'/') {
         OFFICIAL_REPO_PREFIX
     } else {
         ""
@@ -235,6 +237,9 @@ fn split_docker_domain(name: &str) -> (&str, &'static str, &str) {
 
 /// Whether Go's `strings.ToLower` would change `s` (Unicode-aware, as upstream's check is).
 fn changes_when_lowercased(s: &str) -> bool {
+    if s.is_ascii() {
+        return s.bytes().any(|b| b.is_ascii_uppercase());
+    }
     s.chars().any(|c| {
         if c.is_ascii() {
             return c.is_ascii_uppercase();
@@ -266,15 +271,15 @@ fn matches_when_lowercased(s: &str) -> bool {
 /// a tag is whatever follows the last `:` when no `/` follows it (a `:` in the domain is
 /// always followed by the path's `/`).
 fn match_reference(s: &str) -> Option<Spans> {
-    let (left, digest) = match s.split_once('@') {
+    let (left, digest) = match split_once(s, b'@') {
         Some((left, digest)) => (left, Some(digest)),
         None => (s, None),
     };
     if !digest.is_none_or(is_digest) {
         return None;
     }
-    let (name, tag) = match left.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
+    let (name, tag) = match rsplit_once(left, b':') {
+        Some((name, tag)) if !tag.as_bytes().contains(&b'/') => (name, Some(tag)),
         _ => (left, None),
     };
     if !tag.is_none_or(is_tag) {
@@ -291,7 +296,7 @@ fn match_reference(s: &str) -> Option<Spans> {
 /// `anchoredNameRegexp`: the optional domain group is greedy, so the first component is the
 /// domain whenever both halves fit; otherwise the whole name must be a path.
 fn split_name(name: &str) -> Option<usize> {
-    if let Some((domain, path)) = name.split_once('/') {
+    if let Some((domain, path)) = split_once(name, b'/') {
         if is_domain(domain) && is_remote_name(path) {
             return Some(domain.len() + 1);
         }
@@ -302,7 +307,7 @@ fn split_name(name: &str) -> Option<usize> {
 /// `host [":" port]`, host being dot-separated components or `[` hex and colons `]`.
 fn is_domain(d: &str) -> bool {
     let (host_ok, port) = if let Some(bracketed) = d.strip_prefix('[') {
-        let Some((ipv6, after)) = bracketed.split_once(']') else {
+        let Some((ipv6, after)) = split_once(bracketed, b']') else {
             return false;
         };
         let port = match after.strip_prefix(':') {
@@ -313,18 +318,22 @@ fn is_domain(d: &str) -> bool {
         let ipv6_ok = !ipv6.is_empty() && ipv6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
         (ipv6_ok, port)
     } else {
-        let (host, port) = match d.split_once(':') {
+        let (host, port) = match split_once(d, b':') {
             Some((host, port)) => (host, Some(port)),
             None => (d, None),
         };
-        (host.split('.').all(is_domain_component), port)
+        (
+            host.as_bytes()
+                .split(|&b| b == b'.')
+                .all(is_domain_component),
+            port,
+        )
     };
     host_ok && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`: no leading or trailing `-`.
-fn is_domain_component(c: &str) -> bool {
-    let bytes = c.as_bytes();
+fn is_domain_component(bytes: &[u8]) -> bool {
     let edges_ok = matches!(
         (bytes.first(), bytes.last()),
         (Some(first), Some(last)) if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric()
@@ -337,11 +346,11 @@ fn is_domain_component(c: &str) -> bool {
 
 /// One or more `/`-separated path components.
 fn is_remote_name(s: &str) -> bool {
-    s.split('/').all(is_path_component)
+    s.as_bytes().split(|&b| b == b'/').all(is_path_component)
 }
 
 /// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`, as a small state machine.
-fn is_path_component(c: &str) -> bool {
+fn is_path_component(c: &[u8]) -> bool {
     #[derive(Clone, Copy)]
     enum State {
         /// Nothing yet, or a separator that needs an alphanumeric next.
@@ -354,7 +363,7 @@ fn is_path_component(c: &str) -> bool {
         Dash,
     }
     let mut state = State::NeedAlnum;
-    for b in c.bytes() {
+    for &b in c {
         state = match (state, b) {
             (_, b'a'..=b'z' | b'0'..=b'9') => State::Alnum,
             (State::Alnum, b'.') | (State::Underscore, b'_') => State::NeedAlnum,
@@ -381,7 +390,7 @@ fn is_word(b: u8) -> bool {
 
 /// `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[[:xdigit:]]{32,}`.
 fn is_digest(d: &str) -> bool {
-    let Some((algorithm, hex)) = d.split_once(':') else {
+    let Some((algorithm, hex)) = split_once(d, b':') else {
         return false;
     };
     let mut need_letter = true;
@@ -419,6 +428,21 @@ fn validate_digest(algorithm: &str, encoded: &str) -> Result<(), ReferenceError>
         return Err(ReferenceError::ChecksumInvalidFormat);
     }
     Ok(())
+}
+
+// The char-pattern searcher of `str::split_once` costs more than the grammar checks on names
+// this short; every separator here is ASCII, so a byte search splits at a char boundary.
+
+/// `str::split_once` at the first `sep`.
+fn split_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == sep)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// `str::rsplit_once` at the last `sep`.
+fn rsplit_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().rposition(|b| b == sep)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
 #[cfg(test)]

@@ -246,6 +246,22 @@ impl NamespaceInfo {
     }
 }
 
+/// Candidates [`ClusterIndex::covering_elsewhere`] examines at most. Its answer is only a hint
+/// for a pod that is already failing, and without a bound one such pod costs a walk over every
+/// secret in the cluster with a key for the image's host (~1 ms per 1,000 namespaces when each
+/// has its own path on one registry, as per-tenant keys do).
+pub const MAX_ELSEWHERE_CANDIDATES: usize = 64;
+
+/// Pull secrets of other namespaces that cover an image.
+#[derive(Debug)]
+pub struct Elsewhere<'a> {
+    /// The covering secrets found.
+    pub found: Vec<&'a SecretInfo>,
+    /// False when [`MAX_ELSEWHERE_CANDIDATES`] were examined and more were left, so that an
+    /// empty `found` does not mean that no other namespace has one.
+    pub exhaustive: bool,
+}
+
 /// A secret somewhere in the cluster: (namespace, name).
 pub type SecretRef = (String, String);
 
@@ -321,15 +337,24 @@ pub struct ClusterIndex {
     namespaces: HashMap<String, NamespaceInfo>,
     /// Secret name -> namespaces holding a secret of that name.
     by_name: HashMap<String, BTreeSet<String>>,
-    /// Key host (with port, as written) -> pull secrets with a key for it (non-glob keys): a non-glob
-    /// key only matches an image whose host is the same string.
-    by_host: HashMap<String, BTreeSet<SecretRef>>,
+    /// [`host_key`] of the hostname and port URLsMatch compares -> pull secrets with a non-glob
+    /// key for them: such a key only matches images with exactly that hostname and port.
+    by_host: HashMap<Box<[u8]>, BTreeSet<SecretRef>>,
     /// Pull secrets with a glob key (few in practice; checked one by one).
     globbed: BTreeSet<SecretRef>,
     secrets: usize,
     service_accounts: usize,
     /// Credential verification results, kept only while their secret's resourceVersion is current.
     verifications: Verifications,
+}
+
+/// The `by_host` key of a hostname and port: a host never holds a '/', so they cannot run together.
+fn host_key(hostname: &[u8], port: &[u8]) -> Box<[u8]> {
+    let mut key = Vec::with_capacity(hostname.len() + 1 + port.len());
+    key.extend_from_slice(hostname);
+    key.push(b'/');
+    key.extend_from_slice(port);
+    key.into_boxed_slice()
 }
 
 static EMPTY_NAMESPACE: std::sync::LazyLock<NamespaceInfo> =
@@ -380,33 +405,71 @@ impl ClusterIndex {
             .filter(move |ns| *ns != except)
     }
 
-    /// Well-formed pull secrets outside `except` whose keys cover the image name (at most `limit`).
+    /// Well-formed pull secrets outside `except` whose keys cover the image name (at most `limit`,
+    /// among the first [`MAX_ELSEWHERE_CANDIDATES`] candidates).
     pub fn secrets_covering_elsewhere(
         &self,
         target: &MatchTarget<'_>,
         except: &str,
         limit: usize,
     ) -> Vec<&SecretInfo> {
-        let exact = self.by_host.get(target.host()).into_iter().flatten();
-        let mut out = Vec::new();
-        for (ns, name) in exact.chain(self.globbed.iter()) {
-            if out.len() >= limit {
+        self.covering_elsewhere(target, except, limit).found
+    }
+
+    /// [`ClusterIndex::secrets_covering_elsewhere`], and whether the walk was cut short.
+    pub fn covering_elsewhere(
+        &self,
+        target: &MatchTarget<'_>,
+        except: &str,
+        limit: usize,
+    ) -> Elsewhere<'_> {
+        let exact = target
+            .host_and_port()
+            .and_then(|(hostname, port)| self.by_host.get(&*host_key(hostname, port)))
+            .into_iter()
+            .flatten();
+        let mut candidates = exact
+            .chain(self.globbed.iter())
+            .filter(|(ns, _)| ns != except);
+        let mut found: Vec<&SecretInfo> = Vec::new();
+        let mut examined = 0;
+        while found.len() < limit {
+            let Some((ns, name)) = candidates.next() else {
                 break;
+            };
+            if examined == MAX_ELSEWHERE_CANDIDATES {
+                return Elsewhere {
+                    found,
+                    exhaustive: false,
+                };
             }
-            if ns == except {
-                continue;
-            }
+            examined += 1;
             if let Some(s) = self.namespace(ns).secrets.get(name) {
-                if s.covers(target)
-                    && !out
+                // A secret with both an exact and a glob key is a candidate twice.
+                let seen = || {
+                    found
                         .iter()
-                        .any(|o: &&SecretInfo| o.namespace == s.namespace && o.name == s.name)
-                {
-                    out.push(s);
+                        .any(|o| o.namespace == s.namespace && o.name == s.name)
+                };
+                if s.covers(target) && !seen() {
+                    found.push(s);
                 }
             }
         }
-        out
+        Elsewhere {
+            found,
+            exhaustive: true,
+        }
+    }
+
+    /// Whether any credential verification result is recorded (none unless `verify` is on).
+    pub fn has_verifications(&self) -> bool {
+        !self
+            .verifications
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Add or replace a secret; a verification survives only a re-delivery at the same resourceVersion.
@@ -438,9 +501,9 @@ impl ClusterIndex {
         for key in secret.usable_keys() {
             if key.is_glob() {
                 self.globbed.insert(sref.clone());
-            } else {
+            } else if let Some((hostname, port)) = key.host_and_port() {
                 self.by_host
-                    .entry(key.host().to_owned())
+                    .entry(host_key(hostname, port))
                     .or_default()
                     .insert(sref.clone());
             }
@@ -472,10 +535,13 @@ impl ClusterIndex {
         for key in old.usable_keys() {
             if key.is_glob() {
                 self.globbed.remove(&sref);
-            } else if let Some(set) = self.by_host.get_mut(key.host()) {
-                set.remove(&sref);
-                if set.is_empty() {
-                    self.by_host.remove(key.host());
+            } else if let Some((hostname, port)) = key.host_and_port() {
+                let host = host_key(hostname, port);
+                if let Some(set) = self.by_host.get_mut(&host) {
+                    set.remove(&sref);
+                    if set.is_empty() {
+                        self.by_host.remove(&host);
+                    }
                 }
             }
         }
@@ -675,6 +741,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn covering_elsewhere_examines_a_bounded_number_of_candidates() {
+        let mut idx = ClusterIndex::new();
+        let tenants = MAX_ELSEWHERE_CANDIDATES + 10;
+        for i in 0..tenants {
+            let key = format!("harbor.example.com:8443/tenant-{i:03}");
+            idx.upsert_secret(pull_secret(&format!("ns-{i:03}"), "harbor", &[&key], 1));
+        }
+        // Sorts after every tenant namespace, so the walk reaches it only without a bound.
+        idx.upsert_secret(pull_secret("zz", "harbor", &["harbor.example.com:8443"], 1));
+        let t = MatchTarget::new("harbor.example.com:8443/payments/api");
+        let e = idx.covering_elsewhere(&t, "here", 3);
+        assert!(e.found.is_empty() && !e.exhaustive);
+        // A hit within the bound is found, and an exhausted walk says so.
+        idx.upsert_secret(pull_secret("a", "harbor", &["harbor.example.com:8443"], 1));
+        let e = idx.covering_elsewhere(&t, "here", 3);
+        assert_eq!(e.found.len(), 1);
+        let other_port = MatchTarget::new("harbor.example.com/payments/api");
+        let e = idx.covering_elsewhere(&other_port, "here", 3);
+        assert!(e.found.is_empty() && e.exhaustive);
+    }
+
+    #[test]
+    fn exact_keys_are_found_by_the_host_and_port_urls_match_compares() {
+        let mut idx = ClusterIndex::new();
+        // A bare trailing colon is no port, as in Go: this key covers "quay.io/…".
+        idx.upsert_secret(pull_secret("a", "colon", &["quay.io:"], 1));
+        idx.upsert_secret(pull_secret("b", "v1", &["https://quay.io/v1/"], 1));
+        let found: Vec<&str> = idx
+            .secrets_covering_elsewhere(&MatchTarget::new("quay.io/x"), "z", 10)
+            .iter()
+            .map(|s| s.namespace.as_str())
+            .collect();
+        assert_eq!(found, ["a", "b"]);
+        idx.remove_secret("a", "colon");
+        idx.remove_secret("b", "v1");
+        assert!(idx.by_host.is_empty());
+    }
+
+    #[test]
     fn service_accounts_and_namespaces() {
         let mut idx = ClusterIndex::new();
         idx.upsert_service_account(
@@ -771,6 +876,52 @@ pub(crate) mod tests {
             None,
             "removed with its secret"
         );
+    }
+
+    fn key_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::string::string_regex("(\\*\\.)?(r|q)\\.io(:(5000|))?(/(a|b)){0,2}")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn covering_elsewhere_equals_a_scan_of_every_namespace(
+            secrets in proptest::collection::vec(
+                (0..4usize, 0..40usize, proptest::collection::vec(key_strategy(), 1..3)),
+                0..120,
+            ),
+            image in "(r|q|x\\.r)\\.io(:5000)?(/(a|b)){1,2}",
+            except in 0..4usize,
+        ) {
+            let mut idx = ClusterIndex::new();
+            for (ns, name, keys) in &secrets {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                idx.upsert_secret(pull_secret(&format!("ns-{ns}"), &format!("s-{name}"), &keys, 1));
+            }
+            let except = format!("ns-{except}");
+            let target = MatchTarget::new(&image);
+            let mut want: Vec<(&str, &str)> = idx
+                .namespace_names()
+                .filter(|ns| *ns != except)
+                .flat_map(|ns| idx.namespace(ns).secrets.values())
+                .filter(|s| s.covers(&target))
+                .map(|s| (s.namespace.as_str(), s.name.as_str()))
+                .collect();
+            want.sort_unstable();
+            let e = idx.covering_elsewhere(&target, &except, usize::MAX);
+            let mut got: Vec<(&str, &str)> =
+                e.found.iter().map(|s| (s.namespace.as_str(), s.name.as_str())).collect();
+            got.sort_unstable();
+            proptest::prop_assert!(e.found.len() <= MAX_ELSEWHERE_CANDIDATES);
+            if e.exhaustive {
+                proptest::prop_assert_eq!(&got, &want);
+            } else {
+                proptest::prop_assert!(got.iter().all(|g| want.contains(g)));
+            }
+            let limited = idx.covering_elsewhere(&target, &except, 2);
+            proptest::prop_assert!(limited.found.len() <= 2);
+            proptest::prop_assert!(limited.found.iter().all(|s| want.contains(&(s.namespace.as_str(), s.name.as_str()))));
+        }
     }
 
     #[test]
