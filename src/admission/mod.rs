@@ -12,9 +12,12 @@ use crate::policy::{Policy, Validation};
 use crate::store::index::ClusterIndex;
 use crate::store::objects::secret_from_value;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// Which webhook endpoint was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +88,130 @@ struct RequestIn {
     operation: String,
     #[serde(default)]
     object: Option<Box<RawValue>>,
+    /// The object already read as a view, by [`OnePassRequest`] (then `object` is None).
+    #[serde(skip)]
+    view: Option<PodView>,
+}
+
+/// A review read in one pass; see [`OnePassRequest`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OnePassReview {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<OnePassRequest>,
+}
+
+/// A [`RequestIn`] read without keeping the object as text to parse again: when `kind`, which
+/// the API server writes before `object`, names a pod or a workload, the object is read
+/// straight into its [`PodView`]. Stricter than the derived reader (an object that is not a
+/// JSON object, or one that does not read as a view, fails the whole review), so that on any
+/// error the caller reads the review again with [`ReviewIn`] and answers exactly as before.
+struct OnePassRequest(RequestIn);
+
+impl<'de> Deserialize<'de> for OnePassRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(OnePassVisitor)
+    }
+}
+
+struct OnePassVisitor;
+
+impl<'de> Visitor<'de> for OnePassVisitor {
+    type Value = OnePassRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an AdmissionRequest object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OnePassRequest, A::Error> {
+        // The derived reader refuses a repeated field; so does this one.
+        fn once<T, E: de::Error>(slot: &mut Option<T>, v: T, name: &'static str) -> Result<(), E> {
+            match slot.replace(v) {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let (mut uid, mut kind, mut sub_resource, mut namespace, mut operation) =
+            (None, None, None, None, None);
+        let mut object: Option<Result<PodView, Option<Box<RawValue>>>> = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "uid" => once(&mut uid, map.next_value::<String>()?, "uid")?,
+                "kind" => once(&mut kind, map.next_value::<Gvk>()?, "kind")?,
+                "subResource" => once(
+                    &mut sub_resource,
+                    map.next_value::<Option<String>>()?,
+                    "subResource",
+                )?,
+                "namespace" => once(
+                    &mut namespace,
+                    map.next_value::<Option<String>>()?,
+                    "namespace",
+                )?,
+                "operation" => once(&mut operation, map.next_value::<String>()?, "operation")?,
+                "object" => {
+                    let read = match kind.as_ref().and_then(view_kind) {
+                        Some(k) => Ok(map.next_value_seed(ViewSeed(k))?),
+                        None => Err(map.next_value::<Option<Box<RawValue>>>()?),
+                    };
+                    once(&mut object, read, "object")?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let (object, view) = match object {
+            Some(Ok(view)) => (None, Some(view)),
+            Some(Err(raw)) => (raw, None),
+            None => (None, None),
+        };
+        Ok(OnePassRequest(RequestIn {
+            uid: uid.unwrap_or_default(),
+            kind: kind.unwrap_or_default(),
+            sub_resource: sub_resource.flatten(),
+            namespace: namespace.flatten(),
+            operation: operation.unwrap_or_default(),
+            object,
+            view,
+        }))
+    }
+}
+
+/// The view a review of this kind is decided on, as [`review`] dispatches it.
+fn view_kind(kind: &Gvk) -> Option<WorkloadKind> {
+    match (kind.group.as_str(), WorkloadKind::from_kind(&kind.kind)?) {
+        ("", WorkloadKind::Pod) => Some(WorkloadKind::Pod),
+        (_, WorkloadKind::Pod) => None,
+        ("apps" | "batch" | "", k) => Some(k),
+        _ => None,
+    }
+}
+
+/// Reads an object straight into a view of its kind; anything but a JSON object fails.
+struct ViewSeed(WorkloadKind);
+
+impl<'de> DeserializeSeed<'de> for ViewSeed {
+    type Value = PodView;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<PodView, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ViewSeed {
+    type Value = PodView;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} object", self.0.as_str())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PodView, A::Error> {
+        PodView::deserialize_as(self.0, de::value::MapAccessDeserializer::new(map))
+    }
 }
 
 /// The outcome of one review, for the response and for metrics and logs.
@@ -198,32 +325,36 @@ pub fn review(
     if !is_json_object(body) {
         return Err(ReviewError::Malformed("expected a JSON object".to_owned()));
     }
-    let review: ReviewIn =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-    let api_version = match review.api_version.as_str() {
-        v @ ("admission.k8s.io/v1" | "admission.k8s.io/v1beta1")
-            if review.kind == "AdmissionReview" =>
-        {
-            v
-        }
-        _ => {
-            return Err(ReviewError::Unsupported(format!(
-                "{}/{}",
-                review.api_version, review.kind
-            )))
+    // One pass for a well-formed review (any the API server sends); whatever that reader refuses
+    // is read again step by step, which finds the precise error or answer.
+    let (api_version, kind, request) = match serde_json::from_slice::<OnePassReview>(body) {
+        Ok(r) => (r.api_version, r.kind, Ok(r.request.map(|r| r.0))),
+        Err(_) => {
+            let r: ReviewIn =
+                serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+            (r.api_version, r.kind, Err(r.request))
         }
     };
-    let raw = review.request.ok_or(ReviewError::NoRequest)?;
-    if raw.get() == "null" {
-        return Err(ReviewError::NoRequest);
-    }
-    if !is_json_object(raw.get().as_bytes()) {
-        return Err(ReviewError::Malformed(
-            "request is not an object".to_owned(),
-        ));
-    }
-    let req: RequestIn =
-        serde_json::from_str(raw.get()).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+    let api_version = match (api_version.as_str(), kind.as_str()) {
+        ("admission.k8s.io/v1", "AdmissionReview") => "admission.k8s.io/v1",
+        ("admission.k8s.io/v1beta1", "AdmissionReview") => "admission.k8s.io/v1beta1",
+        _ => return Err(ReviewError::Unsupported(format!("{api_version}/{kind}"))),
+    };
+    let req = match request {
+        Ok(req) => req.ok_or(ReviewError::NoRequest)?,
+        Err(raw) => {
+            let raw = raw.ok_or(ReviewError::NoRequest)?;
+            if raw.get() == "null" {
+                return Err(ReviewError::NoRequest);
+            }
+            if !is_json_object(raw.get().as_bytes()) {
+                return Err(ReviewError::Malformed(
+                    "request is not an object".to_owned(),
+                ));
+            }
+            serde_json::from_str(raw.get()).map_err(|e| ReviewError::Malformed(e.to_string()))?
+        }
+    };
     if req.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }
@@ -307,6 +438,17 @@ fn object(req: &RequestIn) -> Result<&str, String> {
     }
 }
 
+/// The request's object as a view of `kind`: the one read with the request, else read now.
+fn view_of(req: &RequestIn, kind: WorkloadKind) -> Result<Cow<'_, PodView>, String> {
+    if let Some(view) = req.view.as_ref().filter(|v| v.kind == kind) {
+        return Ok(Cow::Borrowed(view));
+    }
+    let obj = object(req)?;
+    PodView::from_slice(kind, obj.as_bytes())
+        .map(Cow::Owned)
+        .map_err(|e| e.to_string())
+}
+
 fn pod(
     endpoint: Endpoint,
     req: &RequestIn,
@@ -324,13 +466,9 @@ fn pod(
     if endpoint == Endpoint::Mutate && operation != Operation::Create {
         return Answer::allow();
     }
-    let obj = match object(req) {
-        Ok(o) => o,
-        Err(m) => return Answer::bad_object(m),
-    };
-    let view = match PodView::from_slice(WorkloadKind::Pod, obj.as_bytes()) {
+    let view = match view_of(req, WorkloadKind::Pod) {
         Ok(v) => v,
-        Err(e) => return Answer::bad_object(e.to_string()),
+        Err(m) => return Answer::bad_object(m),
     };
     let ctx = PodContext {
         namespace,
@@ -370,13 +508,9 @@ fn workload(
     if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
         return Answer::allow();
     }
-    let obj = match object(req) {
-        Ok(o) => o,
-        Err(m) => return Answer::bad_object(m),
-    };
-    let view = match PodView::from_slice(kind, obj.as_bytes()) {
+    let view = match view_of(req, kind) {
         Ok(v) => v,
-        Err(e) => return Answer::bad_object(e.to_string()),
+        Err(m) => return Answer::bad_object(m),
     };
     // Templates are checked as the pods their controller will create (which the mutating webhook may still fix).
     let ctx = PodContext {
@@ -579,4 +713,153 @@ fn secret(req: &RequestIn, namespace: &str, policy: &Policy) -> Answer {
         }
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::tests::pull_secret;
+    use proptest::prelude::*;
+
+    /// A review whose request has `kind` before `object` (as the API server writes it: read in
+    /// one pass) or after it (the object is then kept as text and read on its own).
+    fn body(kind: &str, object: &str, object_first: bool) -> Vec<u8> {
+        let kind = format!(r#""kind":{kind}"#);
+        let object = format!(r#""object":{object}"#);
+        let (a, b) = if object_first {
+            (object, kind)
+        } else {
+            (kind, object)
+        };
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u1",{a},"namespace":"shop","operation":"CREATE",{b}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn index() -> ClusterIndex {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 1));
+        idx
+    }
+
+    /// The same answer (or error) whichever way the object was read.
+    fn same_either_way(kind: &str, object: &str) -> Result<(), TestCaseError> {
+        let (policy, idx) = (Policy::default(), index());
+        for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+            // The bodies differ in layout, so positions in request-level errors differ too.
+            let read = |object_first| {
+                review(
+                    endpoint,
+                    &body(kind, object, object_first),
+                    &policy,
+                    &idx,
+                    0,
+                )
+                .map_err(|e| match e {
+                    ReviewError::Malformed(m) => {
+                        ReviewError::Malformed(m.split(" at line ").next().unwrap_or("").to_owned())
+                    }
+                    e => e,
+                })
+            };
+            prop_assert_eq!(read(false), read(true), "{} {}", kind, object);
+        }
+        Ok(())
+    }
+
+    const POD: &str = r#"{"kind":"Pod","group":"","version":"v1"}"#;
+    const DEPLOYMENT: &str = r#"{"kind":"Deployment","group":"apps","version":"v1"}"#;
+    const CRONJOB: &str = r#"{"kind":"CronJob","group":"batch","version":"v1"}"#;
+
+    #[test]
+    fn one_pass_answers_as_the_step_by_step_reader() {
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"imagePullSecrets":[{"name":"nope"}],"containers":[{"name":"a","image":"registry.example.com/a:1"},{"name":"b","image":"quay.io/b"}]}}"#;
+        let template = r#"{"metadata":{"name":"d"},"spec":{"template":{"spec":{"containers":[{"name":"a","image":"quay.io/a"}]}}}}"#;
+        let cronjob = r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"quay.io/a"}]}}}}}}"#;
+        let cases = [
+            (POD, pod),
+            (DEPLOYMENT, template),
+            (CRONJOB, cronjob),
+            (POD, template),
+            (r#"{"kind":"Pod","group":"apps"}"#, pod),
+            (POD, "null"),
+            (POD, "[]"),
+            (POD, r#"[{"name":"p"}]"#),
+            (POD, r#""pod""#),
+            (POD, r#"{"spec":{"containers":"x"}}"#),
+            (POD, r#"{"spec":{"containers":[{"image":7}]}}"#),
+            (POD, &format!(r#"{pod},"object":{pod}"#)),
+            (POD, &format!(r#"{pod},"uid":"again""#)),
+            (DEPLOYMENT, r#"{"spec":null}"#),
+            (
+                r#"{"kind":"ServiceAccount","group":""}"#,
+                r#"{"metadata":{"name":"default"}}"#,
+            ),
+            (r#"{"kind":"Secret","group":""}"#, r#"{"type":"Opaque"}"#),
+            ("null", pod),
+        ];
+        for (kind, object) in cases {
+            if let Err(e) = same_either_way(kind, object) {
+                panic!("{e}");
+            }
+        }
+        // The API server's order is read in one pass, the object straight into its view.
+        let read = |b: &[u8]| {
+            serde_json::from_slice::<OnePassReview>(b)
+                .ok()
+                .and_then(|r| r.request)
+                .map(|r| (r.0.view.is_some(), r.0.object.is_some()))
+        };
+        assert_eq!(read(&body(POD, pod, false)), Some((true, false)));
+        assert_eq!(read(&body(POD, pod, true)), Some((false, true)));
+        assert_eq!(read(&body(POD, "[]", false)), None);
+        // Both orders give a decision for a well-formed pod, not an error.
+        let out = review(
+            Endpoint::Validate,
+            &body(POD, pod, false),
+            &Policy::default(),
+            &index(),
+            0,
+        );
+        assert!(out.is_ok_and(|o| !o.warning_codes.is_empty()));
+    }
+
+    fn json_leaf() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_owned()),
+            Just("7".to_owned()),
+            Just("true".to_owned()),
+            Just(r#""registry.example.com/a:1""#.to_owned()),
+            Just(r#""quay.io/b""#.to_owned()),
+            Just("[]".to_owned()),
+            Just("{}".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn one_pass_equals_step_by_step_on_odd_pods(
+            image in json_leaf(),
+            name in json_leaf(),
+            containers_shape in 0..3usize,
+            secrets in json_leaf(),
+            annotations in json_leaf(),
+            kind in prop_oneof![Just(POD), Just(DEPLOYMENT), Just(CRONJOB)],
+        ) {
+            let container = format!(r#"{{"name":{name},"image":{image}}}"#);
+            let containers = match containers_shape {
+                0 => format!("[{container}]"),
+                1 => format!("[{container},{container}]"),
+                _ => container,
+            };
+            let spec = format!(r#"{{"imagePullSecrets":{secrets},"containers":{containers}}}"#);
+            let object = match kind {
+                DEPLOYMENT => format!(r#"{{"spec":{{"template":{{"metadata":{{"annotations":{annotations}}},"spec":{spec}}}}}}}"#),
+                CRONJOB => format!(r#"{{"spec":{{"jobTemplate":{{"spec":{{"template":{{"spec":{spec}}}}}}}}}}}"#),
+                _ => format!(r#"{{"metadata":{{"annotations":{annotations}}},"spec":{spec}}}"#),
+            };
+            same_either_way(kind, &object)?;
+        }
+    }
 }

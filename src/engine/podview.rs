@@ -333,18 +333,30 @@ impl PodView {
                 serde_json::from_slice::<Workload<JobTemplateHolder>>(bytes).map(ReadOut::CronJob)
             }
         })
+        .map_err(|source| PodViewError::Shape {
+            kind: kind.as_str(),
+            source,
+        })
     }
 
     /// Read a view of `kind` from a JSON value.
     pub fn from_value(kind: WorkloadKind, value: &serde_json::Value) -> Result<Self, PodViewError> {
+        Self::deserialize_as(kind, value).map_err(|source| PodViewError::Shape {
+            kind: kind.as_str(),
+            source,
+        })
+    }
+
+    /// Read a view of `kind` from any deserializer, e.g. one positioned on the object inside a
+    /// larger document, so that the object is not scanned once more on its own.
+    pub fn deserialize_as<'de, D: Deserializer<'de>>(
+        kind: WorkloadKind,
+        d: D,
+    ) -> Result<Self, D::Error> {
         Self::read(kind, |k| match k {
-            ReadAs::Pod => PodTemplate::deserialize(value).map(ReadOut::Pod),
-            ReadAs::Template => {
-                Workload::<TemplateHolder>::deserialize(value).map(ReadOut::Template)
-            }
-            ReadAs::CronJob => {
-                Workload::<JobTemplateHolder>::deserialize(value).map(ReadOut::CronJob)
-            }
+            ReadAs::Pod => PodTemplate::deserialize(d).map(ReadOut::Pod),
+            ReadAs::Template => Workload::<TemplateHolder>::deserialize(d).map(ReadOut::Template),
+            ReadAs::CronJob => Workload::<JobTemplateHolder>::deserialize(d).map(ReadOut::CronJob),
         })
     }
 
@@ -356,19 +368,16 @@ impl PodView {
         }
     }
 
-    fn read(
+    fn read<E>(
         kind: WorkloadKind,
-        de: impl FnOnce(ReadAs) -> Result<ReadOut, serde_json::Error>,
-    ) -> Result<Self, PodViewError> {
+        de: impl FnOnce(ReadAs) -> Result<ReadOut, E>,
+    ) -> Result<Self, E> {
         let as_ = match kind {
             WorkloadKind::Pod => ReadAs::Pod,
             WorkloadKind::CronJob => ReadAs::CronJob,
             _ => ReadAs::Template,
         };
-        let out = de(as_).map_err(|source| PodViewError::Shape {
-            kind: kind.as_str(),
-            source,
-        })?;
+        let out = de(as_)?;
         Ok(match out {
             ReadOut::Pod(pod) => PodView {
                 kind,
