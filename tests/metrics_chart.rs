@@ -44,6 +44,17 @@ fn exported() -> BTreeSet<String> {
             resource: "secrets",
         })
         .set(1.0);
+    for family in [&m.image_pull_failures, &m.pod_restarts] {
+        family
+            .get_or_create(&CauseLabels {
+                namespace: "a".into(),
+                cause: "SecretMissing",
+            })
+            .inc();
+    }
+    m.attribution_events
+        .get_or_create(&OutcomeLabels { outcome: "queued" })
+        .inc();
     let text = m.encode();
     let mut names = BTreeSet::new();
     for line in text.lines() {
@@ -91,7 +102,9 @@ fn every_exported_metric_is_pullgate_prefixed_with_units() {
         assert!(name.starts_with("pullgate_"), "{name}");
         let unit_ok = name.ends_with("_total")
             || name.ends_with("_seconds")
+            // Gauges that count objects: the unit is the object, named last.
             || name == "pullgate_store_objects"
+            || name == "pullgate_attribution_queued_pods"
             || name == "pullgate_store_stale"
             || name.starts_with("pullgate_credential_status");
         assert!(unit_ok, "{name} has no unit suffix");
