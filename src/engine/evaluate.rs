@@ -702,7 +702,7 @@ fn mismatch_message(
         .as_ref()
         .ok()
         .and_then(|p| p.entries.iter().find(|e| e.key.as_ref().ok() == Some(key)))
-        .map_or(key.as_str(), |e| e.raw.as_str());
+        .map_or(key.as_str(), |e| e.raw());
     let detail = match why {
         NearMiss::Port { key: k, image: i } => format!(
             "the port differs (key {}, image {})",
@@ -1007,7 +1007,7 @@ pub fn secret_findings(s: &SecretInfo, policy: &Policy) -> Vec<Finding> {
                 ));
             }
             for e in &p.entries {
-                let decorated = e.raw.contains("://") || e.key.as_ref().is_ok_and(|k| !k.path().is_empty());
+                let decorated = e.raw().contains("://") || e.key.as_ref().is_ok_and(|k| !k.path().is_empty());
                 let covers_private = e.key.as_ref().is_ok_and(|k| {
                     policy.registries.requires_credentials(&MatchTarget::new(k.as_str()))
                 });
@@ -1015,12 +1015,12 @@ pub fn secret_findings(s: &SecretInfo, policy: &Policy) -> Vec<Finding> {
                     Err(err) => out.push(Finding::general(
                         Code::RegistryMismatch,
                         Severity::Warning,
-                        format!("secret {:?} has registry key {:?} that the kubelet ignores ({err}): write it as host[:port]", s.name, e.raw),
+                        format!("secret {:?} has registry key {:?} that the kubelet ignores ({err}): write it as host[:port]", s.name, e.raw()),
                     )),
                     Ok(k) if decorated && !covers_private => out.push(Finding::general(
                         Code::RegistryMismatch,
                         Severity::Warning,
-                        format!("secret {:?} has registry key {:?} (normalised {:?}) that matches no private registry of the policy: write it as the images' host[:port]", s.name, e.raw, k.as_str()),
+                        format!("secret {:?} has registry key {:?} (normalised {:?}) that matches no private registry of the policy: write it as the images' host[:port]", s.name, e.raw(), k.as_str()),
                     )),
                     Ok(_) => {}
                 }

@@ -29,12 +29,39 @@ pub const DOCKERCFG_KEY: &str = ".dockercfg";
 /// One registry entry of a payload: the key as written (not secret) and its normalisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEntry {
-    /// The registry key as written, except that a `user:password@` part is shown as `***@`.
-    pub raw: String,
+    /// The key as written when it differs from the normalised key (or there is none): the
+    /// index holds one entry per registry of every pull secret, and most are written normalised.
+    written: Option<Box<str>>,
     /// The normalised key, or why the kubelet ignores this entry.
     pub key: Result<RegistryKey, KeyError>,
     /// Whether username or password is non-empty once `auth` is decoded (an entry without still matches).
     pub has_credentials: bool,
+}
+
+impl KeyEntry {
+    fn new(raw: &str, has_credentials: bool) -> KeyEntry {
+        let key = RegistryKey::parse(raw);
+        let masked = mask_userinfo(raw);
+        let written = match &key {
+            Ok(k) if k.as_str() == masked => None,
+            _ => Some(masked.into_boxed_str()),
+        };
+        KeyEntry {
+            written,
+            key,
+            has_credentials,
+        }
+    }
+
+    /// The registry key as written, except that a `user:password@` part is shown as `***@`.
+    pub fn raw(&self) -> &str {
+        match (&self.written, &self.key) {
+            (Some(written), _) => written,
+            (None, Ok(key)) => key.as_str(),
+            // Not built: `written` is kept whenever there is no key.
+            (None, Err(_)) => "",
+        }
+    }
 }
 
 /// What a pull secret contributes, with all credential material already dropped.
@@ -304,11 +331,7 @@ impl Entries {
     fn into_key_entries(self) -> Vec<KeyEntry> {
         self.order
             .into_iter()
-            .map(|(raw, has_credentials)| KeyEntry {
-                key: RegistryKey::parse(&raw),
-                raw: mask_userinfo(&raw),
-                has_credentials,
-            })
+            .map(|(raw, has_credentials)| KeyEntry::new(&raw, has_credentials))
             .collect()
     }
 }
@@ -1044,7 +1067,7 @@ mod tests {
     fn summary(keys: &PullSecretKeys) -> Vec<(&str, bool)> {
         keys.entries
             .iter()
-            .map(|e| (e.raw.as_str(), e.has_credentials))
+            .map(|e| (e.raw(), e.has_credentials))
             .collect()
     }
 
@@ -1383,7 +1406,7 @@ mod tests {
             Format::DockerConfigJson,
             b"{\"auths\": {\"r\\u00e9g.io\": {}, \"bad\xffkey\": {}, \"\\ud83d\\ude00.io\": {}, \"\\udc00x\": {}}}",
         ));
-        let raws: Vec<&str> = keys.entries.iter().map(|e| e.raw.as_str()).collect();
+        let raws: Vec<&str> = keys.entries.iter().map(|e| e.raw()).collect();
         assert_eq!(
             raws,
             ["rég.io", "bad\u{fffd}key", "\u{1f600}.io", "\u{fffd}x"]
@@ -1490,7 +1513,7 @@ mod tests {
             .iter()
             .map(|e| {
                 (
-                    e.raw.as_str(),
+                    e.raw(),
                     e.key
                         .as_ref()
                         .map(RegistryKey::as_str)
@@ -1799,7 +1822,7 @@ mod tests {
             match &result {
                 Ok(keys) => {
                     for entry in &keys.entries {
-                        shown.push_str(&format!("{entry:?} {}", entry.raw));
+                        shown.push_str(&format!("{entry:?} {}", entry.raw()));
                         if let Err(e) = &entry.key {
                             shown.push_str(&e.to_string());
                         }

@@ -6,8 +6,9 @@ use crate::engine::pullsecret::{
     parse_pull_secret, PayloadError, PullSecretKeys, DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE,
 };
 use crate::policy::NamespaceOverrides;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Annotation on a ServiceAccount listing the pull secrets pullgate added (so only those are ever removed).
 pub const MANAGED_ANNOTATION: &str = "pullgate.io/managed-pull-secrets";
@@ -19,8 +20,8 @@ pub struct SecretInfo {
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// `type` of the secret.
-    pub secret_type: String,
+    /// `type` of the secret (the pull types are not copied per secret: there is one per secret).
+    pub secret_type: Cow<'static, str>,
     /// Creation time, seconds since the Unix epoch.
     pub created: Option<i64>,
     /// resourceVersion, when read from an API server.
@@ -47,7 +48,11 @@ impl SecretInfo {
         SecretInfo {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            secret_type: secret_type.to_owned(),
+            secret_type: match secret_type {
+                DOCKER_CONFIG_JSON_TYPE => Cow::Borrowed(DOCKER_CONFIG_JSON_TYPE),
+                DOCKERCFG_TYPE => Cow::Borrowed(DOCKERCFG_TYPE),
+                other => Cow::Owned(other.to_owned()),
+            },
             created,
             resource_version,
             payload,
@@ -133,12 +138,30 @@ pub fn parse_managed(v: Option<&str>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// A small map from object name to value, kept as one sorted vector: a namespace holds a handful of
-/// secrets and ServiceAccounts, and a B-tree node per map would triple the index's memory at 10,000
-/// namespaces.
+/// A value that carries its own object name, by which a [`NameMap`] keys it.
+pub trait Named {
+    /// The object's name.
+    fn name(&self) -> &str;
+}
+
+impl Named for SecretInfo {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for ServiceAccountInfo {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A small map from object name to value, kept as one vector sorted by the values' own names: a
+/// namespace holds a handful of secrets and ServiceAccounts, and a B-tree node per map (or a
+/// second copy of every name as a key) would cost more than the objects at 10,000 namespaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameMap<V> {
-    entries: Vec<(String, V)>,
+    entries: Vec<V>,
 }
 
 impl<V> Default for NameMap<V> {
@@ -150,7 +173,7 @@ impl<V> Default for NameMap<V> {
 }
 
 #[cfg(test)]
-impl<V> std::ops::Index<&str> for NameMap<V> {
+impl<V: Named> std::ops::Index<&str> for NameMap<V> {
     type Output = V;
     /// Panics when absent, like `BTreeMap`'s indexing: for tests, on names they inserted.
     fn index(&self, name: &str) -> &V {
@@ -161,17 +184,14 @@ impl<V> std::ops::Index<&str> for NameMap<V> {
     }
 }
 
-impl<V> NameMap<V> {
+impl<V: Named> NameMap<V> {
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(name))
+        self.entries.binary_search_by(|v| v.name().cmp(name))
     }
 
     /// The value named `name`.
     pub fn get(&self, name: &str) -> Option<&V> {
-        self.position(name)
-            .ok()
-            .and_then(|i| self.entries.get(i))
-            .map(|(_, v)| v)
+        self.position(name).ok().and_then(|i| self.entries.get(i))
     }
 
     /// Whether `name` is present.
@@ -179,17 +199,14 @@ impl<V> NameMap<V> {
         self.position(name).is_ok()
     }
 
-    /// Insert or replace; returns the previous value.
-    pub fn insert(&mut self, name: String, value: V) -> Option<V> {
-        match self.position(&name) {
-            Ok(i) => self
-                .entries
-                .get_mut(i)
-                .map(|e| std::mem::replace(&mut e.1, value)),
+    /// Insert, or replace the value of the same name; returns the previous value.
+    pub fn insert(&mut self, value: V) -> Option<V> {
+        match self.position(value.name()) {
+            Ok(i) => self.entries.get_mut(i).map(|e| std::mem::replace(e, value)),
             Err(i) => {
                 // Exact capacity: maps are small and long-lived.
                 self.entries.reserve_exact(1);
-                self.entries.insert(i, (name, value));
+                self.entries.insert(i, value);
                 None
             }
         }
@@ -198,7 +215,7 @@ impl<V> NameMap<V> {
     /// Remove `name`; returns its value.
     pub fn remove(&mut self, name: &str) -> Option<V> {
         let i = self.position(name).ok()?;
-        let (_, v) = self.entries.remove(i);
+        let v = self.entries.remove(i);
         if self.entries.capacity() > self.entries.len() * 2 {
             self.entries.shrink_to_fit();
         }
@@ -206,13 +223,15 @@ impl<V> NameMap<V> {
     }
 
     /// Names in order.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.entries.iter().map(|(k, _)| k)
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(Named::name)
     }
+}
 
+impl<V> NameMap<V> {
     /// Values in name order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.entries.iter().map(|(_, v)| v)
+        self.entries.iter()
     }
 
     /// Number of entries.
@@ -334,19 +353,26 @@ impl Clone for Verifications {
 /// The whole cluster's view, indexed for O(1) namespace lookups and cheap cross-namespace queries.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterIndex {
-    namespaces: HashMap<String, NamespaceInfo>,
-    /// Secret name -> namespaces holding a secret of that name.
-    by_name: HashMap<String, BTreeSet<String>>,
+    /// By name; each key is the one copy of the name that the cross-namespace tables share.
+    namespaces: HashMap<Arc<str>, NamespaceInfo>,
+    /// Secret name -> namespaces holding a secret of that name. Each key is the one copy of the
+    /// secret name that `by_host` and `globbed` share (a replicated secret has the same name in
+    /// thousands of namespaces).
+    by_name: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     /// [`host_key`] of the hostname and port URLsMatch compares -> pull secrets with a non-glob
     /// key for them: such a key only matches images with exactly that hostname and port.
-    by_host: HashMap<Box<[u8]>, BTreeSet<SecretRef>>,
+    by_host: HashMap<Box<[u8]>, BTreeSet<Held>>,
     /// Pull secrets with a glob key (few in practice; checked one by one).
-    globbed: BTreeSet<SecretRef>,
+    globbed: BTreeSet<Held>,
     secrets: usize,
     service_accounts: usize,
     /// Credential verification results, kept only while their secret's resourceVersion is current.
     verifications: Verifications,
 }
+
+/// A secret as the cross-namespace tables hold it: (namespace, name), both shared with the keys
+/// of `namespaces` and `by_name`, so that a reference costs no allocation.
+type Held = (Arc<str>, Arc<str>);
 
 /// The `by_host` key of a hostname and port: a host never holds a '/', so they cannot run together.
 fn host_key(hostname: &[u8], port: &[u8]) -> Box<[u8]> {
@@ -373,7 +399,7 @@ impl ClusterIndex {
 
     /// Names of the namespaces known.
     pub fn namespace_names(&self) -> impl Iterator<Item = &str> {
-        self.namespaces.keys().map(String::as_str)
+        self.namespaces.keys().map(|k| &**k)
     }
 
     /// Number of secrets indexed.
@@ -401,7 +427,7 @@ impl ClusterIndex {
             .get(name)
             .into_iter()
             .flatten()
-            .map(String::as_str)
+            .map(|ns| &**ns)
             .filter(move |ns| *ns != except)
     }
 
@@ -430,7 +456,7 @@ impl ClusterIndex {
             .flatten();
         let mut candidates = exact
             .chain(self.globbed.iter())
-            .filter(|(ns, _)| ns != except);
+            .filter(|(ns, _)| &**ns != except);
         let mut found: Vec<&SecretInfo> = Vec::new();
         let mut examined = 0;
         while found.len() < limit {
@@ -493,31 +519,49 @@ impl ClusterIndex {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(sref, v);
         }
+        let ns = self.namespace_entry(&secret.namespace).0;
+        let name = self
+            .by_name
+            .get_key_value(secret.name.as_str())
+            .map_or_else(|| Arc::from(secret.name.as_str()), |(k, _)| Arc::clone(k));
         self.by_name
-            .entry(secret.name.clone())
+            .entry(Arc::clone(&name))
             .or_default()
-            .insert(secret.namespace.clone());
-        let sref = (secret.namespace.clone(), secret.name.clone());
+            .insert(Arc::clone(&ns));
+        let held = (ns, name);
         for key in secret.usable_keys() {
             if key.is_glob() {
-                self.globbed.insert(sref.clone());
+                self.globbed.insert(held.clone());
             } else if let Some((hostname, port)) = key.host_and_port() {
                 self.by_host
                     .entry(host_key(hostname, port))
                     .or_default()
-                    .insert(sref.clone());
+                    .insert(held.clone());
             }
         }
         self.secrets += 1;
-        self.namespaces
-            .entry(secret.namespace.clone())
-            .or_default()
+        self.namespace_entry(&secret.namespace)
+            .1
             .secrets
-            .insert(secret.name.clone(), secret);
+            .insert(secret);
+    }
+
+    /// A namespace's entry, created if need be, and the one copy of its name the tables share.
+    fn namespace_entry(&mut self, name: &str) -> (Arc<str>, &mut NamespaceInfo) {
+        let key = self
+            .namespaces
+            .get_key_value(name)
+            .map_or_else(|| Arc::from(name), |(k, _)| Arc::clone(k));
+        let info = self.namespaces.entry(Arc::clone(&key)).or_default();
+        (key, info)
     }
 
     /// Remove a secret; returns it if it was known.
     pub fn remove_secret(&mut self, namespace: &str, name: &str) -> Option<SecretInfo> {
+        let ns = self
+            .namespaces
+            .get_key_value(namespace)
+            .map(|(k, _)| Arc::clone(k))?;
         let old = self.namespaces.get_mut(namespace)?.secrets.remove(name)?;
         self.secrets -= 1;
         self.verifications
@@ -525,22 +569,25 @@ impl ClusterIndex {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(namespace.to_owned(), name.to_owned()));
+        let shared_name = self.by_name.get_key_value(name).map(|(k, _)| Arc::clone(k));
         if let Some(set) = self.by_name.get_mut(name) {
             set.remove(namespace);
             if set.is_empty() {
                 self.by_name.remove(name);
             }
         }
-        let sref = (old.namespace.clone(), old.name.clone());
-        for key in old.usable_keys() {
-            if key.is_glob() {
-                self.globbed.remove(&sref);
-            } else if let Some((hostname, port)) = key.host_and_port() {
-                let host = host_key(hostname, port);
-                if let Some(set) = self.by_host.get_mut(&host) {
-                    set.remove(&sref);
-                    if set.is_empty() {
-                        self.by_host.remove(&host);
+        if let Some(shared_name) = shared_name {
+            let held = (ns, shared_name);
+            for key in old.usable_keys() {
+                if key.is_glob() {
+                    self.globbed.remove(&held);
+                } else if let Some((hostname, port)) = key.host_and_port() {
+                    let host = host_key(hostname, port);
+                    if let Some(set) = self.by_host.get_mut(&host) {
+                        set.remove(&held);
+                        if set.is_empty() {
+                            self.by_host.remove(&host);
+                        }
                     }
                 }
             }
@@ -614,8 +661,8 @@ impl ClusterIndex {
 
     /// Add or replace a ServiceAccount.
     pub fn upsert_service_account(&mut self, namespace: &str, sa: ServiceAccountInfo) {
-        let ns = self.namespaces.entry(namespace.to_owned()).or_default();
-        if ns.service_accounts.insert(sa.name.clone(), sa).is_none() {
+        let ns = self.namespace_entry(namespace).1;
+        if ns.service_accounts.insert(sa).is_none() {
             self.service_accounts += 1;
         }
     }
@@ -638,10 +685,7 @@ impl ClusterIndex {
 
     /// Set a namespace's overrides (from its labels).
     pub fn upsert_namespace(&mut self, name: &str, overrides: NamespaceOverrides) {
-        self.namespaces
-            .entry(name.to_owned())
-            .or_default()
-            .overrides = overrides;
+        self.namespace_entry(name).1.overrides = overrides;
         self.prune(name);
     }
 
@@ -885,6 +929,47 @@ pub(crate) mod tests {
 
     proptest::proptest! {
         #[test]
+        fn tables_equal_a_rebuild_after_any_changes(
+            changes in proptest::collection::vec(
+                (0..3usize, 0..4usize, proptest::collection::vec(key_strategy(), 0..3), proptest::bool::ANY),
+                0..60,
+            ),
+        ) {
+            let mut idx = ClusterIndex::new();
+            for (ns, name, keys, remove) in &changes {
+                let (ns, name) = (format!("ns-{ns}"), format!("s-{name}"));
+                if *remove {
+                    idx.remove_secret(&ns, &name);
+                } else {
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    idx.upsert_secret(pull_secret(&ns, &name, &keys, 1));
+                }
+            }
+            let mut rebuilt = ClusterIndex::new();
+            for ns in idx.namespace_names() {
+                for s in idx.namespace(ns).secrets.values() {
+                    rebuilt.upsert_secret(s.clone());
+                }
+            }
+            let tables = |i: &ClusterIndex| {
+                let by_name: BTreeMap<String, Vec<String>> = i
+                    .by_name
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.iter().map(|n| n.to_string()).collect()))
+                    .collect();
+                let by_host: BTreeMap<Vec<u8>, Vec<(String, String)>> = i
+                    .by_host
+                    .iter()
+                    .map(|(k, v)| (k.to_vec(), v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()))
+                    .collect();
+                let globbed: Vec<(String, String)> =
+                    i.globbed.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+                (by_name, by_host, globbed, i.secret_count(), i.namespace_count())
+            };
+            proptest::prop_assert_eq!(tables(&idx), tables(&rebuilt));
+        }
+
+        #[test]
         fn covering_elsewhere_equals_a_scan_of_every_namespace(
             secrets in proptest::collection::vec(
                 (0..4usize, 0..40usize, proptest::collection::vec(key_strategy(), 1..3)),
@@ -926,15 +1011,24 @@ pub(crate) mod tests {
 
     #[test]
     fn name_map_keeps_sorted_unique_entries() {
+        let sa = |name: &str, secret: &str| ServiceAccountInfo {
+            name: name.to_owned(),
+            image_pull_secrets: vec![secret.to_owned()],
+            ..Default::default()
+        };
+        let pulls = |m: &NameMap<ServiceAccountInfo>| -> Vec<String> {
+            m.values().map(|s| s.image_pull_secrets.concat()).collect()
+        };
         let mut m = NameMap::default();
-        assert_eq!(m.insert("b".to_owned(), 2), None);
-        assert_eq!(m.insert("a".to_owned(), 1), None);
-        assert_eq!(m.insert("c".to_owned(), 3), None);
-        assert_eq!(m.insert("b".to_owned(), 20), Some(2));
-        assert_eq!(m.values().copied().collect::<Vec<_>>(), [1, 20, 3]);
-        assert_eq!(m.get("b"), Some(&20));
+        assert_eq!(m.insert(sa("b", "2")), None);
+        assert_eq!(m.insert(sa("a", "1")), None);
+        assert_eq!(m.insert(sa("c", "3")), None);
+        assert_eq!(m.insert(sa("b", "20")), Some(sa("b", "2")));
+        assert_eq!(pulls(&m), ["1", "20", "3"]);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(m.get("b"), Some(&sa("b", "20")));
         assert!(m.contains_key("c") && !m.contains_key("d"));
-        assert_eq!(m.remove("a"), Some(1));
+        assert_eq!(m.remove("a"), Some(sa("a", "1")));
         assert_eq!(m.remove("a"), None);
         assert_eq!(m.len(), 2);
     }

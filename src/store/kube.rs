@@ -324,7 +324,7 @@ impl Watch {
                     keys.extend(
                         info.service_accounts
                             .keys()
-                            .map(|n| (ns.to_owned(), n.clone())),
+                            .map(|n| (ns.to_owned(), n.to_owned())),
                     );
                 }
                 Target::Namespaces => {
