@@ -240,11 +240,11 @@ pub fn evaluate_pod<'a>(
     }
 
     let resolved: Vec<Resolved<'a>> = names.iter().map(|n| resolve(ns, n)).collect();
-    let mut usable: Vec<&'a SecretInfo> = Vec::new();
+    let mut usable = PodKeys::default();
     let mut fatal: Option<&'a SecretInfo> = None;
     for r in &resolved {
         match r {
-            Resolved::Usable(s) => usable.push(s),
+            Resolved::Usable(s) => usable.add(s),
             Resolved::Unusable(s) if s.payload.as_ref().is_err_and(|e| e.is_fatal()) => {
                 fatal = fatal.or(Some(s));
             }
@@ -295,7 +295,7 @@ pub fn evaluate_pod<'a>(
         if fatal.is_some() {
             continue;
         }
-        let found = kubelet_lookup(&usable, target);
+        let found = usable.lookup(target);
         if !found.is_empty() {
             if let Some(slot) = lookups.get_mut(i) {
                 *slot = Some(found);
@@ -310,7 +310,7 @@ pub fn evaluate_pod<'a>(
             Some(s) if can_inject => {
                 if !d.injected.contains(&s.name.as_str()) {
                     d.injected.push(&s.name);
-                    usable.push(s);
+                    usable.add(s);
                 }
             }
             _ => {
@@ -359,7 +359,7 @@ pub fn evaluate_pod<'a>(
         };
         img.matched_secrets = match found {
             Some(found) if !injected => found,
-            _ => kubelet_lookup(&usable, target),
+            _ => usable.lookup(target),
         };
         if !img.requires_credentials {
             continue;
@@ -845,32 +845,56 @@ fn rejected_credentials(
     }
 }
 
-/// The kubelet's credential order for an image among the given secrets (BasicDockerKeyring.Lookup).
-fn kubelet_lookup<'a>(secrets: &[&'a SecretInfo], target: &MatchTarget<'_>) -> Vec<&'a str> {
-    let mut hits: Vec<(&str, usize, &'a str)> = Vec::new();
-    for (i, s) in secrets.iter().enumerate() {
+/// The keys of the secrets a pod's pulls may use, in the kubelet's order, flattened once per pod
+/// rather than walked secret by secret for every image.
+#[derive(Default)]
+struct PodKeys<'a> {
+    /// (key, position of its secret among the pod's, secret name), in secret then key order.
+    keys: Vec<(&'a RegistryKey, usize, &'a str)>,
+    /// The secrets with an "index.docker.io" key: the Docker Hub fallback.
+    hub: Vec<(usize, &'a str)>,
+    secrets: usize,
+}
+
+impl<'a> PodKeys<'a> {
+    fn add(&mut self, s: &'a SecretInfo) {
+        let at = self.secrets;
+        self.secrets += 1;
+        let mut hub = false;
         for k in s.usable_keys() {
-            if k.matches(target) {
-                hits.push((k.as_str(), i, &s.name));
+            self.keys.push((k, at, &s.name));
+            hub |= k.as_str() == "index.docker.io";
+        }
+        if hub {
+            self.hub.push((at, &s.name));
+        }
+    }
+
+    /// The secrets the kubelet tries for an image, in its order (BasicDockerKeyring.Lookup).
+    fn lookup(&self, target: &MatchTarget<'_>) -> Vec<&'a str> {
+        let mut hits: Vec<(&str, usize, &'a str)> = self
+            .keys
+            .iter()
+            .filter(|(k, _, _)| k.matches(target))
+            .map(|&(k, at, name)| (k.as_str(), at, name))
+            .collect();
+        if hits.is_empty() && is_default_registry_match(target.name()) {
+            hits.extend(
+                self.hub
+                    .iter()
+                    .map(|&(at, name)| ("index.docker.io", at, name)),
+            );
+        }
+        // Keys in descending byte order; credentials of one key in pod secret order.
+        hits.sort_by(|a, b| b.0.cmp(a.0).then(a.1.cmp(&b.1)));
+        let mut out: Vec<&'a str> = Vec::with_capacity(hits.len());
+        for (_, _, name) in hits {
+            if !out.contains(&name) {
+                out.push(name);
             }
         }
+        out
     }
-    if hits.is_empty() && is_default_registry_match(target.name()) {
-        for (i, s) in secrets.iter().enumerate() {
-            if s.usable_keys().any(|k| k.as_str() == "index.docker.io") {
-                hits.push(("index.docker.io", i, &s.name));
-            }
-        }
-    }
-    // Keys in descending byte order; credentials of one key in pod secret order.
-    hits.sort_by(|a, b| b.0.cmp(a.0).then(a.1.cmp(&b.1)));
-    let mut out: Vec<&'a str> = Vec::with_capacity(hits.len());
-    for (_, _, name) in hits {
-        if !out.contains(&name) {
-            out.push(name);
-        }
-    }
-    out
 }
 
 fn dedup<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
@@ -1534,5 +1558,65 @@ mod tests {
         );
         let d = evaluate_service_account("builder", &[], true, "shop", &Policy::default(), &idx);
         assert!(d.injected.is_empty());
+    }
+
+    /// BasicDockerKeyring.Lookup as written: every secret's keys walked for the image.
+    fn kubelet_lookup<'a>(secrets: &[&'a SecretInfo], target: &MatchTarget<'_>) -> Vec<&'a str> {
+        let mut hits: Vec<(&str, usize, &'a str)> = Vec::new();
+        for (i, s) in secrets.iter().enumerate() {
+            for k in s.usable_keys() {
+                if k.matches(target) {
+                    hits.push((k.as_str(), i, &s.name));
+                }
+            }
+        }
+        if hits.is_empty() && is_default_registry_match(target.name()) {
+            for (i, s) in secrets.iter().enumerate() {
+                if s.usable_keys().any(|k| k.as_str() == "index.docker.io") {
+                    hits.push(("index.docker.io", i, &s.name));
+                }
+            }
+        }
+        hits.sort_by(|a, b| b.0.cmp(a.0).then(a.1.cmp(&b.1)));
+        let mut out: Vec<&'a str> = Vec::new();
+        for (_, _, name) in hits {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn flattened_pod_keys_look_up_as_the_kubelet_walk(
+            secrets in proptest::collection::vec(
+                (
+                    0..4usize,
+                    proptest::collection::vec(
+                        "(https://)?(\\*\\.|a\\.)?(docker\\.io|index\\.docker\\.io|r\\.io)(:5000)?(/v1/|/(a|b))?",
+                        0..3,
+                    ),
+                ),
+                0..6,
+            ),
+            image in "((a\\.)?(docker\\.io|r\\.io)(:5000)?/)?(a|b|library)(/(a|b))?",
+        ) {
+            // Names repeat, as a pod's own list and injected secrets can share one.
+            let infos: Vec<SecretInfo> = secrets
+                .iter()
+                .map(|(name, keys)| {
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    pull_secret("ns", &format!("s{name}"), &keys, 1)
+                })
+                .collect();
+            let refs: Vec<&SecretInfo> = infos.iter().collect();
+            let mut flat = PodKeys::default();
+            for s in &refs {
+                flat.add(s);
+            }
+            let target = MatchTarget::new(&image);
+            proptest::prop_assert_eq!(flat.lookup(&target), kubelet_lookup(&refs, &target));
+        }
     }
 }
