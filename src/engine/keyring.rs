@@ -177,6 +177,14 @@ impl RegistryKey {
 
     /// URLsMatch against an image name that was prepared once.
     pub fn matches(&self, target: &MatchTarget<'_>) -> bool {
+        let (Some(key), Some(image)) = (self.matcher, target.split) else {
+            return false;
+        };
+        // Conditions any match meets, checked before the parts are sliced out: most keys a
+        // name is compared with fail one of them.
+        if key.labels != image.labels || (!key.glob && key.hostname.len() != image.hostname.len()) {
+            return false;
+        }
         match (self.parts(), target.parts()) {
             (Some(key), Some(image)) => urls_match(&key, &image),
             _ => false,
@@ -450,7 +458,7 @@ impl<T> Keyring<T> {
         let direct = target.parts().is_some_and(|image| {
             self.exact_index(&image)
                 .is_some_and(|index| index.find(image.path, |_| true))
-                || self.matching_globs(&image).next().is_some()
+                || self.matching_globs(&target).next().is_some()
         });
         direct || (self.hub.is_some() && is_default_registry_match(name))
     }
@@ -478,7 +486,7 @@ impl<T> Keyring<T> {
                     false
                 });
             }
-            hits.extend(self.matching_globs(&image));
+            hits.extend(self.matching_globs(target));
         }
         hits
     }
@@ -490,12 +498,14 @@ impl<T> Keyring<T> {
             .and_then(|ports| ports.get(image.port))
     }
 
-    fn matching_globs<'s>(&'s self, image: &'s UrlParts<'_>) -> impl Iterator<Item = usize> + 's {
-        self.globs.iter().copied().filter(move |&slot| {
-            self.key_of(slot)
-                .and_then(RegistryKey::parts)
-                .is_some_and(|key| urls_match(&key, image))
-        })
+    fn matching_globs<'s>(
+        &'s self,
+        target: &'s MatchTarget<'_>,
+    ) -> impl Iterator<Item = usize> + 's {
+        self.globs
+            .iter()
+            .copied()
+            .filter(move |&slot| self.key_of(slot).is_some_and(|key| key.matches(target)))
     }
 }
 
@@ -536,6 +546,10 @@ impl Span {
             start: u32::try_from(start).ok()?,
             end: u32::try_from(end).ok()?,
         })
+    }
+
+    fn len(self) -> u32 {
+        self.end.saturating_sub(self.start)
     }
 
     fn get(self, base: &[u8]) -> &[u8] {
