@@ -11,8 +11,12 @@
 //! `PULLGATE_BENCH_ROLE=fake-api`), so its ~hundreds of MiB of objects and JSON never count in
 //! the RSS measured here: what is measured is pullgate's store plus the kube client and runtime.
 //!
+//! Then the real `pullgate serve --cluster` binary syncs the same cluster and answers admission
+//! reviews for every namespace over HTTPS; its RSS (from /proc) is the whole process's, as a
+//! Deployment's memory limit sees it.
+//!
 //! ```text
-//! cargo bench --bench cluster_sync -- [--namespaces 10000] [--lookups 1000000]
+//! cargo bench --bench cluster_sync -- [--namespaces 10000] [--lookups 1000000] [--reviews 20000] [--worker-threads N]
 //! ```
 
 // The test support module's self-tests compile here too (benches build with cfg(test)) but run
@@ -27,6 +31,7 @@ use pullgate::policy::Policy;
 use pullgate::store::index::ClusterIndex;
 use pullgate::store::kube::ClusterStore;
 use pullgate::store::Store;
+use std::ffi::OsStr;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -34,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::fake_api::FakeApi;
 use support::fixtures;
+use support::serve::ServeProcess;
 
 const ROLE: &str = "PULLGATE_BENCH_ROLE";
 const SECRETS: [(&str, &[&str]); 5] = [
@@ -132,6 +138,8 @@ fn main() {
         return;
     }
     let lookups = arg("--lookups", 1_000_000);
+    let reviews = arg("--reviews", 20_000);
+    let workers = arg("--worker-threads", 0);
     let exe = std::env::current_exe().expect("own executable");
     let mut child = Command::new(exe)
         .args(["--namespaces", &namespaces.to_string()])
@@ -244,8 +252,119 @@ fn main() {
         println!("  view() + lookup        {lookup_ns:>8.1} ns across all namespaces, {hot_ns:.1} ns for one (cache-hot)");
         println!("  mutate review          {review_big:>8.1} µs over the synced index, {review_small:.1} µs over one namespace");
         drop(store);
+
+        serve_binary(&kubeconfig, &names, &review, reviews, workers).await;
     });
     // Closing its stdin ends the child.
     drop(child.stdin.take());
     let _ = child.wait();
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The real binary: sync time to the "cluster store synced" log line, RSS once synced and after
+/// `reviews` validate reviews spread over every namespace (32 at a time).
+async fn serve_binary(
+    kubeconfig: &std::path::Path,
+    names: &[String],
+    review: &serde_json::Value,
+    reviews: usize,
+    workers: usize,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_out = dir.path().join("ca.pem");
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("--cluster"),
+        OsStr::new("--self-signed"),
+        OsStr::new("--kubeconfig"),
+        kubeconfig.as_os_str(),
+        OsStr::new("--ca-out"),
+        ca_out.as_os_str(),
+    ];
+    let workers_arg = workers.to_string();
+    if workers > 0 {
+        args.extend([OsStr::new("--worker-threads"), OsStr::new(&workers_arg)]);
+    }
+    let started = Instant::now();
+    let mut served = ServeProcess::spawn(args, &[], Duration::from_secs(120));
+    served.wait_log("the cluster store to sync", 0, |v| {
+        v["message"] == "cluster store synced"
+    });
+    let sync = started.elapsed();
+    let pid = served.pid();
+    let (synced_rss, synced_peak) = (
+        proc_status_kib(pid, "VmRSS:"),
+        proc_status_kib(pid, "VmHWM:"),
+    );
+
+    let ca = std::fs::read(&ca_out).expect("CA file");
+    let https = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA certificate"))
+        .build()
+        .expect("HTTPS client");
+    let url = served.url("/validate?timeout=5s");
+    let bodies: Vec<Vec<u8>> = names
+        .iter()
+        .map(|ns| {
+            let mut r = review.clone();
+            r["request"]["namespace"] = serde_json::json!(ns);
+            r["request"]["object"]["metadata"]["namespace"] = serde_json::json!(ns);
+            serde_json::to_vec(&r).expect("review")
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    let clients = (0..32).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= reviews {
+                break;
+            }
+            let resp = https
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(bodies[i % bodies.len()].clone())
+                .send()
+                .await
+                .expect("POST /validate");
+            assert_eq!(resp.status(), 200, "validate answered");
+            let v: serde_json::Value = resp.json().await.expect("AdmissionReview JSON");
+            assert!(v["response"]["allowed"].is_boolean(), "a decision: {v}");
+        }
+    });
+    futures::future::join_all(clients).await;
+    let served_for = t.elapsed();
+    let (rss, peak) = (
+        proc_status_kib(pid, "VmRSS:"),
+        proc_status_kib(pid, "VmHWM:"),
+    );
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+    served.sigterm();
+    let _ = served.finish(Duration::from_secs(30));
+
+    println!(
+        "pullgate serve --cluster (the real binary, whole process; {}, {threads} threads at the end):",
+        if workers > 0 { format!("--worker-threads {workers}") } else { "default workers".to_owned() }
+    );
+    println!("  sync to log line       {:>8.2} s", sync.as_secs_f64());
+    println!(
+        "  RSS once synced        {:>8.1} MiB; peak {:.1} MiB",
+        mib(synced_rss),
+        mib(synced_peak)
+    );
+    println!(
+        "  RSS after reviews      {:>8.1} MiB; peak {:.1} MiB ({reviews} reviews, {:.0}/s over HTTPS, 32 at a time)",
+        mib(rss),
+        mib(peak),
+        reviews as f64 / served_for.as_secs_f64()
+    );
 }

@@ -102,6 +102,11 @@ pub struct ServeArgs {
     /// Per-request deadline, below the API server's webhook timeout.
     #[arg(long, env = "PULLGATE_REQUEST_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Async worker threads (default: the CPUs available, at most 4). A decision takes
+    /// microseconds, and every worker costs memory (its allocator arena), which on a many-core
+    /// node without a CPU limit would otherwise scale with the node.
+    #[arg(long, env = "PULLGATE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Admission requests handled at once; more wait.
     #[arg(long, env = "PULLGATE_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
     pub max_concurrent_requests: usize,
@@ -114,6 +119,18 @@ pub struct ServeArgs {
     /// How often the manifests directory and certificate files are checked for changes.
     #[arg(long, env = "PULLGATE_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub reload_interval: Duration,
+}
+
+/// Worker threads `serve` starts when not told: far more decisions per second than an API server
+/// sends (see docs/performance.md), and few enough that memory does not grow with the node's cores.
+pub const DEFAULT_MAX_WORKERS: usize = 4;
+
+impl ServeArgs {
+    /// The async worker threads to start, given the CPUs available to the process.
+    pub fn workers(&self, available_cpus: usize) -> usize {
+        self.worker_threads
+            .map_or_else(|| available_cpus.clamp(1, DEFAULT_MAX_WORKERS), usize::from)
+    }
 }
 
 /// Output format of `check`.
@@ -236,6 +253,37 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         for bad in ["", "4", "4h", "x4s", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let argv = ["pullgate", "serve", "--self-signed"].iter().chain(extra);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Serve(args),
+                ..
+            }) => args,
+            other => panic!("not a serve command line: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cpus_at_most_four() {
+        let auto = serve_args(&[]);
+        assert_eq!(auto.workers(1), 1);
+        assert_eq!(auto.workers(2), 2);
+        assert_eq!(auto.workers(64), DEFAULT_MAX_WORKERS);
+        assert_eq!(auto.workers(0), 1, "a failed CPU count still runs");
+        assert_eq!(serve_args(&["--worker-threads", "12"]).workers(2), 12);
+        for bad in ["0", "-1", "1025", "many"] {
+            let argv = [
+                "pullgate",
+                "serve",
+                "--self-signed",
+                "--worker-threads",
+                bad,
+            ];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad} accepted");
         }
     }
 }

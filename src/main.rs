@@ -23,7 +23,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             pullgate::telemetry::init();
+            // Counts the container's CPU quota too (cgroup cpu.max), not only the node's cores.
+            let workers = args.workers(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            );
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;

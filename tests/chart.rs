@@ -484,6 +484,7 @@ type Rendered = Result<Vec<serde_json::Value>, String>;
 fn render_cases() -> serde_json::Value {
     serde_json::json!({
         "default": {},
+        "workers": {"server": {"workerThreads": 3}},
         "verify": {"policy": {"verify": {"enabled": true}}},
         "attribution": {"policy": {"attribution": {"enabled": true}}},
         "restart": {"policy": {"attribution": {"enabled": true, "restartStuckPods": true}}},
@@ -1034,4 +1035,40 @@ fn schema_bounds_of_verify_and_attribution_are_the_binary_s() -> TestResult {
         }
     }
     check_all("schema bounds", failures)
+}
+
+/// The container args of the Deployment a case renders.
+fn serve_args(case: &str) -> Result<Vec<String>, String> {
+    let deployment = of_kind(objects(case)?, "Deployment")
+        .next()
+        .ok_or_else(|| format!("{case}: no Deployment"))?;
+    Ok(
+        strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+#[test]
+fn worker_threads_flag_only_when_set() -> TestResult {
+    let default = serve_args("default")?;
+    if default.iter().any(|a| a.starts_with("--worker-threads")) {
+        return Err(format!("default values pass --worker-threads: {default:?}"));
+    }
+    let set = serve_args("workers")?;
+    if !set.iter().any(|a| a == "--worker-threads=3") {
+        return Err(format!(
+            "workerThreads: 3 does not pass --worker-threads=3: {set:?}"
+        ));
+    }
+    // The binary refuses what the schema refuses.
+    let out = run(&["serve", "--worker-threads", "0", "--self-signed"])?;
+    if out.status.code() != Some(2) || !text_of(&out).contains("worker-threads") {
+        return Err(format!(
+            "--worker-threads 0 was not refused: {}",
+            text_of(&out)
+        ));
+    }
+    Ok(())
 }
