@@ -14,12 +14,15 @@
 //! cargo bench --bench attribution -- [--rate 500] [--seconds 20] [--namespaces 20] [--pods-per-ns 100]
 //! ```
 
+#[path = "common/process.rs"]
+mod process;
 // The test support module's self-tests compile here too (benches build with cfg(test)) but run
 // only in the test crates, so their imports are unused in this crate.
 #[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use process::{arg, mib, status_kib};
 use pullgate::attribution::{run, Settings};
 use pullgate::metrics::Metrics;
 use pullgate::policy::Policy;
@@ -32,24 +35,6 @@ use support::fake_api::FakeApi;
 use support::fixtures;
 
 const IMG: &str = "registry.example.com:5000/shop/api:1.4";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// User + system CPU time of this process, from /proc/self/stat (clock ticks of 10 ms).
 fn cpu_seconds() -> f64 {
@@ -143,7 +128,7 @@ fn main() {
             failure(&fake, probe_ns, probe_pod, 0);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let rss_before = status_kib("VmRSS:");
+        let rss_before = status_kib("self", "VmRSS:");
         let cpu_before = cpu_seconds();
         let total = rate * seconds;
         let start = Instant::now();
@@ -197,8 +182,8 @@ fn main() {
             max_queue,
             drained_in.as_millis(),
             cpu / total as f64 * 1e6,
-            rss_before as f64 / 1024.0,
-            status_kib("VmHWM:") as f64 / 1024.0,
+            mib(rss_before),
+            mib(status_kib("self", "VmHWM:")),
         );
     });
 }

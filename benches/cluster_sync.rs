@@ -19,12 +19,15 @@
 //! cargo bench --bench cluster_sync -- [--namespaces 10000] [--lookups 1000000] [--reviews 20000] [--worker-threads N]
 //! ```
 
+#[path = "common/process.rs"]
+mod process;
 // The test support module's self-tests compile here too (benches build with cfg(test)) but run
 // only in tests/cluster.rs, so their imports are unused in this crate.
 #[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use process::{arg, mib, status_kib};
 use pullgate::admission::{self, Endpoint};
 use pullgate::metrics::Metrics;
 use pullgate::policy::Policy;
@@ -49,29 +52,6 @@ const SECRETS: [(&str, &[&str]); 5] = [
     ("dockerhub", &["https://index.docker.io/v1/"]),
     ("quay-gitlab", &["quay.io/acme", "registry.gitlab.com"]),
 ];
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
 
 /// A 64-character registry token, different per secret, as registries issue them.
 fn token(n: usize) -> String {
@@ -118,7 +98,7 @@ fn serve_fake(namespaces: usize) {
             fake.count("secrets"),
             fake.count("serviceaccounts"),
             started.elapsed().as_secs_f64(),
-            mib(status_kib("VmRSS:"))
+            mib(status_kib("self", "VmRSS:"))
         );
         println!("READY {}", fake.kubeconfig_path().display());
         // Serve until the parent is done (its end of our stdin closes).
@@ -168,7 +148,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let client = pullgate::store::kube::client(Some(&kubeconfig)).await.expect("client");
-        let rss_before = status_kib("VmRSS:");
+        let rss_before = status_kib("self", "VmRSS:");
         let metrics = Arc::new(Metrics::new());
         let started = Instant::now();
         let store = ClusterStore::start(client, Vec::new(), metrics);
@@ -176,8 +156,8 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let sync = started.elapsed();
-        let rss_after = status_kib("VmRSS:");
-        let peak = status_kib("VmHWM:");
+        let rss_after = status_kib("self", "VmRSS:");
+        let peak = status_kib("self", "VmHWM:");
         let (secrets, sas, nss) = {
             let v = store.view();
             (v.secret_count(), v.service_account_count(), v.namespace_count())
@@ -260,16 +240,6 @@ fn main() {
     let _ = child.wait();
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The real binary: sync time to the "cluster store synced" log line, RSS once synced and after
 /// `reviews` validate reviews spread over every namespace (32 at a time).
 async fn serve_binary(
@@ -299,11 +269,8 @@ async fn serve_binary(
         v["message"] == "cluster store synced"
     });
     let sync = started.elapsed();
-    let pid = served.pid();
-    let (synced_rss, synced_peak) = (
-        proc_status_kib(pid, "VmRSS:"),
-        proc_status_kib(pid, "VmHWM:"),
-    );
+    let pid = served.pid().to_string();
+    let (synced_rss, synced_peak) = (status_kib(&pid, "VmRSS:"), status_kib(&pid, "VmHWM:"));
 
     let ca = std::fs::read(&ca_out).expect("CA file");
     let https = reqwest::Client::builder()
@@ -343,10 +310,7 @@ async fn serve_binary(
     });
     futures::future::join_all(clients).await;
     let served_for = t.elapsed();
-    let (rss, peak) = (
-        proc_status_kib(pid, "VmRSS:"),
-        proc_status_kib(pid, "VmHWM:"),
-    );
+    let (rss, peak) = (status_kib(&pid, "VmRSS:"), status_kib(&pid, "VmHWM:"));
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
     served.sigterm();
     let _ = served.finish(Duration::from_secs(30));

@@ -2,7 +2,7 @@
 //! ServiceAccounts and Namespaces in the same input, as the mutating then validating webhook would.
 
 use crate::engine::podview::{PodView, WorkloadKind};
-use crate::engine::{evaluate_pod, Decision, Finding, Operation, PodContext};
+use crate::engine::{evaluate_pod, Decision, Finding, PodContext};
 use crate::manifests::Document;
 use crate::policy::Policy;
 use crate::store::index::{ClusterIndex, CredentialStatus};
@@ -156,12 +156,7 @@ fn check_one(
         .as_deref()
         .filter(|n| !n.is_empty())
         .unwrap_or(default_ns);
-    let ctx = PodContext {
-        namespace,
-        operation: Operation::Create,
-        now,
-        allow_inject: true,
-    };
+    let ctx = PodContext::creating(namespace, now);
     let d = evaluate_pod(view, &ctx, policy, index);
     to_result(view, namespace, &d)
 }

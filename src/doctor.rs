@@ -3,7 +3,7 @@
 
 use crate::engine::diagnosis::{self, pull_failure, Diagnosis};
 use crate::engine::podview::{PodView, WorkloadKind};
-use crate::engine::{evaluate_pod, Code, Finding, Operation, PodContext, Severity};
+use crate::engine::{evaluate_pod, Code, Finding, PodContext, Severity};
 use crate::manifests::Document;
 use crate::policy::Policy;
 use crate::store::index::ClusterIndex;
@@ -122,13 +122,7 @@ pub fn diagnose(
     events: &[String],
     now: i64,
 ) -> DoctorReport {
-    // The pod exists: its imagePullSecrets can no longer change, so nothing is injected.
-    let ctx = PodContext {
-        namespace,
-        operation: Operation::Update,
-        now,
-        allow_inject: false,
-    };
+    let ctx = PodContext::existing(namespace, now);
     let d = evaluate_pod(view, &ctx, policy, index);
     let mut checks = Vec::new();
     let pull_errors: Vec<String> = events

@@ -513,12 +513,7 @@ fn workload(
         Err(m) => return Answer::bad_object(m),
     };
     // Templates are checked as the pods their controller will create (which the mutating webhook may still fix).
-    let ctx = PodContext {
-        namespace,
-        operation: Operation::Create,
-        now,
-        allow_inject: true,
-    };
+    let ctx = PodContext::creating(namespace, now);
     let d = evaluate_pod(&view, &ctx, policy, index);
     validation_answer(d.effective.validation, d.allowed, &d.findings, false)
 }

@@ -1,7 +1,7 @@
 //! Pull-failure attribution: recognise the kubelet's image-pull failure Events and name the most
 //! likely cause of one from the engine's view of the pod, as the guide's causes table does.
 
-use super::evaluate::{evaluate_pod, Decision, Operation, PodContext};
+use super::evaluate::{evaluate_pod, Decision, PodContext};
 use super::findings::{closest, Code, Finding, Severity};
 use super::keyring::MatchTarget;
 use super::podview::PodView;
@@ -208,13 +208,7 @@ pub fn diagnose(
     failure: &PullFailure,
     now: i64,
 ) -> Diagnosis {
-    // The pod exists: its imagePullSecrets are fixed, so nothing is injected into it.
-    let existing = PodContext {
-        namespace,
-        operation: Operation::Update,
-        now,
-        allow_inject: false,
-    };
+    let existing = PodContext::existing(namespace, now);
     let current = evaluate_pod(view, &existing, policy, index);
     let image = failure
         .image
@@ -243,12 +237,7 @@ pub fn diagnose(
     let subject = image.or(finding.image.as_deref());
     let cause = cause_of(finding, &current, view, namespace, index);
     // Recreated through admission, would the pod be given what it lacks now?
-    let fresh_ctx = PodContext {
-        namespace,
-        operation: Operation::Create,
-        now,
-        allow_inject: true,
-    };
+    let fresh_ctx = PodContext::creating(namespace, now);
     let fresh = evaluate_pod(view, &fresh_ctx, policy, index);
     let fixed = !fresh.injected.is_empty()
         && !fresh.static_pod
@@ -349,7 +338,7 @@ fn cause_of(
                 ns.secrets
                     .values()
                     .filter(|s| s.is_pull_type())
-                    .map(|s| s.name.as_str())
+                    .map(|s| &*s.name)
             };
             let similar = current
                 .image_pull_secrets
@@ -375,7 +364,7 @@ fn cause_of(
                     ns.secrets
                         .values()
                         .filter(|s| s.is_pull_type() && s.covers(&target))
-                        .map(|s| s.name.as_str())
+                        .map(|s| &*s.name)
                         .collect()
                 })
                 .unwrap_or_default();

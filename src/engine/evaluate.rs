@@ -32,6 +32,28 @@ pub struct PodContext<'a> {
     pub allow_inject: bool,
 }
 
+impl<'a> PodContext<'a> {
+    /// A pod about to be created through the mutating webhook (which may inject).
+    pub fn creating(namespace: &'a str, now: i64) -> Self {
+        PodContext {
+            namespace,
+            operation: Operation::Create,
+            now,
+            allow_inject: true,
+        }
+    }
+
+    /// A pod that exists: its imagePullSecrets can no longer change, so nothing is injected.
+    pub fn existing(namespace: &'a str, now: i64) -> Self {
+        PodContext {
+            namespace,
+            operation: Operation::Update,
+            now,
+            allow_inject: false,
+        }
+    }
+}
+
 /// One container image and how the kubelet will authenticate its pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageDetail<'a> {
@@ -305,10 +327,10 @@ pub fn evaluate_pod<'a>(
         let candidate = ns
             .pull_secrets_newest_first()
             .into_iter()
-            .find(|s| s.payload.is_ok() && s.covers(target) && !names.contains(&s.name.as_str()));
+            .find(|s| s.payload.is_ok() && s.covers(target) && !names.contains(&&*s.name));
         match candidate {
             Some(s) if can_inject => {
-                if !d.injected.contains(&s.name.as_str()) {
+                if !d.injected.contains(&&*s.name) {
                     d.injected.push(&s.name);
                     usable.add(s);
                 }
@@ -496,7 +518,7 @@ fn uncovered_finding<'a>(
         let other_sa = ns
             .service_accounts
             .values()
-            .find(|a| a.name != sa_name && a.image_pull_secrets.contains(&s.name));
+            .find(|a| a.name != sa_name && a.image_pull_secrets.iter().any(|n| **n == *s.name));
         let hint = other_sa
             .map(|a| format!("; ServiceAccount {:?} references it: should the pod use serviceAccountName: {}?", a.name, a.name))
             .unwrap_or_default();
@@ -671,7 +693,7 @@ fn missing_message(
         ns.secrets
             .values()
             .filter(|s| s.is_pull_type())
-            .map(|s| s.name.as_str()),
+            .map(|s| &*s.name),
     )
     .map(|c| format!(" (did you mean {c:?}?)"))
     .unwrap_or_default();
@@ -984,7 +1006,7 @@ pub fn evaluate_service_account<'a>(
     if policy.for_namespace(&ns.overrides).inject && !inject_opt_out {
         for s in ns.pull_secrets_newest_first() {
             if s.payload.is_ok()
-                && !referenced.contains(&s.name.as_str())
+                && !referenced.contains(&&*s.name)
                 && s.usable_keys().any(|k| {
                     policy
                         .registries

@@ -16,10 +16,10 @@ pub const MANAGED_ANNOTATION: &str = "pullgate.io/managed-pull-secrets";
 /// A secret as the index keeps it: metadata and parsed registry keys, never credential data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretInfo {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
+    /// Namespace (in an index: the one copy of the name its tables share).
+    pub namespace: Arc<str>,
+    /// Name (in an index: one copy per distinct name, shared by every namespace using it).
+    pub name: Arc<str>,
     /// `type` of the secret (the pull types are not copied per secret: there is one per secret).
     pub secret_type: Cow<'static, str>,
     /// Creation time, seconds since the Unix epoch.
@@ -46,8 +46,8 @@ impl SecretInfo {
             Ok(PullSecretKeys::default())
         };
         SecretInfo {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            namespace: Arc::from(namespace),
+            name: Arc::from(name),
             secret_type: match secret_type {
                 DOCKER_CONFIG_JSON_TYPE => Cow::Borrowed(DOCKER_CONFIG_JSON_TYPE),
                 DOCKERCFG_TYPE => Cow::Borrowed(DOCKERCFG_TYPE),
@@ -499,9 +499,9 @@ impl ClusterIndex {
     }
 
     /// Add or replace a secret; a verification survives only a re-delivery at the same resourceVersion.
-    pub fn upsert_secret(&mut self, secret: SecretInfo) {
+    pub fn upsert_secret(&mut self, mut secret: SecretInfo) {
         // Relists and resyncs re-deliver unchanged secrets: their verification still holds.
-        let sref = (secret.namespace.clone(), secret.name.clone());
+        let sref = (secret.namespace.to_string(), secret.name.to_string());
         let kept = self
             .verifications
             .0
@@ -511,7 +511,7 @@ impl ClusterIndex {
             .filter(|v| {
                 v.resource_version.is_some() && v.resource_version == secret.resource_version
             });
-        self.remove_secret(&secret.namespace.clone(), &secret.name.clone());
+        self.remove_secret(&Arc::clone(&secret.namespace), &Arc::clone(&secret.name));
         if let Some(v) = kept {
             self.verifications
                 .0
@@ -522,8 +522,8 @@ impl ClusterIndex {
         let ns = self.namespace_entry(&secret.namespace).0;
         let name = self
             .by_name
-            .get_key_value(secret.name.as_str())
-            .map_or_else(|| Arc::from(secret.name.as_str()), |(k, _)| Arc::clone(k));
+            .get_key_value(&*secret.name)
+            .map_or_else(|| Arc::clone(&secret.name), |(k, _)| Arc::clone(k));
         self.by_name
             .entry(Arc::clone(&name))
             .or_default()
@@ -540,6 +540,9 @@ impl ClusterIndex {
             }
         }
         self.secrets += 1;
+        // The secret keeps the tables' copies of its names instead of its own.
+        secret.namespace = Arc::clone(&held.0);
+        secret.name = held.1;
         self.namespace_entry(&secret.namespace)
             .1
             .secrets
@@ -755,14 +758,14 @@ pub(crate) mod tests {
         let found: Vec<_> = idx
             .secrets_covering_elsewhere(&t, "z", 10)
             .iter()
-            .map(|s| s.namespace.clone())
+            .map(|s| s.namespace.to_string())
             .collect();
         assert_eq!(found, ["a", "c"]);
         let t5000 = MatchTarget::new("registry.example.com:5000/app");
         let found: Vec<_> = idx
             .secrets_covering_elsewhere(&t5000, "z", 10)
             .iter()
-            .map(|s| s.namespace.clone())
+            .map(|s| s.namespace.to_string())
             .collect();
         assert_eq!(found, ["b"]);
 
@@ -772,7 +775,7 @@ pub(crate) mod tests {
         assert!(idx
             .secrets_covering_elsewhere(&t, "z", 10)
             .iter()
-            .all(|s| s.namespace != "a"));
+            .all(|s| &*s.namespace != "a"));
 
         assert!(idx.remove_secret("c", "globby").is_some());
         assert!(idx.remove_secret("c", "globby").is_none());
@@ -815,7 +818,7 @@ pub(crate) mod tests {
         let found: Vec<&str> = idx
             .secrets_covering_elsewhere(&MatchTarget::new("quay.io/x"), "z", 10)
             .iter()
-            .map(|s| s.namespace.as_str())
+            .map(|s| &*s.namespace)
             .collect();
         assert_eq!(found, ["a", "b"]);
         idx.remove_secret("a", "colon");
@@ -870,7 +873,7 @@ pub(crate) mod tests {
             .namespace("a")
             .pull_secrets_newest_first()
             .iter()
-            .map(|s| s.name.as_str())
+            .map(|s| &*s.name)
             .collect();
         assert_eq!(names, ["new", "mid", "old"]);
     }
@@ -990,12 +993,12 @@ pub(crate) mod tests {
                 .filter(|ns| *ns != except)
                 .flat_map(|ns| idx.namespace(ns).secrets.values())
                 .filter(|s| s.covers(&target))
-                .map(|s| (s.namespace.as_str(), s.name.as_str()))
+                .map(|s| (&*s.namespace, &*s.name))
                 .collect();
             want.sort_unstable();
             let e = idx.covering_elsewhere(&target, &except, usize::MAX);
             let mut got: Vec<(&str, &str)> =
-                e.found.iter().map(|s| (s.namespace.as_str(), s.name.as_str())).collect();
+                e.found.iter().map(|s| (&*s.namespace, &*s.name)).collect();
             got.sort_unstable();
             proptest::prop_assert!(e.found.len() <= MAX_ELSEWHERE_CANDIDATES);
             if e.exhaustive {
@@ -1005,7 +1008,7 @@ pub(crate) mod tests {
             }
             let limited = idx.covering_elsewhere(&target, &except, 2);
             proptest::prop_assert!(limited.found.len() <= 2);
-            proptest::prop_assert!(limited.found.iter().all(|s| want.contains(&(s.namespace.as_str(), s.name.as_str()))));
+            proptest::prop_assert!(limited.found.iter().all(|s| want.contains(&(&*s.namespace, &*s.name))));
         }
     }
 

@@ -225,7 +225,7 @@ enum Entry {
 impl Entry {
     fn key(&self) -> Key {
         match self {
-            Entry::Secret(s) => (s.namespace.clone(), s.name.clone()),
+            Entry::Secret(s) => (s.namespace.to_string(), s.name.to_string()),
             Entry::ServiceAccount(ns, sa) => (ns.clone(), sa.name.clone()),
             Entry::Namespace(name, _) => (String::new(), name.clone()),
         }
@@ -318,7 +318,7 @@ impl Watch {
                     info.secrets
                         .values()
                         .filter(|s| s.secret_type == t)
-                        .map(|s| (ns.to_owned(), s.name.clone())),
+                        .map(|s| (ns.to_owned(), s.name.to_string())),
                 ),
                 Target::ServiceAccounts => {
                     keys.extend(
@@ -723,7 +723,7 @@ mod tests {
         .into_entry() else {
             panic!("not a secret entry")
         };
-        assert_eq!((s.namespace.as_str(), s.name.as_str()), ("ns", "regcred"));
+        assert_eq!((&*s.namespace, &*s.name), ("ns", "regcred"));
         assert_eq!(s.created, Some(1_767_323_045));
         assert_eq!(s.resource_version.as_deref(), Some("7"));
         assert_eq!(

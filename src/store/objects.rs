@@ -196,7 +196,7 @@ mod tests {
             "metadata": {"name": "regcred", "namespace": "ns", "creationTimestamp": "2026-01-02T03:04:05Z"},
             "data": {".dockerconfigjson": b64(&cfg)}});
         let s = secret_from_value(&v, "default").unwrap();
-        assert_eq!((s.namespace.as_str(), s.name.as_str()), ("ns", "regcred"));
+        assert_eq!((&*s.namespace, &*s.name), ("ns", "regcred"));
         assert_eq!(s.created, Some(1_767_323_045));
         let keys: Vec<_> = s.usable_keys().map(|k| k.as_str().to_owned()).collect();
         assert_eq!(keys, ["registry.example.com:5000"]);
@@ -205,7 +205,7 @@ mod tests {
         let v = json!({"kind": "Secret", "type": "kubernetes.io/dockerconfigjson", "metadata": {"name": "sd"},
             "stringData": {".dockerconfigjson": cfg}});
         let s = secret_from_value(&v, "default").unwrap();
-        assert_eq!(s.namespace, "default");
+        assert_eq!(&*s.namespace, "default");
         assert_eq!(s.usable_keys().count(), 1);
         assert!(!format!("{s:?}").contains(PLANTED));
     }

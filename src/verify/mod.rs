@@ -103,9 +103,7 @@ mod tests {
         idx.upsert_secret(s);
         idx.upsert_secret(excluded);
         idx.upsert_secret(pull_secret("shop", "public-only", &["registry.k8s.io"], 1));
-        let all: Vec<&str> = targets(&idx, &policy)
-            .map(|(s, _)| s.name.as_str())
-            .collect();
+        let all: Vec<&str> = targets(&idx, &policy).map(|(s, _)| &*s.name).collect();
         assert_eq!(all, ["regcred"]);
     }
 }

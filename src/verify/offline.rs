@@ -80,8 +80,8 @@ pub async fn verify_documents(
             verdicts.insert(key.as_str().to_owned(), verdict);
         }
         VerifiedSecret {
-            namespace: info.namespace.clone(),
-            name: info.name.clone(),
+            namespace: info.namespace.to_string(),
+            name: info.name.to_string(),
             verification: SecretVerification {
                 resource_version: info.resource_version.clone(),
                 verified_at: jiff::Timestamp::now().as_second(),

@@ -206,7 +206,7 @@ impl VerifyLoop {
         let mut live = HashSet::new();
         let mut jobs = Vec::new();
         for (info, keys) in targets(&view, &self.policy) {
-            let secret = (info.namespace.clone(), info.name.clone());
+            let secret = (info.namespace.to_string(), info.name.to_string());
             if let Some(reason) = schedule.due(&secret, &info.resource_version, now) {
                 debug!(namespace = %secret.0, secret = %secret.1, reason = ?reason, "credential verification due");
                 jobs.push(Job {
