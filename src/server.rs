@@ -688,20 +688,13 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         args.max_concurrent_requests,
         args.request_timeout,
     ));
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "listen",
-            addr: args.listen,
-            source,
-        })?;
-    let metrics_listener = TcpListener::bind(args.metrics_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "metrics-listen",
-            addr: args.metrics_listen,
-            source,
-        })?;
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { what, addr, source })
+    };
+    let listener = bind("listen", args.listen).await?;
+    let metrics_listener = bind("metrics-listen", args.metrics_listen).await?;
     // Log the bound addresses (port 0 picks a free one, which tests rely on).
     let bound = listener.local_addr().unwrap_or(args.listen);
     let metrics_bound = metrics_listener.local_addr().unwrap_or(args.metrics_listen);

@@ -182,6 +182,18 @@ struct Watch {
 }
 
 /// The watchers for a list of namespaces (empty: cluster-wide).
+/// Move a Secret's decoded bytes out of its ByteStrings: no copy is made, and none is left in the
+/// object for whoever holds it next.
+pub(crate) fn take_data(secret: &mut Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
 fn plan(namespaces: &[String]) -> Vec<Watch> {
     let mut scopes: Vec<Option<String>> = namespaces
         .iter()
@@ -258,14 +270,7 @@ impl Watched for Secret {
             .as_ref()
             .map(|t| t.0.as_second());
         let secret_type = self.type_.take().unwrap_or_else(|| "Opaque".to_owned());
-        // Move the decoded bytes out of the ByteStrings (no copy); they live only for the parse.
-        let data: BTreeMap<String, Vec<u8>> = self
-            .data
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
+        let data = take_data(&mut self);
         let info = SecretInfo::new(
             &namespace,
             &name,

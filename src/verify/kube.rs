@@ -41,14 +41,7 @@ impl SecretSource for KubeSecrets {
             let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
             match api.get_opt(name).await {
                 Ok(Some(mut s)) => {
-                    // Move the decoded bytes out of the ByteStrings: no copy is left behind.
-                    let data = s
-                        .data
-                        .take()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
+                    let data = crate::store::kube::take_data(&mut s);
                     Ok(Some(FetchedSecret {
                         resource_version: s.metadata.resource_version.take(),
                         secret_type: s.type_.take().unwrap_or_else(|| "Opaque".to_owned()),
