@@ -26,7 +26,7 @@ use process::{arg, mib, status_kib};
 use pullgate::attribution::{run, Settings};
 use pullgate::metrics::Metrics;
 use pullgate::policy::Policy;
-use pullgate::store::kube::ClusterStore;
+use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use serde_json::json;
 use std::sync::Arc;
@@ -106,7 +106,7 @@ fn main() {
         }
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> =
-            ClusterStore::start(fake.client().await, Vec::new(), Arc::new(Metrics::new()));
+            ClusterStore::start(fake.client().await, Scope::default(), Arc::new(Metrics::new()));
         while !store.ready() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

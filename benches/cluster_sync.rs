@@ -32,7 +32,7 @@ use pullgate::admission::{self, Endpoint};
 use pullgate::metrics::Metrics;
 use pullgate::policy::Policy;
 use pullgate::store::index::ClusterIndex;
-use pullgate::store::kube::ClusterStore;
+use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use std::ffi::OsStr;
 use std::hint::black_box;
@@ -151,7 +151,7 @@ fn main() {
         let rss_before = status_kib("self", "VmRSS:");
         let metrics = Arc::new(Metrics::new());
         let started = Instant::now();
-        let store = ClusterStore::start(client, Vec::new(), metrics);
+        let store = ClusterStore::start(client, Scope::default(), metrics);
         while !store.ready() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -634,7 +634,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Store(e.to_string()))?;
         let store: Arc<dyn Store> = crate::store::kube::ClusterStore::start(
             client.clone(),
-            args.watch_namespaces.clone(),
+            crate::store::kube::Scope::for_policy(args.watch_namespaces.clone(), &policy),
             metrics.clone(),
         );
         if policy.verify.enabled {

@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use pullgate::attribution::{run, Settings};
 use pullgate::metrics::Metrics;
 use pullgate::policy::Policy;
-use pullgate::store::kube::ClusterStore;
+use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -35,8 +35,11 @@ impl Drop for Running {
 
 async fn start(fake: &FakeApi, policy: Policy) -> Running {
     let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn Store> =
-        ClusterStore::start(fake.client().await, Vec::new(), Arc::new(Metrics::new()));
+    let store: Arc<dyn Store> = ClusterStore::start(
+        fake.client().await,
+        Scope::default(),
+        Arc::new(Metrics::new()),
+    );
     let ready = store.clone();
     eventually("the store to sync", move || ready.ready()).await;
     let mut settings = Settings::new("pullgate".to_owned(), "a".to_owned(), Vec::new());

@@ -8,7 +8,7 @@ mod support;
 
 use pullgate::engine::pullsecret::{DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE};
 use pullgate::metrics::{KindLabels, Metrics, ResourceLabels};
-use pullgate::store::kube::ClusterStore;
+use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -22,11 +22,11 @@ const PLANTED: &str = "Planted-Cluster-Pw-41xQz";
 
 async fn start_store(fake: &FakeApi, namespaces: &[&str]) -> (Arc<ClusterStore>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let store = ClusterStore::start(
-        fake.client().await,
-        namespaces.iter().map(|n| (*n).to_owned()).collect(),
-        metrics.clone(),
-    );
+    let scope = Scope {
+        namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
+        ..Scope::default()
+    };
+    let store = ClusterStore::start(fake.client().await, scope, metrics.clone());
     (store, metrics)
 }
 

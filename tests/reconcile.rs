@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use pullgate::metrics::Metrics;
 use pullgate::policy::Policy;
 use pullgate::reconcile::{run, LoopConfig};
-use pullgate::store::kube::ClusterStore;
+use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,8 +27,20 @@ fn policy() -> Arc<Policy> {
 }
 
 async fn start(fake: &FakeApi, identity: &str) -> tokio::task::JoinHandle<()> {
-    let store: Arc<dyn Store> =
-        ClusterStore::start(fake.client().await, Vec::new(), Arc::new(Metrics::new()));
+    start_with(fake, identity, policy()).await
+}
+
+/// The reconciler over a store scoped as `pullgate serve` scopes it for `policy`.
+async fn start_with(
+    fake: &FakeApi,
+    identity: &str,
+    policy: Arc<Policy>,
+) -> tokio::task::JoinHandle<()> {
+    let store: Arc<dyn Store> = ClusterStore::start(
+        fake.client().await,
+        Scope::for_policy(Vec::new(), &policy),
+        Arc::new(Metrics::new()),
+    );
     let ready = store.clone();
     eventually("the store to sync", move || ready.ready()).await;
     let cfg = LoopConfig {
@@ -37,7 +49,7 @@ async fn start(fake: &FakeApi, identity: &str) -> tokio::task::JoinHandle<()> {
         every: Duration::from_millis(100),
         patch_interval: Duration::ZERO,
     };
-    tokio::spawn(run(fake.client().await, store, policy(), cfg))
+    tokio::spawn(run(fake.client().await, store, policy, cfg))
 }
 
 fn pull_secrets(fake: &FakeApi, ns: &str, sa: &str) -> Vec<String> {
@@ -299,4 +311,45 @@ async fn conflicting_patches_are_retried_on_the_fresh_object_and_converge() {
         );
         task.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selector_picks_service_accounts_by_label_among_helm_labels() {
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::namespace("pullgate", &[]));
+    fake.apply(fixtures::namespace("team", &[]));
+    let labelled = |name: &str, team: &str| {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": "team", "labels": {
+                "team": team,
+                "app.kubernetes.io/managed-by": "Helm",
+                "app.kubernetes.io/name": name,
+                "helm.sh/chart": format!("{name}-1.2.3"),
+            }},
+        })
+    };
+    fake.apply(labelled("api", "payments"));
+    fake.apply(labelled("worker", "shop"));
+    fake.apply(fixtures::service_account("team", "default", &[]));
+    fake.apply_secret("team", "regcred", &["registry.example.com"], "pw-1");
+    let mut p = Policy::default();
+    p.reconcile.service_accounts = true;
+    p.reconcile.selector = [("team".to_owned(), "payments".to_owned())].into();
+    let task = start_with(&fake, "a", Arc::new(p)).await;
+
+    eventually("regcred added to the selected ServiceAccount", || {
+        pull_secrets(&fake, "team", "api") == ["regcred"]
+    })
+    .await;
+    // A later secret is reconciled too, so a pass has run since the first; the others stay as they were.
+    fake.apply_secret("team", "ghcr", &["ghcr.io"], "pw-2");
+    eventually("ghcr added to the selected ServiceAccount", || {
+        pull_secrets(&fake, "team", "api") == ["regcred", "ghcr"]
+    })
+    .await;
+    assert!(pull_secrets(&fake, "team", "worker").is_empty());
+    assert!(pull_secrets(&fake, "team", "default").is_empty());
+    task.abort();
 }

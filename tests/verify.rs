@@ -22,7 +22,7 @@ use pullgate::engine::{evaluate_pod, Code, Operation, PodContext, Severity};
 use pullgate::metrics::Metrics;
 use pullgate::policy::Policy;
 use pullgate::store::index::CredentialStatus;
-use pullgate::store::kube::ClusterStore;
+use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use pullgate::verify::kube::{KubeEvents, KubeSecrets};
 use pullgate::verify::service::{LoopConfig, VerifyLoop};
@@ -452,7 +452,7 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
     fake.apply_secret("shop", "other-registry", &[&down], PLANTED);
 
     let metrics = Arc::new(Metrics::new());
-    let store = ClusterStore::start(fake.client().await, vec![], metrics.clone());
+    let store = ClusterStore::start(fake.client().await, Scope::default(), metrics.clone());
     eventually("the store to sync", || store.ready()).await;
     let mut yaml = registry::verify_policy(true, "5s", &[(&key, Some(&pki.ca_file), false)]);
     yaml.push_str("  interval: 1h\n");

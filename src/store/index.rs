@@ -368,6 +368,8 @@ pub struct ClusterIndex {
     service_accounts: usize,
     /// Credential verification results, kept only while their secret's resourceVersion is current.
     verifications: Verifications,
+    /// The ServiceAccount label keys kept ([`ClusterIndex::keeping_labels`]); all when `None`.
+    kept_labels: Option<Arc<BTreeSet<String>>>,
 }
 
 /// A secret as the cross-namespace tables hold it: (namespace, name), both shared with the keys
@@ -390,6 +392,16 @@ impl ClusterIndex {
     /// An empty index.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty index that keeps only these ServiceAccount label keys (the reconciler's selector
+    /// reads labels, nothing else does). Helm gives every ServiceAccount it creates five or so
+    /// labels, which would otherwise cost a few hundred bytes per ServiceAccount.
+    pub fn keeping_labels(keys: BTreeSet<String>) -> Self {
+        ClusterIndex {
+            kept_labels: Some(Arc::new(keys)),
+            ..Self::default()
+        }
     }
 
     /// The view of a namespace (empty when nothing is known of it).
@@ -662,8 +674,15 @@ impl ClusterIndex {
         v.keys.get(key).copied()
     }
 
-    /// Add or replace a ServiceAccount.
-    pub fn upsert_service_account(&mut self, namespace: &str, sa: ServiceAccountInfo) {
+    /// Add or replace a ServiceAccount (with only the label keys this index keeps).
+    pub fn upsert_service_account(&mut self, namespace: &str, mut sa: ServiceAccountInfo) {
+        if let Some(keep) = &self.kept_labels {
+            // Collected anew rather than retained: an emptied B-tree keeps its ~0.5 KiB root node.
+            sa.labels = std::mem::take(&mut sa.labels)
+                .into_iter()
+                .filter(|(k, _)| keep.contains(k))
+                .collect();
+        }
         let ns = self.namespace_entry(namespace).1;
         if ns.service_accounts.insert(sa).is_none() {
             self.service_accounts += 1;
@@ -737,6 +756,31 @@ pub(crate) mod tests {
             None,
             &data,
         )
+    }
+
+    #[test]
+    fn an_index_keeping_labels_drops_the_others() {
+        let labels = BTreeMap::from([
+            ("team".to_owned(), "payments".to_owned()),
+            ("helm.sh/chart".to_owned(), "api-1.2.3".to_owned()),
+            ("app.kubernetes.io/managed-by".to_owned(), "Helm".to_owned()),
+        ]);
+        let sa = || ServiceAccountInfo::new("api".into(), [], &BTreeMap::new(), labels.clone());
+        let mut keeping = ClusterIndex::keeping_labels(BTreeSet::from(["team".to_owned()]));
+        keeping.upsert_service_account("shop", sa());
+        let kept = &keeping.namespace("shop").service_accounts["api"].labels;
+        assert_eq!(
+            kept,
+            &BTreeMap::from([("team".to_owned(), "payments".to_owned())])
+        );
+        let mut none = ClusterIndex::keeping_labels(BTreeSet::new());
+        none.upsert_service_account("shop", sa());
+        assert!(none.namespace("shop").service_accounts["api"]
+            .labels
+            .is_empty());
+        let mut all = ClusterIndex::new();
+        all.upsert_service_account("shop", sa());
+        assert_eq!(all.namespace("shop").service_accounts["api"].labels, labels);
     }
 
     #[test]

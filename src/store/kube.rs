@@ -13,7 +13,7 @@ use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
 use super::{Store, View};
 use crate::engine::pullsecret::{DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE};
 use crate::metrics::{KindLabels, Metrics, ResourceLabels};
-use crate::policy::NamespaceOverrides;
+use crate::policy::{NamespaceOverrides, Policy};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -23,7 +23,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config, Resource};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -74,15 +74,36 @@ struct ObjectGauges {
     namespaces: Gauge,
 }
 
+/// What a [`ClusterStore`] watches and keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
+    /// ServiceAccount label keys to keep (those the reconciler's selector reads); the others are
+    /// dropped as objects arrive.
+    pub service_account_labels: BTreeSet<String>,
+}
+
+impl Scope {
+    /// These namespaces, keeping the label keys the policy's reconciler reads (none when it is off).
+    pub fn for_policy(namespaces: Vec<String>, policy: &Policy) -> Scope {
+        let labels = if policy.reconcile.service_accounts {
+            policy.reconcile.selector.keys().cloned().collect()
+        } else {
+            BTreeSet::new()
+        };
+        Scope {
+            namespaces,
+            service_account_labels: labels,
+        }
+    }
+}
+
 impl ClusterStore {
-    /// Start watching (all namespaces when `namespaces` is empty); the store is ready once every
-    /// watcher has completed its initial list. Must be called within a Tokio runtime.
-    pub fn start(
-        client: Client,
-        namespaces: Vec<String>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<ClusterStore> {
-        let watches = plan(&namespaces);
+    /// Start watching `scope`; the store is ready once every watcher has completed its initial
+    /// list. Must be called within a Tokio runtime.
+    pub fn start(client: Client, scope: Scope, metrics: Arc<Metrics>) -> Arc<ClusterStore> {
+        let watches = plan(&scope.namespaces);
         let gauge = |kind| {
             metrics
                 .store_objects
@@ -95,7 +116,7 @@ impl ClusterStore {
             namespaces: gauge("Namespace"),
         };
         let shared = Arc::new(Shared {
-            index: RwLock::new(ClusterIndex::new()),
+            index: RwLock::new(ClusterIndex::keeping_labels(scope.service_account_labels)),
             unsynced: AtomicUsize::new(watches.len()),
             failing: Mutex::new(0),
             metrics,
