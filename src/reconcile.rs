@@ -95,27 +95,36 @@ pub fn plan_one(
 
 /// Every change the cluster needs, in a stable order.
 pub fn plan(index: &ClusterIndex, policy: &Policy) -> Vec<Change> {
+    let mut names = planned_namespaces(index, policy);
+    names.sort_unstable();
+    names
+        .iter()
+        .flat_map(|n| plan_namespace(index, n, policy))
+        .collect()
+}
+
+/// The namespaces the reconciler looks at, in no order (none when it is off).
+pub fn planned_namespaces(index: &ClusterIndex, policy: &Policy) -> Vec<String> {
     if !policy.reconcile.service_accounts {
         return Vec::new();
     }
-    let mut names: Vec<&str> = index
+    index
         .namespace_names()
         .filter(|n| !policy.excludes(n))
-        .collect();
-    names.sort_unstable();
-    let mut out = Vec::new();
-    for n in names {
-        let ns = index.namespace(n);
-        if !policy.for_namespace(&ns.overrides).inject {
-            continue;
-        }
-        out.extend(
-            ns.service_accounts
-                .values()
-                .filter_map(|sa| plan_one(n, ns, sa, index, policy)),
-        );
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The changes one namespace's ServiceAccounts need.
+pub fn plan_namespace(index: &ClusterIndex, namespace: &str, policy: &Policy) -> Vec<Change> {
+    let ns = index.namespace(namespace);
+    if !policy.for_namespace(&ns.overrides).inject {
+        return Vec::new();
     }
-    out
+    ns.service_accounts
+        .values()
+        .filter_map(|sa| plan_one(namespace, ns, sa, index, policy))
+        .collect()
 }
 
 /// Whether `identity` may take or keep the lease at `now` (seconds).
@@ -297,6 +306,9 @@ async fn record_event(client: &Client, c: &Change) {
     }
 }
 
+/// Namespaces planned per read lock of the store (~0.5 ms with three ServiceAccounts each).
+const PLAN_BATCH: usize = 64;
+
 /// Settings of the reconcile loop.
 pub struct LoopConfig {
     /// Namespace of the Lease.
@@ -337,16 +349,25 @@ pub async fn run(client: Client, store: Arc<dyn Store>, policy: Arc<Policy>, cfg
             continue;
         }
         // Plan on the store, then apply on per-namespace copies: no lock is held across API calls.
-        let work: Vec<(Change, ClusterIndex)> = {
-            let view = store.view();
-            plan(&view, &policy)
-                .into_iter()
-                .map(|c| {
-                    let idx = namespace_index(view.namespace(&c.namespace), &c.namespace);
-                    (c, idx)
-                })
-                .collect()
-        };
+        // A whole pass over 10,000 namespaces takes ~70 ms; planning a batch of namespaces per
+        // read lock, and yielding between batches, keeps watch updates (writers, which admissions
+        // then queue behind) and this worker's other tasks from waiting that long.
+        // Sorted outside the lock: the order only makes passes reproducible.
+        let mut names = planned_namespaces(&store.view(), &policy);
+        names.sort_unstable();
+        let mut work: Vec<(Change, ClusterIndex)> = Vec::new();
+        for batch in names.chunks(PLAN_BATCH) {
+            {
+                let view = store.view();
+                for n in batch {
+                    for c in plan_namespace(&view, n, &policy) {
+                        let idx = namespace_index(view.namespace(n), n);
+                        work.push((c, idx));
+                    }
+                }
+            }
+            tokio::task::yield_now().await;
+        }
         for (change, idx) in work {
             match apply(&client, &change, &idx, &policy).await {
                 Ok(Some(done)) => {
