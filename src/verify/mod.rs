@@ -58,13 +58,14 @@ pub fn targets_of<'a>(secret: &'a SecretInfo, policy: &Policy) -> Vec<&'a Regist
     keys
 }
 
-/// Every secret of the index with the keys to verify (secrets with none are left out).
+/// The secrets of these namespaces with the keys to verify (secrets with none are left out).
 pub fn targets<'a>(
     index: &'a ClusterIndex,
+    namespaces: &'a [String],
     policy: &'a Policy,
 ) -> impl Iterator<Item = (&'a SecretInfo, Vec<&'a RegistryKey>)> + 'a {
-    index
-        .namespace_names()
+    namespaces
+        .iter()
         .flat_map(move |ns| index.namespace(ns).secrets.values())
         .filter_map(move |s| {
             let keys = targets_of(s, policy);
@@ -103,7 +104,12 @@ mod tests {
         idx.upsert_secret(s);
         idx.upsert_secret(excluded);
         idx.upsert_secret(pull_secret("shop", "public-only", &["registry.k8s.io"], 1));
-        let all: Vec<&str> = targets(&idx, &policy).map(|(s, _)| &*s.name).collect();
+        let namespaces: Vec<String> = idx.namespace_names().map(str::to_owned).collect();
+        let all: Vec<&str> = targets(&idx, &namespaces, &policy)
+            .map(|(s, _)| &*s.name)
+            .collect();
         assert_eq!(all, ["regcred"]);
+        let only_infra = ["infra".to_owned()];
+        assert_eq!(targets(&idx, &only_infra, &policy).count(), 0);
     }
 }
