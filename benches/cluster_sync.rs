@@ -2,10 +2,11 @@
 //!
 //! The cluster: 10,000 namespaces, each with 5 `kubernetes.io/dockerconfigjson` pull secrets
 //! (the payloads `kubectl create secret docker-registry` writes, one with two registries) and 3
-//! ServiceAccounts. Measured: time from `ClusterStore::start` to `ready()`, the process's RSS
-//! before and after (and its peak), the index's size, the time of `store.view()` plus a
-//! namespace lookup, and one admission decision over the synced view against the same decision
-//! over a one-namespace index (admission latency must not depend on the cluster's size).
+//! ServiceAccounts (two of them with the four labels Helm charts set). Measured: time from
+//! `ClusterStore::start` to `ready()`, the process's RSS before and after (and its peak), the
+//! index's size, the time of `store.view()` plus a namespace lookup, and one admission decision
+//! over the synced view against the same decision over a one-namespace index (admission latency
+//! must not depend on the cluster's size).
 //!
 //! The fake API server runs in a child process (this binary re-executed with
 //! `PULLGATE_BENCH_ROLE=fake-api`), so its ~hundreds of MiB of objects and JSON never count in
@@ -89,8 +90,17 @@ fn serve_fake(namespaces: usize) {
                 fake.apply(fixtures::pull_secret(&ns, name, registries, &token(i * 5 + j)));
             }
             fake.apply(fixtures::service_account(&ns, "default", &["regcred"]));
-            fake.apply(fixtures::service_account(&ns, "builder", &["ghcr", "ecr"]));
-            fake.apply(fixtures::service_account(&ns, "deployer", &[]));
+            // The other two as a Helm chart creates them: with its four standard labels.
+            for (name, refs) in [("builder", &["ghcr", "ecr"][..]), ("deployer", &[])] {
+                let mut sa = fixtures::service_account(&ns, name, refs);
+                sa["metadata"]["labels"] = serde_json::json!({
+                    "app.kubernetes.io/name": name,
+                    "app.kubernetes.io/instance": format!("{name}-{i}"),
+                    "app.kubernetes.io/managed-by": "Helm",
+                    "helm.sh/chart": format!("{name}-1.4.2"),
+                });
+                fake.apply(sa);
+            }
         }
         eprintln!(
             "fake API: {} namespaces, {} secrets, {} ServiceAccounts populated in {:.1} s; fake RSS {:.0} MiB",
