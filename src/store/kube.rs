@@ -663,6 +663,21 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::ByteString;
 
+    #[test]
+    fn scope_keeps_the_selector_keys_only_while_reconciling() {
+        let mut policy = Policy::default();
+        policy.reconcile.selector = BTreeMap::from([("team".to_owned(), "web".to_owned())]);
+        let off = Scope::for_policy(vec!["a".into()], &policy);
+        assert_eq!(off.namespaces, ["a"]);
+        assert!(off.service_account_labels.is_empty());
+        policy.reconcile.service_accounts = true;
+        let on = Scope::for_policy(Vec::new(), &policy);
+        assert_eq!(
+            on.service_account_labels,
+            BTreeSet::from(["team".to_owned()])
+        );
+    }
+
     const PLANTED: &str = "pl4nted-Kube-pw";
 
     fn secret(ns: &str, name: &str, ty: &str, host: &str) -> Secret {
