@@ -1062,7 +1062,7 @@ fn worker_threads_flag_only_when_set() -> TestResult {
             "workerThreads: 3 does not pass --worker-threads=3: {set:?}"
         ));
     }
-    // The binary refuses what the schema refuses.
+    // 0 means "auto" in the values and is never passed: the binary refuses it.
     let out = run(&["serve", "--worker-threads", "0", "--self-signed"])?;
     if out.status.code() != Some(2) || !text_of(&out).contains("worker-threads") {
         return Err(format!(

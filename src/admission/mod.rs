@@ -119,6 +119,20 @@ impl<'de> Deserialize<'de> for OnePassRequest {
 
 struct OnePassVisitor;
 
+/// The AdmissionRequest fields [`OnePassVisitor`] reads; a key is matched without being copied.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum RequestField {
+    Uid,
+    Kind,
+    SubResource,
+    Namespace,
+    Operation,
+    Object,
+    #[serde(other)]
+    Other,
+}
+
 impl<'de> Visitor<'de> for OnePassVisitor {
     type Value = OnePassRequest;
 
@@ -137,29 +151,31 @@ impl<'de> Visitor<'de> for OnePassVisitor {
         let (mut uid, mut kind, mut sub_resource, mut namespace, mut operation) =
             (None, None, None, None, None);
         let mut object: Option<Result<PodView, Option<Box<RawValue>>>> = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                "uid" => once(&mut uid, map.next_value::<String>()?, "uid")?,
-                "kind" => once(&mut kind, map.next_value::<Gvk>()?, "kind")?,
-                "subResource" => once(
+        while let Some(field) = map.next_key::<RequestField>()? {
+            match field {
+                RequestField::Uid => once(&mut uid, map.next_value::<String>()?, "uid")?,
+                RequestField::Kind => once(&mut kind, map.next_value::<Gvk>()?, "kind")?,
+                RequestField::SubResource => once(
                     &mut sub_resource,
                     map.next_value::<Option<String>>()?,
                     "subResource",
                 )?,
-                "namespace" => once(
+                RequestField::Namespace => once(
                     &mut namespace,
                     map.next_value::<Option<String>>()?,
                     "namespace",
                 )?,
-                "operation" => once(&mut operation, map.next_value::<String>()?, "operation")?,
-                "object" => {
+                RequestField::Operation => {
+                    once(&mut operation, map.next_value::<String>()?, "operation")?
+                }
+                RequestField::Object => {
                     let read = match kind.as_ref().and_then(view_kind) {
                         Some(k) => Ok(map.next_value_seed(ViewSeed(k))?),
                         None => Err(map.next_value::<Option<Box<RawValue>>>()?),
                     };
                     once(&mut object, read, "object")?;
                 }
-                _ => {
+                RequestField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }

@@ -91,11 +91,7 @@ impl ImageRef {
         }
         let (domain, prefix, remainder) = split_docker_domain(s);
         // Upstream cuts at the first ':' even when it belongs to a digest, and reports that slice.
-        let remote = remainder
-            .bytes()
-            .position(|b| b == b':')
-            .and_then(|i| remainder.get(..i))
-            .unwrap_or(remainder);
+        let remote = split_once(remainder, b':').map_or(remainder, |(r, _)| r);
         if changes_when_lowercased(remote) {
             return Err(ReferenceError::NameContainsUppercase(format!(
                 "{prefix}{remote}"

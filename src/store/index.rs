@@ -523,7 +523,7 @@ impl ClusterIndex {
             .filter(|v| {
                 v.resource_version.is_some() && v.resource_version == secret.resource_version
             });
-        self.remove_secret(&Arc::clone(&secret.namespace), &Arc::clone(&secret.name));
+        self.remove_secret(&secret.namespace, &secret.name);
         if let Some(v) = kept {
             self.verifications
                 .0
@@ -573,10 +573,6 @@ impl ClusterIndex {
 
     /// Remove a secret; returns it if it was known.
     pub fn remove_secret(&mut self, namespace: &str, name: &str) -> Option<SecretInfo> {
-        let ns = self
-            .namespaces
-            .get_key_value(namespace)
-            .map(|(k, _)| Arc::clone(k))?;
         let old = self.namespaces.get_mut(namespace)?.secrets.remove(name)?;
         self.secrets -= 1;
         self.verifications
@@ -584,25 +580,23 @@ impl ClusterIndex {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(namespace.to_owned(), name.to_owned()));
-        let shared_name = self.by_name.get_key_value(name).map(|(k, _)| Arc::clone(k));
         if let Some(set) = self.by_name.get_mut(name) {
             set.remove(namespace);
             if set.is_empty() {
                 self.by_name.remove(name);
             }
         }
-        if let Some(shared_name) = shared_name {
-            let held = (ns, shared_name);
-            for key in old.usable_keys() {
-                if key.is_glob() {
-                    self.globbed.remove(&held);
-                } else if let Some((hostname, port)) = key.host_and_port() {
-                    let host = host_key(hostname, port);
-                    if let Some(set) = self.by_host.get_mut(&host) {
-                        set.remove(&held);
-                        if set.is_empty() {
-                            self.by_host.remove(&host);
-                        }
+        // The secret holds the tables' own copies of its names (see upsert_secret).
+        let held = (Arc::clone(&old.namespace), Arc::clone(&old.name));
+        for key in old.usable_keys() {
+            if key.is_glob() {
+                self.globbed.remove(&held);
+            } else if let Some((hostname, port)) = key.host_and_port() {
+                let host = host_key(hostname, port);
+                if let Some(set) = self.by_host.get_mut(&host) {
+                    set.remove(&held);
+                    if set.is_empty() {
+                        self.by_host.remove(&host);
                     }
                 }
             }

@@ -202,7 +202,6 @@ struct Watch {
     namespace: Option<String>,
 }
 
-/// The watchers for a list of namespaces (empty: cluster-wide).
 /// Move a Secret's decoded bytes out of its ByteStrings: no copy is made, and none is left in the
 /// object for whoever holds it next.
 pub(crate) fn take_data(secret: &mut Secret) -> BTreeMap<String, Vec<u8>> {
@@ -215,6 +214,7 @@ pub(crate) fn take_data(secret: &mut Secret) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// The watchers for a list of namespaces (empty: cluster-wide).
 fn plan(namespaces: &[String]) -> Vec<Watch> {
     let mut scopes: Vec<Option<String>> = namespaces
         .iter()

@@ -27,6 +27,16 @@ impl Deref for View<'_> {
     }
 }
 
+/// Namespaces a walk over the whole store reads per view. A full walk at 10,000 namespaces
+/// takes ~100 ms; a view per batch keeps watch updates (writers), and the admissions queued
+/// behind a waiting writer, from waiting for all of it.
+pub const WALK_BATCH: usize = 64;
+
+/// The store's namespace names, read under one short view, for a walk in [`WALK_BATCH`]es.
+pub fn namespace_names(store: &dyn Store) -> Vec<String> {
+    store.view().namespace_names().map(str::to_owned).collect()
+}
+
 /// Where the engine's cluster view comes from: manifest files, or a live cluster.
 pub trait Store: Send + Sync + 'static {
     /// The current view.
