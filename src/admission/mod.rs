@@ -836,6 +836,43 @@ mod tests {
         assert!(out.is_ok_and(|o| !o.warning_codes.is_empty()));
     }
 
+    /// The request fields the one-pass reader reads by hand, as the derived `RequestIn` reads
+    /// them (the test above compares the two orders, which share this field reading).
+    #[test]
+    fn one_pass_reads_request_fields_as_the_derived_reader() {
+        let requests = [
+            r#"{"uid":"u1","kind":{"group":"","kind":"Pod"},"subResource":"ephemeralcontainers","namespace":"shop","operation":"UPDATE","object":{"spec":{"containers":[]}}}"#,
+            r#"{"uid":"u2","kind":{"group":"apps","kind":"Deployment"},"namespace":null,"operation":"CREATE"}"#,
+            r#"{"uid":"u3","kind":{"kind":"ServiceAccount"},"sub\u0052esource":"status","name":"x","dryRun":true}"#,
+            r#"{"operation":"DELETE","unknown":{"nested":[1,2]},"uid":"u4"}"#,
+            r#"{}"#,
+        ];
+        for request in requests {
+            let derived: RequestIn = serde_json::from_str(request).expect("derived reader");
+            let body = format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}}"#
+            );
+            let one_pass = serde_json::from_str::<OnePassReview>(&body)
+                .ok()
+                .and_then(|r| r.request)
+                .map(|r| r.0);
+            let Some(one_pass) = one_pass else {
+                panic!("one-pass reader refused {request}");
+            };
+            let fields = |r: &RequestIn| {
+                (
+                    r.uid.clone(),
+                    r.kind.group.clone(),
+                    r.kind.kind.clone(),
+                    r.sub_resource.clone(),
+                    r.namespace.clone(),
+                    r.operation.clone(),
+                )
+            };
+            assert_eq!(fields(&one_pass), fields(&derived), "{request}");
+        }
+    }
+
     fn json_leaf() -> impl Strategy<Value = String> {
         prop_oneof![
             Just("null".to_owned()),
