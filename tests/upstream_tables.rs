@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use pullgate::engine::keyring::{is_default_registry_match, Keyring, MatchTarget, RegistryKey};
 use pullgate::engine::pullsecret::{
     credentials_for, parse_pull_secret, PayloadError, DOCKERCFG_KEY, DOCKERCFG_TYPE,
@@ -23,6 +24,11 @@ use pullgate::engine::pullsecret::{
 };
 use pullgate::engine::reference::{ImageRef, ReferenceError};
 use serde_json::{json, Value};
+
+#[path = "upstream/entry_points.rs"]
+mod entry_points;
+
+use entry_points::{disagreements, RowSecret};
 
 // ---------------------------------------------------------------------------------------------
 // Image references (distribution/reference)
@@ -162,7 +168,28 @@ impl RefCase {
 #[track_caller]
 fn run_reference_cases(cases: &[RefCase]) {
     assert!(!cases.is_empty());
-    let failures: Vec<String> = cases.iter().filter_map(RefCase::check).collect();
+    let mut failures: Vec<String> = cases.iter().filter_map(RefCase::check).collect();
+    // The same images in pods, through evaluate_pod and the `pullgate check` binary.
+    let images: Vec<String> = cases.iter().map(|c| c.input.clone()).collect();
+    for (case, (engine, from_check)) in cases
+        .iter()
+        .zip(entry_points::parsed_by_entry_points(&images))
+    {
+        let want = match &case.want {
+            Want::Parsed { domain, path, .. } => Some((domain.clone(), path.clone())),
+            Want::Refused(_) | Want::RefusedSomehow => None,
+        };
+        let reported = from_check["registry"].as_str().map(|d| {
+            let path = from_check["repository"].as_str().unwrap_or_default();
+            (d.to_owned(), path.to_owned())
+        });
+        if engine != want || reported != want {
+            failures.push(format!(
+                "[{}] {:?} in a pod: want {want:?}; evaluate_pod {engine:?}, pullgate check {reported:?}",
+                case.origin, case.input
+            ));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {} reference cases disagree with upstream:\n{}",
@@ -1266,11 +1293,11 @@ fn urls_match_table() {
 
 /// A one-secret keyring built the way the kubelet builds it: the payload parsed as a secret of
 /// `secret_type`, each entry's normalised key added (entries whose key does not parse are
-/// skipped, as `Add` skips them). Values are the keys themselves, to fetch credentials with.
+/// skipped, as `Add` skips them). Every lookup also runs the secret and the looked-up name
+/// through the production entry points, which must agree with the keyring.
 struct SecretRing {
-    secret_type: &'static str,
-    data: BTreeMap<String, Vec<u8>>,
-    ring: Keyring<RegistryKey>,
+    secret: RowSecret,
+    keys: Vec<RegistryKey>,
 }
 
 impl SecretRing {
@@ -1282,26 +1309,35 @@ impl SecretRing {
         };
         let data = BTreeMap::from([(data_key.to_owned(), payload.to_string().into_bytes())]);
         let keys = parse_pull_secret(secret_type, &data).expect("the payload is usable");
-        let mut ring = Keyring::new();
-        for entry in keys.entries {
-            if let Ok(key) = entry.key {
-                ring.insert(key.clone(), key);
-            }
-        }
         SecretRing {
-            secret_type,
-            data,
-            ring,
+            keys: keys
+                .entries
+                .into_iter()
+                .filter_map(|e| e.key.ok())
+                .collect(),
+            secret: RowSecret {
+                name: "regcred".to_owned(),
+                secret_type,
+                data,
+            },
         }
     }
 
-    /// (username, password) of every credential Lookup returns for `image`, in order.
-    fn lookup(&self, image: &str) -> Vec<(String, String)> {
-        self.ring
-            .lookup(image)
+    /// Whether the keyring finds credentials for `name`.
+    fn covers(&self, name: &str) -> bool {
+        Keyring::of(&self.keys, ()).covers(&MatchTarget::new(name))
+    }
+
+    /// (username, password) of every credential Lookup returns for `name`, in order.
+    fn lookup(&self, name: &str) -> Vec<(String, String)> {
+        let wrong = disagreements("keyring table", std::slice::from_ref(&self.secret), name);
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        Keyring::of(&self.keys, ())
+            .lookup(&MatchTarget::new(name))
             .into_iter()
-            .flat_map(|key| {
-                credentials_for(self.secret_type, &self.data, key).expect("the payload is usable")
+            .flat_map(|(key, ())| {
+                credentials_for(self.secret.secret_type, &self.secret.data, key)
+                    .expect("the payload is usable")
             })
             .map(|c| {
                 (
@@ -1311,6 +1347,39 @@ impl SecretRing {
             })
             .collect()
     }
+}
+
+/// Secrets of one key each, named by their labels, in pod order: the kubelet's lookup over
+/// them (production keyring), checked against every production entry point.
+fn labelled_lookup(pairs: &[(&str, &'static str)], name: &str) -> Vec<&'static str> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secrets: Vec<RowSecret> = pairs
+        .iter()
+        .map(|&(raw, label)| RowSecret {
+            name: label.to_owned(),
+            secret_type: DOCKER_CONFIG_JSON_TYPE,
+            data: BTreeMap::from([(
+                DOCKER_CONFIG_JSON_KEY.to_owned(),
+                json!({"auths": {raw: {"auth": b64.encode(format!("{label}:pw"))}}})
+                    .to_string()
+                    .into_bytes(),
+            )]),
+        })
+        .collect();
+    let wrong = disagreements("lookup table", &secrets, name);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let keys: Vec<RegistryKey> = pairs
+        .iter()
+        .map(|(raw, _)| RegistryKey::parse(raw).expect("valid key"))
+        .collect();
+    let mut ring = Keyring::new();
+    for (key, (_, label)) in keys.iter().zip(pairs) {
+        ring.add([key], *label);
+    }
+    ring.lookup(&MatchTarget::new(name))
+        .into_iter()
+        .map(|(_, label)| label)
+        .collect()
 }
 
 /// The `.dockercfg` the upstream glob tests write: one registry, an email and auth for foo:bar.
@@ -1585,75 +1654,58 @@ fn docker_hub_aliases_from_lookup() {
     assert_eq!(name("index.docker.io/ubuntu"), ubuntu);
     assert_eq!(name("docker.io/library/ubuntu:22.04"), ubuntu);
 
-    let ring = |pairs: &[(&str, &'static str)]| {
-        let mut ring = Keyring::new();
-        for &(raw, label) in pairs {
-            ring.insert(RegistryKey::parse(raw).expect("valid key"), label);
-        }
-        ring
-    };
-    let hub_v1 = ring(&[("https://index.docker.io/v1/", "hub")]);
-    assert_eq!(hub_v1.lookup(&ubuntu), [&"hub"]);
-    assert_eq!(hub_v1.lookup(&name("bitnami/redis")), [&"hub"]);
-    assert!(hub_v1.lookup(&name("quay.io/x/y")).is_empty());
-    assert!(hub_v1.covers(&ubuntu));
-    assert!(!hub_v1.covers(&name("quay.io/x/y")));
+    let hub_v1 = [("https://index.docker.io/v1/", "hub")];
+    assert_eq!(labelled_lookup(&hub_v1, &ubuntu), ["hub"]);
+    assert_eq!(labelled_lookup(&hub_v1, &name("bitnami/redis")), ["hub"]);
+    assert!(labelled_lookup(&hub_v1, &name("quay.io/x/y")).is_empty());
 
-    let docker_io = ring(&[("docker.io", "docker.io")]);
-    assert_eq!(docker_io.lookup(&ubuntu), [&"docker.io"]);
-    let library = ring(&[("docker.io/library", "library")]);
-    assert_eq!(library.lookup(&ubuntu), [&"library"]);
-    assert!(library.lookup(&name("bitnami/redis")).is_empty());
+    let docker_io = [("docker.io", "docker-io")];
+    assert_eq!(labelled_lookup(&docker_io, &ubuntu), ["docker-io"]);
+    let library = [("docker.io/library", "library")];
+    assert_eq!(labelled_lookup(&library, &ubuntu), ["library"]);
+    assert!(labelled_lookup(&library, &name("bitnami/redis")).is_empty());
 
     // A path under index.docker.io (not /v1/ or /v2/) is neither the fallback nor a match.
-    let index_path = ring(&[("index.docker.io/library", "x")]);
-    assert!(index_path.lookup(&ubuntu).is_empty());
-    assert!(!index_path.covers(&ubuntu));
+    let index_path = [("index.docker.io/library", "x")];
+    assert!(labelled_lookup(&index_path, &ubuntu).is_empty());
 
     // A direct match wins alone: the Hub fallback is not added to it.
-    let both = ring(&[("*.io", "glob"), ("index.docker.io", "hub")]);
-    assert_eq!(both.lookup(&ubuntu), [&"glob"]);
+    let both = [("*.io", "glob"), ("index.docker.io", "hub")];
+    assert_eq!(labelled_lookup(&both, &ubuntu), ["glob"]);
 }
 
 /// keyring.go `Add`/`Lookup`: the index is sorted in descending byte order and every matching
 /// key contributes, so ordering follows bytes, not specificity.
 #[test]
 fn lookup_order_from_sorted_index() {
-    let mut ring = Keyring::new();
-    for (raw, label) in [
+    let quay = [
         ("quay.io", "host"),
         ("quay.io/coreos", "coreos"),
         ("*.io", "glob"),
         ("quay.io/coreos/etcd", "etcd"),
-    ] {
-        ring.insert(RegistryKey::parse(raw).expect("valid key"), label);
-    }
+    ];
     assert_eq!(
-        ring.lookup("quay.io/coreos/etcd"),
-        [&"etcd", &"coreos", &"host", &"glob"]
+        labelled_lookup(&quay, "quay.io/coreos/etcd"),
+        ["etcd", "coreos", "host", "glob"]
     );
-    assert_eq!(ring.lookup("quay.io/other"), [&"host", &"glob"]);
+    assert_eq!(labelled_lookup(&quay, "quay.io/other"), ["host", "glob"]);
 
     // 'f' sorts after '*', so the exact host comes first although the glob has a longer path.
-    let mut ring = Keyring::new();
-    for (raw, label) in [("*.example.com/path", "glob"), ("foo.example.com", "exact")] {
-        ring.insert(RegistryKey::parse(raw).expect("valid key"), label);
-    }
-    assert_eq!(ring.lookup("foo.example.com/path/x"), [&"exact", &"glob"]);
+    let example = [("*.example.com/path", "glob"), ("foo.example.com", "exact")];
+    assert_eq!(
+        labelled_lookup(&example, "foo.example.com/path/x"),
+        ["exact", "glob"]
+    );
 
-    // Keys that normalise alike are one key; its values keep insertion order.
-    let mut ring = Keyring::new();
-    for (raw, label) in [
+    // Keys that normalise alike are one key; its values keep the pod's secret order.
+    let alike = [
         ("https://r.example.com/v2/", "first"),
         ("r.example.com", "second"),
         ("http://r.example.com/", "third"),
-    ] {
-        ring.insert(RegistryKey::parse(raw).expect("valid key"), label);
-    }
-    assert_eq!(ring.len(), 1);
+    ];
     assert_eq!(
-        ring.lookup("r.example.com/app"),
-        [&"first", &"second", &"third"]
+        labelled_lookup(&alike, "r.example.com/app"),
+        ["first", "second", "third"]
     );
 }
 
@@ -1694,7 +1746,7 @@ fn config_formats_decode_alike() {
     let json_ring = SecretRing::new(DOCKER_CONFIG_JSON_TYPE, &json!({ "auths": entries }));
     let cfg_ring = SecretRing::new(DOCKERCFG_TYPE, &entries);
     for ring in [&json_ring, &cfg_ring] {
-        assert_eq!(ring.ring.len(), 2);
+        assert_eq!(ring.keys.len(), 2);
         assert_eq!(ring.lookup("foo.example.com/app"), [pair("foo", "bar")]);
         assert_eq!(ring.lookup("bar.example.com/app"), [pair("bar", "baz")]);
     }
@@ -1746,6 +1798,13 @@ fn config_formats_decode_alike() {
             .expect_err("truncated JSON");
         assert!(matches!(err, PayloadError::Syntax { .. }), "{err:?}");
         assert!(err.is_fatal());
+        let secret = RowSecret {
+            name: "truncated".to_owned(),
+            secret_type,
+            data: secret_data(data_key, payload),
+        };
+        let wrong = entry_points::malformed_disagreements("truncated config", &secret);
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }
 
@@ -1829,10 +1888,19 @@ fn decode_auth_field_table() {
     ];
     let mut failures = Vec::new();
     for &(auth, want) in cases {
-        let got = dockercfg_creds(
-            &format!(r#"{{"r.example.com": {{"auth": "{auth}"}}}}"#),
-            "r.example.com",
-        );
+        let payload = format!(r#"{{"r.example.com": {{"auth": "{auth}"}}}}"#);
+        let got = dockercfg_creds(&payload, "r.example.com");
+        if want.is_none() {
+            let secret = RowSecret {
+                name: "badauth".to_owned(),
+                secret_type: DOCKERCFG_TYPE,
+                data: secret_data(DOCKERCFG_KEY, &payload),
+            };
+            failures.extend(entry_points::malformed_disagreements(
+                "TestDecodeDockerConfigFieldAuth",
+                &secret,
+            ));
+        }
         let ok = match (want, &got) {
             (Some((u, p)), Ok(creds)) => creds == &[pair(u, p)],
             (None, Err(e)) => {
@@ -1900,6 +1968,13 @@ fn make_docker_keyring_table() {
             .expect_err("mismatched type");
         assert!(matches!(err, PayloadError::MissingData { .. }), "{err:?}");
         assert!(!err.is_fatal(), "a skipped secret does not fail the pull");
+        let secret = RowSecret {
+            name: "mismatched".to_owned(),
+            secret_type,
+            data: secret_data(data_key, payload),
+        };
+        let wrong = entry_points::malformed_disagreements("Test_MakeDockerKeyring", &secret);
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     // A secret for another registry does not match.
@@ -1915,6 +1990,59 @@ fn make_docker_keyring_table() {
     ] {
         let ring = SecretRing::new(secret_type, &serde_json::from_str(payload).expect("JSON"));
         assert!(ring.lookup("test.registry.io").is_empty(), "{secret_type}");
-        assert!(!ring.ring.covers("test.registry.io"));
+        assert!(!ring.covers("test.registry.io"));
     }
+}
+
+/// `kubectl create secret docker-registry` without `--docker-server` writes the key
+/// `https://index.docker.io/v1/`; the kubelet offers it to every Docker Hub image through the
+/// fallback. Every spelling of that key, every form of a Hub image, in every entry point.
+#[test]
+fn docker_hub_secret_covers_every_hub_image_form_in_every_mode() {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let keys = [
+        "https://index.docker.io/v1/",
+        "index.docker.io/v1/",
+        "index.docker.io",
+        "https://index.docker.io/v2/",
+        "docker.io",
+    ];
+    let images = [
+        "nginx",
+        "nginx:1.27",
+        "library/busybox",
+        "docker.io/acme/app",
+        "index.docker.io/acme/app",
+        "docker.io/library/redis@sha256:be178c0543eb17f5f3043021c9e5fcf30285e557a4fc309cce97ff9ca6182912",
+    ];
+    let mut failures = Vec::new();
+    for key in keys {
+        let secret = RowSecret {
+            name: "regcred".to_owned(),
+            secret_type: DOCKER_CONFIG_JSON_TYPE,
+            data: BTreeMap::from([(
+                DOCKER_CONFIG_JSON_KEY.to_owned(),
+                json!({"auths": {key: {"username": "u", "password": "p", "auth": b64.encode("u:p")}}})
+                    .to_string()
+                    .into_bytes(),
+            )]),
+        };
+        for image in images {
+            let parsed = parse_pull_secret(DOCKER_CONFIG_JSON_TYPE, &secret.data).expect("usable");
+            let ring = Keyring::of(
+                parsed.entries.iter().filter_map(|e| e.key.as_ref().ok()),
+                (),
+            );
+            let name = ImageRef::parse(image).expect("valid image");
+            if !ring.covers(&MatchTarget::new(name.name())) {
+                failures.push(format!("key {key:?} does not cover {image:?}"));
+            }
+            failures.extend(disagreements(
+                &format!("Docker Hub key {key}"),
+                std::slice::from_ref(&secret),
+                image,
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1916,3 +1916,50 @@ async fn failed_manifest_reload_does_not_log_secret_lines() {
         }
     }
 }
+
+/// A Docker Hub secret as `kubectl create secret docker-registry` writes it without
+/// `--docker-server` (key `https://index.docker.io/v1/`), over the real webhook: every form of
+/// a Hub image gets it injected and validates, and a new ServiceAccount gets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_docker_hub_secret_is_injected_for_every_hub_image_form() {
+    let dir = scratch("docker-hub");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "regcred", "namespace": "hub"},
+        "data": {".dockerconfigjson": b64(docker_config_json(&[("https://index.docker.io/v1/", "u", "p")]))}});
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "hub", "labels": {"pullgate.io/validation": "deny"}}});
+    std::fs::write(
+        dir.path().join("hub.json"),
+        json!({"apiVersion": "v1", "kind": "List", "items": [ns, secret]}).to_string(),
+    )
+    .expect("write manifests");
+    let s = start_in_process(dir.path(), test_policy()).await;
+    let c = https_client(&s.ca_pem, false);
+    for (i, image) in [
+        "nginx",
+        "library/busybox:1.36",
+        "docker.io/acme/app",
+        "index.docker.io/acme/app",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = pod("hub", &format!("p{i}"), &[image]);
+        let r = admit(&c, &s.url("/mutate"), &create_review(&format!("m{i}"), &p)).await;
+        let patched = apply_patch(&p, &r);
+        assert_eq!(pod_pull_secrets(&patched), ["regcred"], "{image}: {r}");
+        let v = admit(
+            &c,
+            &s.url("/validate"),
+            &create_review(&format!("v{i}"), &patched),
+        )
+        .await;
+        assert_eq!(v["allowed"], true, "{image}: {v}");
+        assert!(warnings(&v).is_empty(), "{image}: {v}");
+    }
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": "hub"}});
+    let r = admit(&c, &s.url("/mutate"), &create_review("sa", &sa)).await;
+    let patched = apply_patch(&sa, &r);
+    let sa: ServiceAccount = serde_json::from_value(patched).expect("a ServiceAccount");
+    assert_eq!(names(sa.image_pull_secrets.as_ref()), ["regcred"]);
+}

@@ -2,7 +2,7 @@
 //! what to inject so that it can pull them, and the findings that name each cause and fix.
 
 use super::findings::{closest, Code, Finding, Severity};
-use super::keyring::{is_default_registry_match, MatchTarget, NearMiss, RegistryKey};
+use super::keyring::{Keyring, MatchTarget, NearMiss, RegistryKey};
 use super::podview::{ContainerKind, PodView, WorkloadKind};
 use super::reference::ImageRef;
 use crate::policy::{Effective, Policy, Validation};
@@ -158,26 +158,39 @@ pub fn evaluate_pod<'a>(
 
     d.images.reserve_exact(spec.all_containers().count());
     for (kind, c) in spec.all_containers() {
-        let Some(image) = c.image.as_deref().filter(|i| !i.is_empty()) else {
-            // API validation rejects a container without an image; nothing to pull.
-            continue;
-        };
-        let reference = match ImageRef::parse(image) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                findings.push(Finding::for_image(
-                    Code::InvalidImageReference,
-                    Severity::Error,
-                    &c.name,
-                    image,
-                    None,
-                    format!(
-                        "image {image:?} of container {:?} is not a valid reference ({e}): the kubelet cannot pull it; fix {}",
-                        c.name,
-                        container_field(kind)
-                    ),
-                ));
-                None
+        let image = c.image.as_deref().unwrap_or_default();
+        let reference = if image.is_empty() {
+            findings.push(Finding::for_image(
+                Code::InvalidImageReference,
+                Severity::Error,
+                &c.name,
+                image,
+                None,
+                format!(
+                    "container {:?} has no image: the API server rejects it ({}: Required value); set the image",
+                    c.name,
+                    container_field(kind)
+                ),
+            ));
+            None
+        } else {
+            match ImageRef::parse(image) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    findings.push(Finding::for_image(
+                        Code::InvalidImageReference,
+                        Severity::Error,
+                        &c.name,
+                        image,
+                        None,
+                        format!(
+                            "image {image:?} of container {:?} is not a valid reference ({e}): the kubelet cannot pull it; fix {}",
+                            c.name,
+                            container_field(kind)
+                        ),
+                    ));
+                    None
+                }
             }
         };
         d.images.push(ImageDetail {
@@ -262,11 +275,12 @@ pub fn evaluate_pod<'a>(
     }
 
     let resolved: Vec<Resolved<'a>> = names.iter().map(|n| resolve(ns, n)).collect();
-    let mut usable = PodKeys::default();
+    // The kubelet's keyring of the pod's usable secrets; injected secrets join it below.
+    let mut usable: Keyring<'a, &'a str> = Keyring::new();
     let mut fatal: Option<&'a SecretInfo> = None;
     for r in &resolved {
         match r {
-            Resolved::Usable(s) => usable.add(s),
+            Resolved::Usable(s) => usable.add(s.usable_keys(), &*s.name),
             Resolved::Unusable(s) if s.payload.as_ref().is_err_and(|e| e.is_fatal()) => {
                 fatal = fatal.or(Some(s));
             }
@@ -317,7 +331,7 @@ pub fn evaluate_pod<'a>(
         if fatal.is_some() {
             continue;
         }
-        let found = usable.lookup(target);
+        let found = usable.lookup_values(target);
         if !found.is_empty() {
             if let Some(slot) = lookups.get_mut(i) {
                 *slot = Some(found);
@@ -332,7 +346,7 @@ pub fn evaluate_pod<'a>(
             Some(s) if can_inject => {
                 if !d.injected.contains(&&*s.name) {
                     d.injected.push(&s.name);
-                    usable.add(s);
+                    usable.add(s.usable_keys(), &*s.name);
                 }
             }
             _ => {
@@ -381,7 +395,7 @@ pub fn evaluate_pod<'a>(
         };
         img.matched_secrets = match found {
             Some(found) if !injected => found,
-            _ => usable.lookup(target),
+            _ => usable.lookup_values(target),
         };
         if !img.requires_credentials {
             continue;
@@ -425,7 +439,15 @@ pub fn evaluate_pod<'a>(
             }
         }
         if verified {
-            rejected_credentials(img, r, target, index, ctx, policy, &mut findings);
+            rejected_credentials(
+                img,
+                r,
+                &usable.lookup(target),
+                index,
+                ctx,
+                policy,
+                &mut findings,
+            );
         }
     }
 
@@ -796,33 +818,13 @@ fn static_pod_findings(d: &Decision<'_>, references_secrets: bool, out: &mut Vec
 fn rejected_credentials(
     img: &ImageDetail<'_>,
     r: &ImageRef,
-    target: &MatchTarget<'_>,
+    hits: &[(&RegistryKey, &str)],
     index: &ClusterIndex,
     ctx: &PodContext<'_>,
     policy: &Policy,
     out: &mut Vec<Finding>,
 ) {
-    let ns = index.namespace(ctx.namespace);
-    let mut tried: Vec<(&str, &str)> = Vec::new();
-    for fallback in [false, true] {
-        // Like kubelet_lookup: the docker.io fallback only when no key matched at all.
-        if fallback && (!tried.is_empty() || !is_default_registry_match(target.name())) {
-            break;
-        }
-        for name in &img.matched_secrets {
-            let Some(s) = ns.secrets.get(name) else {
-                continue;
-            };
-            let keys = s.usable_keys().filter(|k| {
-                if fallback {
-                    k.as_str() == "index.docker.io"
-                } else {
-                    k.matches(target)
-                }
-            });
-            tried.extend(keys.map(|k| (*name, k.as_str())));
-        }
-    }
+    let tried: Vec<(&str, &str)> = hits.iter().map(|(k, name)| (*name, k.as_str())).collect();
     let rejected: Vec<&(&str, &str)> = tried
         .iter()
         .filter(|(name, key)| {
@@ -864,58 +866,6 @@ fn rejected_credentials(
                 ctx.namespace
             ),
         ));
-    }
-}
-
-/// The keys of the secrets a pod's pulls may use, in the kubelet's order, flattened once per pod
-/// rather than walked secret by secret for every image.
-#[derive(Default)]
-struct PodKeys<'a> {
-    /// (key, position of its secret among the pod's, secret name), in secret then key order.
-    keys: Vec<(&'a RegistryKey, usize, &'a str)>,
-    /// The secrets with an "index.docker.io" key: the Docker Hub fallback.
-    hub: Vec<(usize, &'a str)>,
-    secrets: usize,
-}
-
-impl<'a> PodKeys<'a> {
-    fn add(&mut self, s: &'a SecretInfo) {
-        let at = self.secrets;
-        self.secrets += 1;
-        let mut hub = false;
-        for k in s.usable_keys() {
-            self.keys.push((k, at, &s.name));
-            hub |= k.as_str() == "index.docker.io";
-        }
-        if hub {
-            self.hub.push((at, &s.name));
-        }
-    }
-
-    /// The secrets the kubelet tries for an image, in its order (BasicDockerKeyring.Lookup).
-    fn lookup(&self, target: &MatchTarget<'_>) -> Vec<&'a str> {
-        let mut hits: Vec<(&str, usize, &'a str)> = self
-            .keys
-            .iter()
-            .filter(|(k, _, _)| k.matches(target))
-            .map(|&(k, at, name)| (k.as_str(), at, name))
-            .collect();
-        if hits.is_empty() && is_default_registry_match(target.name()) {
-            hits.extend(
-                self.hub
-                    .iter()
-                    .map(|&(at, name)| ("index.docker.io", at, name)),
-            );
-        }
-        // Keys in descending byte order; credentials of one key in pod secret order.
-        hits.sort_by(|a, b| b.0.cmp(a.0).then(a.1.cmp(&b.1)));
-        let mut out: Vec<&'a str> = Vec::with_capacity(hits.len());
-        for (_, _, name) in hits {
-            if !out.contains(&name) {
-                out.push(name);
-            }
-        }
-        out
     }
 }
 
@@ -1010,7 +960,7 @@ pub fn evaluate_service_account<'a>(
                 && s.usable_keys().any(|k| {
                     policy
                         .registries
-                        .requires_credentials(&MatchTarget::new(k.as_str()))
+                        .requires_credentials(&MatchTarget::new(k.served_name()))
                 })
             {
                 d.injected.push(&s.name);
@@ -1055,7 +1005,7 @@ pub fn secret_findings(s: &SecretInfo, policy: &Policy) -> Vec<Finding> {
             for e in &p.entries {
                 let decorated = e.raw().contains("://") || e.key.as_ref().is_ok_and(|k| !k.path().is_empty());
                 let covers_private = e.key.as_ref().is_ok_and(|k| {
-                    policy.registries.requires_credentials(&MatchTarget::new(k.as_str()))
+                    policy.registries.requires_credentials(&MatchTarget::new(k.served_name()))
                 });
                 match &e.key {
                     Err(err) => out.push(Finding::general(
@@ -1580,65 +1530,5 @@ mod tests {
         );
         let d = evaluate_service_account("builder", &[], true, "shop", &Policy::default(), &idx);
         assert!(d.injected.is_empty());
-    }
-
-    /// BasicDockerKeyring.Lookup as written: every secret's keys walked for the image.
-    fn kubelet_lookup<'a>(secrets: &[&'a SecretInfo], target: &MatchTarget<'_>) -> Vec<&'a str> {
-        let mut hits: Vec<(&str, usize, &'a str)> = Vec::new();
-        for (i, s) in secrets.iter().enumerate() {
-            for k in s.usable_keys() {
-                if k.matches(target) {
-                    hits.push((k.as_str(), i, &s.name));
-                }
-            }
-        }
-        if hits.is_empty() && is_default_registry_match(target.name()) {
-            for (i, s) in secrets.iter().enumerate() {
-                if s.usable_keys().any(|k| k.as_str() == "index.docker.io") {
-                    hits.push(("index.docker.io", i, &s.name));
-                }
-            }
-        }
-        hits.sort_by(|a, b| b.0.cmp(a.0).then(a.1.cmp(&b.1)));
-        let mut out: Vec<&'a str> = Vec::new();
-        for (_, _, name) in hits {
-            if !out.contains(&name) {
-                out.push(name);
-            }
-        }
-        out
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn flattened_pod_keys_look_up_as_the_kubelet_walk(
-            secrets in proptest::collection::vec(
-                (
-                    0..4usize,
-                    proptest::collection::vec(
-                        "(https://)?(\\*\\.|a\\.)?(docker\\.io|index\\.docker\\.io|r\\.io)(:5000)?(/v1/|/(a|b))?",
-                        0..3,
-                    ),
-                ),
-                0..6,
-            ),
-            image in "((a\\.)?(docker\\.io|r\\.io)(:5000)?/)?(a|b|library)(/(a|b))?",
-        ) {
-            // Names repeat, as a pod's own list and injected secrets can share one.
-            let infos: Vec<SecretInfo> = secrets
-                .iter()
-                .map(|(name, keys)| {
-                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                    pull_secret("ns", &format!("s{name}"), &keys, 1)
-                })
-                .collect();
-            let refs: Vec<&SecretInfo> = infos.iter().collect();
-            let mut flat = PodKeys::default();
-            for s in &refs {
-                flat.add(s);
-            }
-            let target = MatchTarget::new(&image);
-            proptest::prop_assert_eq!(flat.lookup(&target), kubelet_lookup(&refs, &target));
-        }
     }
 }

@@ -7,7 +7,6 @@
 //! on bytes because a percent-escape can put bytes that are not UTF-8 into a Go string.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 /// Why `url.Parse` refuses a docker-config key; the kubelet then ignores the entry.
@@ -168,6 +167,22 @@ impl RegistryKey {
     /// the key, which then matches nothing.
     pub fn host_and_port(&self) -> Option<(&[u8], &[u8])> {
         self.parts().map(|p| (p.hostname, p.port))
+    }
+
+    /// Whether this is the key (`index.docker.io`, written with or without scheme and `/v1/`)
+    /// whose credentials the kubelet offers Docker Hub images when no key matches them.
+    pub fn is_docker_hub_fallback(&self) -> bool {
+        self.key_bytes() == DOCKER_HUB_KEY
+    }
+
+    /// The image name whose registry this key serves, for asking the policy whether that
+    /// registry is private: `docker.io` for the Docker Hub fallback key, else the key itself.
+    pub fn served_name(&self) -> &str {
+        if self.is_docker_hub_fallback() {
+            "docker.io"
+        } else {
+            self.as_str()
+        }
     }
 
     /// Whether the host URLsMatch compares has glob metacharacters (so it is not an exact-host key).
@@ -334,186 +349,123 @@ pub fn is_default_registry_match(name: &str) -> bool {
     !has_slash || first == "docker.io" || first == "index.docker.io" || !first.contains(['.', ':'])
 }
 
-/// The index of (key -> values) a pod's secrets form, looked up as BasicDockerKeyring.Lookup does.
+/// The name of the key the kubelet falls back to for Docker Hub images.
+const DOCKER_HUB_KEY: &[u8] = b"index.docker.io";
+
+/// A pod's credential keyring as the kubelet builds it (BasicDockerKeyring over the entries of
+/// every usable pull secret), and its Lookup: the one implementation of the lookup that every
+/// pullgate path uses, from admission to diagnosis.
 #[derive(Clone)]
-pub struct Keyring<T> {
-    slots: Vec<Slot<T>>,
-    /// Slot of each normalised key: Add merges entries whose keys normalise alike.
-    by_key: HashMap<Box<[u8]>, usize>,
-    /// Exact-host keys by the hostname and port URLsMatch compares, so lookups need not scan them.
-    exact: HashMap<Box<[u8]>, PortIndex>,
-    /// Glob keys, which only a scan can match.
-    globs: Vec<usize>,
-    /// The slot of "index.docker.io", the Docker Hub fallback.
-    hub: Option<usize>,
+pub struct Keyring<'k, T> {
+    /// (key, position of its source, value), in source then key order.
+    entries: Vec<(&'k RegistryKey, usize, T)>,
+    sources: usize,
 }
 
-#[derive(Clone)]
-struct Slot<T> {
-    key: RegistryKey,
-    values: Vec<T>,
-}
-
-/// The exact-host keys of one hostname, by port.
-type PortIndex = HashMap<Box<[u8]>, PathIndex>;
-
-/// The keys of one hostname and port, by path, for prefix lookups.
-#[derive(Clone, Default)]
-struct PathIndex {
-    by_path: HashMap<Box<[u8]>, Vec<usize>>,
-}
-
-/// Up to this many distinct paths a scan is cheaper than probing every prefix of the image path.
-const PROBE_THRESHOLD: usize = 16;
-
-impl PathIndex {
-    /// Calls `each` with the slots of every key path that prefixes `image_path` until it returns true.
-    fn find(&self, image_path: &[u8], mut each: impl FnMut(&[usize]) -> bool) -> bool {
-        if self.by_path.len() <= PROBE_THRESHOLD {
-            self.by_path
-                .iter()
-                .any(|(path, slots)| image_path.starts_with(path) && each(slots))
-        } else {
-            (0..=image_path.len()).any(|end| {
-                image_path
-                    .get(..end)
-                    .and_then(|prefix| self.by_path.get(prefix))
-                    .is_some_and(|slots| each(slots))
-            })
-        }
-    }
-}
-
-impl<T> Keyring<T> {
+impl<'k, T: Copy + PartialEq> Keyring<'k, T> {
     /// An empty keyring.
     pub fn new() -> Self {
         Keyring {
-            slots: Vec::new(),
-            by_key: HashMap::new(),
-            exact: HashMap::new(),
-            globs: Vec::new(),
-            hub: None,
+            entries: Vec::new(),
+            sources: 0,
         }
     }
 
-    /// Add a value under `key`; values of one key keep insertion order.
-    pub fn insert(&mut self, key: RegistryKey, value: T) {
-        if let Some(&slot) = self.by_key.get(key.key_bytes()) {
-            if let Some(slot) = self.slots.get_mut(slot) {
-                slot.values.push(value);
-            }
-            return;
-        }
-        let slot = self.slots.len();
-        self.by_key.insert(key.key_bytes().into(), slot);
-        if key.key_bytes() == b"index.docker.io" {
-            self.hub = Some(slot);
-        }
-        match key.parts() {
-            Some(m) if m.glob => self.globs.push(slot),
-            Some(m) => self
-                .exact
-                .entry(m.hostname.into())
-                .or_default()
-                .entry(m.port.into())
-                .or_default()
-                .by_path
-                .entry(m.path.into())
-                .or_default()
-                .push(slot),
-            // A key URLsMatch cannot parse again never matches; it can still be the Hub fallback.
-            None => {}
-        }
-        self.slots.push(Slot {
-            key,
-            values: vec![value],
-        });
+    /// A keyring of one source's keys.
+    pub fn of(keys: impl IntoIterator<Item = &'k RegistryKey>, value: T) -> Self {
+        let mut ring = Keyring::new();
+        ring.add(keys, value);
+        ring
     }
 
-    /// All values of every matching key, keys in DESCENDING byte order; the index.docker.io fallback only when nothing matched and is_default_registry_match.
-    pub fn lookup(&self, name: &str) -> Vec<&T> {
-        let mut hits = self.matching_slots(&MatchTarget::new(name));
-        if hits.is_empty() {
-            hits.extend(self.hub.filter(|_| is_default_registry_match(name)));
-        }
-        // Lookup walks its index reverse-sorted; only the matching keys need sorting here.
-        hits.sort_unstable_by(|a, b| self.key_of(*b).cmp(&self.key_of(*a)));
-        hits.iter()
-            .filter_map(|&slot| self.slots.get(slot))
-            .flat_map(|slot| slot.values.iter())
-            .collect()
+    /// Add one source (a pull secret): its keys, each carrying `value`; sources keep the order
+    /// they are added in, as the pod's imagePullSecrets do.
+    pub fn add(&mut self, keys: impl IntoIterator<Item = &'k RegistryKey>, value: T) {
+        let at = self.sources;
+        self.sources += 1;
+        self.entries
+            .extend(keys.into_iter().map(|k| (k, at, value)));
     }
 
-    /// Whether any key matches (same rules incl. fallback) without collecting.
-    pub fn covers(&self, name: &str) -> bool {
-        let target = MatchTarget::new(name);
-        let direct = target.parts().is_some_and(|image| {
-            self.exact_index(&image)
-                .is_some_and(|index| index.find(image.path, |_| true))
-                || self.matching_globs(&target).next().is_some()
-        });
-        direct || (self.hub.is_some() && is_default_registry_match(name))
-    }
-
-    /// The number of distinct normalised keys.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Whether no key was inserted.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
-    fn key_of(&self, slot: usize) -> Option<&RegistryKey> {
-        self.slots.get(slot).map(|s| &s.key)
-    }
-
-    fn matching_slots(&self, target: &MatchTarget<'_>) -> Vec<usize> {
-        let mut hits = Vec::new();
-        if let Some(image) = target.parts() {
-            if let Some(index) = self.exact_index(&image) {
-                index.find(image.path, |slots| {
-                    hits.extend_from_slice(slots);
-                    false
-                });
-            }
-            hits.extend(self.matching_globs(target));
-        }
-        hits
-    }
-
-    /// The exact-host keys with the image's hostname and port.
-    fn exact_index(&self, image: &UrlParts<'_>) -> Option<&PathIndex> {
-        self.exact
-            .get(image.hostname)
-            .and_then(|ports| ports.get(image.port))
-    }
-
-    fn matching_globs<'s>(
-        &'s self,
-        target: &'s MatchTarget<'_>,
-    ) -> impl Iterator<Item = usize> + 's {
-        self.globs
+    /// BasicDockerKeyring.Lookup: (key, value) of every key that matches, keys in DESCENDING
+    /// byte order and one key's values in source order; the `index.docker.io` entries only when
+    /// nothing matched and the name is a default-registry name.
+    pub fn lookup(&self, target: &MatchTarget<'_>) -> Vec<(&'k RegistryKey, T)> {
+        let mut hits: Vec<(&'k RegistryKey, usize, T)> = self
+            .entries
             .iter()
+            .filter(|(k, _, _)| k.matches(target))
             .copied()
-            .filter(move |&slot| self.key_of(slot).is_some_and(|key| key.matches(target)))
+            .collect();
+        if hits.is_empty() && is_default_registry_match(target.name()) {
+            hits.extend(
+                self.entries
+                    .iter()
+                    .filter(|(k, _, _)| k.is_docker_hub_fallback())
+                    .copied(),
+            );
+        }
+        hits.sort_by(|a, b| b.0.cmp(a.0).then(a.1.cmp(&b.1)));
+        hits.into_iter().map(|(k, _, v)| (k, v)).collect()
+    }
+
+    /// The distinct values [`Keyring::lookup`] returns, in its order: the secrets the kubelet
+    /// tries for an image.
+    pub fn lookup_values(&self, target: &MatchTarget<'_>) -> Vec<T> {
+        let mut out: Vec<T> = Vec::new();
+        for (_, v) in self.lookup(target) {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Whether [`Keyring::lookup`] finds anything, without collecting.
+    pub fn covers(&self, target: &MatchTarget<'_>) -> bool {
+        keys_cover(self.entries.iter().map(|(k, _, _)| *k), target)
+    }
+
+    /// The number of entries (keys of all sources).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
-impl<T> Default for Keyring<T> {
+impl<T: Copy + PartialEq> Default for Keyring<'_, T> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T> fmt::Debug for Keyring<T> {
-    /// Lists keys and value counts only: values may be credentials.
+impl<T> fmt::Debug for Keyring<'_, T> {
+    /// Lists keys only: values may stand for credentials.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.slots.iter().map(|s| (s.key.as_str(), s.values.len())))
+        f.debug_list()
+            .entries(self.entries.iter().map(|(k, _, _)| k.as_str()))
             .finish()
     }
+}
+
+/// Whether a keyring of these keys finds credentials for the image: a key matches it, or the
+/// `index.docker.io` fallback applies. [`Keyring::covers`] is this.
+pub fn keys_cover<'k>(
+    keys: impl IntoIterator<Item = &'k RegistryKey>,
+    target: &MatchTarget<'_>,
+) -> bool {
+    let mut hub = false;
+    for k in keys {
+        if k.matches(target) {
+            return true;
+        }
+        hub |= k.is_docker_hub_fallback();
+    }
+    hub && is_default_registry_match(target.name())
 }
 
 /// A byte range of a buffer; u32 because the index holds one [`Split`] per registry key.
@@ -1597,8 +1549,43 @@ mod tests {
         }
     }
 
-    fn ring(entries: &[(&str, &'static str)]) -> Keyring<&'static str> {
-        let mut ring = Keyring::new();
+    /// Owns the keys of a test keyring, one source per key, and looks names up through [`Keyring`].
+    struct Ring<V> {
+        keys: Vec<(RegistryKey, V)>,
+    }
+
+    impl<V: Copy + PartialEq> Ring<V> {
+        fn new() -> Self {
+            Ring { keys: Vec::new() }
+        }
+
+        fn insert(&mut self, key: RegistryKey, value: V) {
+            self.keys.push((key, value));
+        }
+
+        fn keyring(&self) -> Keyring<'_, V> {
+            let mut ring = Keyring::new();
+            for (k, v) in &self.keys {
+                ring.add([k], *v);
+            }
+            ring
+        }
+
+        fn lookup(&self, image: &str) -> Vec<V> {
+            let ring = self.keyring();
+            ring.lookup(&MatchTarget::new(image))
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        }
+
+        fn covers(&self, image: &str) -> bool {
+            self.keyring().covers(&MatchTarget::new(image))
+        }
+    }
+
+    fn ring(entries: &[(&str, &'static str)]) -> Ring<&'static str> {
+        let mut ring = Ring::new();
         for (raw, value) in entries {
             ring.insert(key(raw), *value);
         }
@@ -1621,7 +1608,7 @@ mod tests {
             ("foo.example.com", &[]),
         ];
         for (image, want) in cases {
-            let got: Vec<&str> = ring.lookup(image).into_iter().copied().collect();
+            let got: Vec<&str> = ring.lookup(image);
             assert_eq!(got, want, "image {image:?}");
             assert_eq!(ring.covers(image), !want.is_empty(), "image {image:?}");
         }
@@ -1630,11 +1617,7 @@ mod tests {
     #[test]
     fn lookup_orders_by_bytes_not_specificity() {
         let ring = ring(&[("*.example.com/path", "glob"), ("foo.example.com", "exact")]);
-        let got: Vec<&str> = ring
-            .lookup("foo.example.com/path/app")
-            .into_iter()
-            .copied()
-            .collect();
+        let got: Vec<&str> = ring.lookup("foo.example.com/path/app");
         assert_eq!(got, ["exact", "glob"], "'f' sorts after '*'");
     }
 
@@ -1646,12 +1629,7 @@ mod tests {
             ("quay.io/team", "team"),
             ("http://quay.io", "third"),
         ]);
-        assert_eq!(ring.len(), 2);
-        let got: Vec<&str> = ring
-            .lookup("quay.io/team/app")
-            .into_iter()
-            .copied()
-            .collect();
+        let got: Vec<&str> = ring.lookup("quay.io/team/app");
         assert_eq!(got, ["team", "first", "second", "third"]);
     }
 
@@ -1670,25 +1648,17 @@ mod tests {
             ("localhost:5000/x", false),
         ];
         for (image, want) in cases {
-            let got: Vec<&str> = hub.lookup(image).into_iter().copied().collect();
+            let got: Vec<&str> = hub.lookup(image);
             assert_eq!(got == ["hub"], want, "image {image:?}: {got:?}");
             assert_eq!(hub.covers(image), want, "image {image:?}");
         }
 
         let with_glob = ring(&[("index.docker.io", "hub"), ("*.io", "glob")]);
-        let got: Vec<&str> = with_glob
-            .lookup("docker.io/library/nginx")
-            .into_iter()
-            .copied()
-            .collect();
+        let got: Vec<&str> = with_glob.lookup("docker.io/library/nginx");
         assert_eq!(got, ["glob"], "a direct match suppresses the Hub fallback");
 
         let with_docker_io = ring(&[("index.docker.io", "hub"), ("docker.io", "direct")]);
-        let got: Vec<&str> = with_docker_io
-            .lookup("docker.io/library/nginx")
-            .into_iter()
-            .copied()
-            .collect();
+        let got: Vec<&str> = with_docker_io.lookup("docker.io/library/nginx");
         assert_eq!(got, ["direct"]);
 
         let path_only = ring(&[("index.docker.io/library", "lib")]);
@@ -1696,24 +1666,6 @@ mod tests {
             path_only.lookup("docker.io/library/nginx").is_empty(),
             "only the bare key is the fallback"
         );
-    }
-
-    #[test]
-    fn large_host_buckets_probe_prefixes() {
-        let mut ring = Keyring::new();
-        for i in 0..100 {
-            ring.insert(key(&format!("registry.example.com/team{i}")), i);
-        }
-        ring.insert(key("registry.example.com"), 1000);
-        ring.insert(key("registry.example.com:5000/team1"), 2000);
-        let got: Vec<i32> = ring
-            .lookup("registry.example.com/team10/app")
-            .into_iter()
-            .copied()
-            .collect();
-        assert_eq!(got, [10, 1, 1000]);
-        assert_eq!(ring.lookup("registry.example.com:5000/team1"), [&2000]);
-        assert_eq!(ring.len(), 102);
     }
 
     #[test]
@@ -1803,7 +1755,7 @@ mod tests {
     #[test]
     fn debug_of_a_keyring_shows_no_values() {
         let ring = ring(&[("quay.io", "hunter2-value")]);
-        let shown = format!("{ring:?}");
+        let shown = format!("{:?}", ring.keyring());
         assert!(
             shown.contains("quay.io") && !shown.contains("hunter2"),
             "{shown}"
@@ -1811,23 +1763,23 @@ mod tests {
     }
 
     /// The kubelet's Lookup: every key, descending, URLsMatch, then the Hub fallback.
-    fn naive_lookup<'r>(keys: &'r [(RegistryKey, u32)], name: &str) -> Vec<&'r u32> {
+    fn naive_lookup(keys: &[(RegistryKey, u32)], name: &str) -> Vec<u32> {
         let mut sorted: Vec<&RegistryKey> = keys.iter().map(|(k, _)| k).collect();
         sorted.sort();
         sorted.dedup();
         let target = MatchTarget::new(name);
-        let hits: Vec<&u32> = sorted
+        let hits: Vec<u32> = sorted
             .iter()
             .rev()
             .filter(|k| k.matches(&target))
-            .flat_map(|k| keys.iter().filter(move |(k2, _)| k2 == *k).map(|(_, v)| v))
+            .flat_map(|k| keys.iter().filter(move |(k2, _)| k2 == *k).map(|(_, v)| *v))
             .collect();
         if !hits.is_empty() || !is_default_registry_match(name) {
             return hits;
         }
         keys.iter()
             .filter(|(k, _)| k.as_str() == "index.docker.io")
-            .map(|(_, v)| v)
+            .map(|(_, v)| *v)
             .collect()
     }
 
@@ -1900,7 +1852,7 @@ mod tests {
                 .zip(0u32..)
                 .filter_map(|(raw, v)| RegistryKey::parse(raw).ok().map(|k| (k, v)))
                 .collect();
-            let mut ring = Keyring::new();
+            let mut ring = Ring::new();
             for (k, v) in &keys {
                 ring.insert(k.clone(), *v);
             }
@@ -1912,17 +1864,16 @@ mod tests {
         }
 
         #[test]
-        fn prefix_probing_equals_the_kubelet_scan(
+        fn many_paths_on_one_host_look_up_as_the_kubelet_scan(
             paths in prop::collection::vec("(/[ab]{0,3}){0,3}/?", 17..60),
             images in prop::collection::vec("r\\.io(:5000)?(/[ab]{1,3}){1,4}", 1..20),
         ) {
-            // Many paths on one host push the index past PROBE_THRESHOLD.
-            let keys: Vec<(RegistryKey, u32)> = paths
+                        let keys: Vec<(RegistryKey, u32)> = paths
                 .iter()
                 .zip(0u32..)
                 .filter_map(|(path, v)| RegistryKey::parse(&format!("r.io{path}")).ok().map(|k| (k, v)))
                 .collect();
-            let mut ring = Keyring::new();
+            let mut ring = Ring::new();
             for (k, v) in &keys {
                 ring.insert(k.clone(), *v);
             }
@@ -1974,9 +1925,8 @@ mod tests {
                 let matched = k.matches(&target);
                 let near = k.near_miss(&target);
                 prop_assert!(!(matched && near.is_some()));
-                let mut ring = Keyring::new();
-                ring.insert(k, ());
-                prop_assert_eq!(ring.covers(&image), !ring.lookup(&image).is_empty());
+                let ring = Keyring::of([&k], ());
+                prop_assert_eq!(ring.covers(&target), !ring.lookup(&target).is_empty());
             }
         }
 

@@ -1,7 +1,7 @@
 //! The in-memory cluster index the engine reads: pull secrets (keys only), ServiceAccounts and
 //! namespace overrides, with the cross-namespace lookups diagnostics need. Pure data, no I/O.
 
-use crate::engine::keyring::MatchTarget;
+use crate::engine::keyring::{is_default_registry_match, keys_cover, MatchTarget};
 use crate::engine::pullsecret::{
     parse_pull_secret, PayloadError, PullSecretKeys, DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE,
 };
@@ -69,9 +69,10 @@ impl SecretInfo {
         self.secret_type == DOCKERCFG_TYPE
     }
 
-    /// Whether one of the secret's usable keys covers the image name.
+    /// Whether the kubelet would find credentials for the image in this secret alone: a key
+    /// matches it, or the Docker Hub fallback applies ([`keys_cover`], the keyring's own rule).
     pub fn covers(&self, target: &MatchTarget<'_>) -> bool {
-        self.usable_keys().any(|k| k.matches(target))
+        keys_cover(self.usable_keys(), target)
     }
 
     /// The keys the kubelet would use from this secret (none when the payload is unusable).
@@ -466,7 +467,14 @@ impl ClusterIndex {
             .and_then(|(hostname, port)| self.by_host.get(&*host_key(hostname, port)))
             .into_iter()
             .flatten();
+        // Docker Hub images are also covered by "index.docker.io" keys, through the fallback.
+        let hub = is_default_registry_match(target.name())
+            .then(|| self.by_host.get(&*host_key(b"index.docker.io", b"")))
+            .flatten()
+            .into_iter()
+            .flatten();
         let mut candidates = exact
+            .chain(hub)
             .chain(self.globbed.iter())
             .filter(|(ns, _)| &**ns != except);
         let mut found: Vec<&SecretInfo> = Vec::new();

@@ -48,7 +48,7 @@ pub fn targets_of<'a>(secret: &'a SecretInfo, policy: &Policy) -> Vec<&'a Regist
         if key.is_glob()
             || !policy
                 .registries
-                .requires_credentials(&MatchTarget::new(key.as_str()))
+                .requires_credentials(&MatchTarget::new(key.served_name()))
             || keys.contains(&key)
         {
             continue;
