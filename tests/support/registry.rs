@@ -7,7 +7,8 @@
 //!   requests and the most it served at once; with [`Behaviour::Trap`] it proves nothing reached it.
 //!
 //! Every server uses certificates from `pullgate::tls::certs::generate` (one test CA, SANs for
-//! localhost and 127.0.0.1–3), so tests can trust it with a `caFile` or leave it untrusted.
+//! localhost and 127.0.0.1–3), or [`TestPki::self_signed`]'s certificate that is its own CA, so
+//! tests can trust it with a `caFile` or leave it untrusted.
 #![allow(dead_code)]
 
 use axum::extract::{Request, State};
