@@ -86,15 +86,83 @@ impl fmt::Display for Cause {
     }
 }
 
-/// A kubelet Event that reports an image pull failure.
+/// A kubelet Event or container status that reports an image pull failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullFailure {
     /// The image the kubelet names, when the message names one.
     pub image: Option<String>,
     /// Whether the runtime's error reads as an authentication or authorisation failure.
     pub auth_error: bool,
+    /// The kubelet could not read the pod's imagePullSecrets, so it tried no pull at all.
+    pub keyring: Option<KeyringError>,
     /// The kubelet's message, cut to a quotable length.
     pub message: String,
+}
+
+/// Why the kubelet could not build its keyring from a pod's imagePullSecrets.
+///
+/// The kubelet decodes every pull secret of the pod with Go's encoding/json into
+/// pkg/credentialprovider's types (secrets.MakeDockerKeyring); the first error fails every
+/// pull of the pod before any request, and kuberuntime's startContainer reports the bare error
+/// text as the container's waiting reason and as a `Failed` Event "Error: <text>".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyringError {
+    /// An `auth` is not base64: encoding/base64's "illegal base64 data at input byte N".
+    AuthNotBase64,
+    /// An `auth` decodes but has no ':': config.go's "unable to parse auth field, must be
+    /// formatted as base64(username:password)" (older kubelets stop after "field").
+    AuthNotUserPassword,
+    /// The payload is not JSON of the docker config shape: encoding/json's syntax errors
+    /// ("invalid character 'x' …", "unexpected end of JSON input") and type errors
+    /// ("json: cannot unmarshal …").
+    Json,
+}
+
+impl KeyringError {
+    /// What is wrong with the secret and how to fix it, for a pod in `namespace`.
+    fn explain(self, namespace: &str) -> String {
+        let what = match self {
+            KeyringError::AuthNotBase64 => {
+                "the \"auth\" field of a registry entry is not valid base64"
+            }
+            KeyringError::AuthNotUserPassword => {
+                "the \"auth\" field of a registry entry decodes to text without a ':' (it must be base64 of username:password; a token alone needs its username too)"
+            }
+            KeyringError::Json => "the payload is not a valid docker config JSON document",
+        };
+        format!(
+            "{what}, so the kubelet pulls none of the pod's images: recreate the secret (kubectl create secret docker-registry NAME -n {namespace} --docker-server=… --docker-username=… --docker-password=… --dry-run=client -o yaml | kubectl apply -f -)"
+        )
+    }
+}
+
+/// The keyring error a kubelet text (a waiting reason, or a `Failed` Event after "Error: ")
+/// reports, matched on the stable parts of the Go error texts.
+pub fn keyring_error(text: &str) -> Option<KeyringError> {
+    let text = text.trim_start();
+    if text.contains("illegal base64 data at input byte") {
+        Some(KeyringError::AuthNotBase64)
+    } else if text.contains("unable to parse auth field") {
+        Some(KeyringError::AuthNotUserPassword)
+    } else if text.starts_with("invalid character '")
+        || text.starts_with("unexpected end of JSON input")
+        || text.starts_with("json: cannot unmarshal ")
+    {
+        // Anchored: these phrases are generic, but the kubelet reports the keyring's error bare.
+        Some(KeyringError::Json)
+    } else {
+        None
+    }
+}
+
+fn keyring_failure(kind: KeyringError, text: &str) -> PullFailure {
+    PullFailure {
+        image: None,
+        // "…at input byte 401" is no HTTP status.
+        auth_error: false,
+        keyring: Some(kind),
+        message: cut(text, MAX_QUOTE_LEN).to_owned(),
+    }
 }
 
 /// The pull failure an Event reports, or None for any other Event.
@@ -102,9 +170,16 @@ pub struct PullFailure {
 /// The kubelet (pkg/kubelet/images, pkg/kubelet/events) records `Failed` with "Failed to pull
 /// image %q: …" and "Error: ErrImagePull" / "Error: ImagePullBackOff", and `BackOff` with
 /// "Back-off pulling image %q" — `BackOff` also reports crash loops ("Back-off restarting failed
-/// container"), which are not pull failures — and `InspectFailed` for a reference it cannot parse. `ErrImagePull` and `ImagePullBackOff` are container
-/// waiting reasons that some runtimes and tools record as Event reasons too.
+/// container"), which are not pull failures — and `InspectFailed` for a reference it cannot parse.
+/// `ErrImagePull` and `ImagePullBackOff` are container waiting reasons that some runtimes and
+/// tools record as Event reasons too. A pod whose pull secrets the kubelet cannot read gets
+/// `Failed` "Error: <keyring error>" instead (see [`KeyringError`]).
 pub fn pull_failure(reason: &str, message: &str) -> Option<PullFailure> {
+    if reason == "Failed" {
+        if let Some(kind) = message.strip_prefix("Error: ").and_then(keyring_error) {
+            return Some(keyring_failure(kind, message));
+        }
+    }
     let is_pull = match reason {
         "ErrImagePull" | "ImagePullBackOff" => true,
         "Failed" => {
@@ -123,8 +198,131 @@ pub fn pull_failure(reason: &str, message: &str) -> Option<PullFailure> {
     Some(PullFailure {
         image: quoted(message).map(str::to_owned),
         auth_error: is_auth_error(message),
+        keyring: None,
         message: cut(message, MAX_QUOTE_LEN).to_owned(),
     })
+}
+
+/// The pull failure a container's `state.waiting` reports, or None for any other wait.
+///
+/// The kubelet sets the reason to `ErrImagePull`, `ImagePullBackOff` or `InvalidImageName`
+/// (message: the runtime's error or "Back-off pulling image %q: …"), or, when it cannot read
+/// the pod's pull secrets, to the keyring's error text itself.
+pub fn waiting_failure(reason: &str, message: &str) -> Option<PullFailure> {
+    if let Some(kind) = keyring_error(reason) {
+        return Some(keyring_failure(kind, reason));
+    }
+    if !matches!(
+        reason,
+        "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
+    ) {
+        return None;
+    }
+    let text = if message.is_empty() { reason } else { message };
+    Some(PullFailure {
+        image: quoted(message).map(str::to_owned),
+        auth_error: is_auth_error(message),
+        keyring: None,
+        message: cut(text, MAX_QUOTE_LEN).to_owned(),
+    })
+}
+
+/// One container's status as the kubelet reports it: only what pull diagnoses read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerReport {
+    /// Container name.
+    pub name: String,
+    /// An init container (they run before the others).
+    pub init: bool,
+    /// Running, terminated, `started`, or terminated before: its image was pulled.
+    pub started: bool,
+    /// `state.waiting` as (reason, message).
+    pub waiting: Option<(String, String)>,
+}
+
+impl ContainerReport {
+    /// The pull failure this container waits on, if any.
+    pub fn pull_failure(&self) -> Option<PullFailure> {
+        let (reason, message) = self.waiting.as_ref()?;
+        waiting_failure(reason, message)
+    }
+
+    /// The wait as one line for a report, e.g. `container "app" waits: ImagePullBackOff: Back-off …`.
+    pub fn describe_wait(&self) -> Option<String> {
+        let (reason, message) = self.waiting.as_ref()?;
+        let text = if message.is_empty() || message == reason {
+            reason.clone()
+        } else {
+            format!("{reason}: {message}")
+        };
+        Some(format!(
+            "container {:?} waits: {}",
+            self.name,
+            cut(&text, MAX_QUOTE_LEN)
+        ))
+    }
+}
+
+/// The container statuses of a Pod object (init containers first); none when it has no status.
+pub fn container_reports(pod: &serde_json::Value) -> Vec<ContainerReport> {
+    let status = &pod["status"];
+    let read = |field: &str, init: bool| {
+        status[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(move |c| {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                let state = &c["state"];
+                let waiting = state["waiting"].as_object().map(|w| {
+                    (
+                        text(w.get("reason").unwrap_or(&serde_json::Value::Null)),
+                        text(w.get("message").unwrap_or(&serde_json::Value::Null)),
+                    )
+                });
+                ContainerReport {
+                    name: text(&c["name"]),
+                    init,
+                    started: state["running"].is_object()
+                        || state["terminated"].is_object()
+                        || c["started"].as_bool() == Some(true)
+                        || c["lastState"]["terminated"].is_object(),
+                    waiting,
+                }
+            })
+    };
+    read("initContainerStatuses", true)
+        .chain(read("containerStatuses", false))
+        .collect()
+}
+
+/// Whether every container of the pod has started and none waits on a pull: earlier pull
+/// failures are then history, not the pod's current problem.
+pub fn all_started(containers: &[ContainerReport]) -> bool {
+    let mut regular = containers.iter().filter(|c| !c.init).peekable();
+    regular.peek().is_some()
+        && regular.all(|c| c.started)
+        && containers.iter().all(|c| c.pull_failure().is_none())
+}
+
+/// A container waiting because the kubelet cannot read the pod's pull secrets: the kubelet's
+/// own verdict, and current, so it outranks any failure Event.
+pub fn keyring_wait(containers: &[ContainerReport]) -> Option<PullFailure> {
+    containers
+        .iter()
+        .filter_map(ContainerReport::pull_failure)
+        .find(|f| f.keyring.is_some())
+}
+
+/// The failure to diagnose: a container waiting on the keyring, else the latest failure Event,
+/// else any container waiting on a pull (its Events may have expired).
+pub fn current_failure(
+    containers: &[ContainerReport],
+    latest_event: Option<PullFailure>,
+) -> Option<PullFailure> {
+    keyring_wait(containers)
+        .or(latest_event)
+        .or_else(|| containers.iter().find_map(ContainerReport::pull_failure))
 }
 
 /// The first double-quoted string of a message (the kubelet formats images with %q), if it can be an image.
@@ -210,6 +408,9 @@ pub fn diagnose(
 ) -> Diagnosis {
     let existing = PodContext::existing(namespace, now);
     let current = evaluate_pod(view, &existing, policy, index);
+    if let Some(kind) = failure.keyring {
+        return keyring_diagnosis(kind, &current, namespace, failure);
+    }
     let image = failure
         .image
         .as_deref()
@@ -266,6 +467,47 @@ fn diagnosis(cause: Cause, image: Option<&str>, detail: &str, fixed: bool) -> Di
             detail.trim_end_matches('.')
         ),
         fixed_by_recreation: fixed,
+    }
+}
+
+/// The kubelet cannot read the pod's pull secrets: a malformed secret, whichever image it is for.
+fn keyring_diagnosis(
+    kind: KeyringError,
+    current: &Decision<'_>,
+    namespace: &str,
+    failure: &PullFailure,
+) -> Diagnosis {
+    // The engine names the secret and its fix when it reads the payload as the kubelet does;
+    // the pod-level (fatal) finding is an error, a ServiceAccount's is a warning.
+    let finding = current
+        .findings
+        .iter()
+        .filter(|f| f.code == Code::MalformedSecret)
+        .max_by_key(|f| f.severity);
+    let detail = finding.map_or_else(
+        || {
+            let names = if current.image_pull_secrets.is_empty() {
+                "one of the pod's imagePullSecrets".to_owned()
+            } else {
+                format!(
+                    "one of the pod's imagePullSecrets ({})",
+                    current.image_pull_secrets.join(", ")
+                )
+            };
+            format!("in {names}, {}", kind.explain(namespace))
+        },
+        |f| f.message.clone(),
+    );
+    Diagnosis {
+        cause: Cause::MalformedSecret,
+        image: None,
+        message: format!(
+            "no image of the pod can be pulled ({}): {} (kubelet: {})",
+            Cause::MalformedSecret.summary(),
+            detail.trim_end_matches('.'),
+            failure.message
+        ),
+        fixed_by_recreation: false,
     }
 }
 
