@@ -458,6 +458,49 @@ mod tests {
     }
 
     #[test]
+    fn pull_failures_of_a_started_pod_are_history() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));
+        let v = view(
+            json!({"metadata": {"name": "api"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
+        );
+        let events = vec![
+            "Failed: Failed to pull image \"registry.example.com/a:1\": 503 Service Unavailable"
+                .to_owned(),
+            "Failed: Error: ImagePullBackOff".to_owned(),
+        ];
+        let running = diagnosis::container_reports(
+            &json!({"status": {"containerStatuses": [{"name": "c", "started": true,
+            "state": {"running": {}}}]}}),
+        );
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &running, 0);
+        assert!(!r.has_problem(), "{}", render_text(&r));
+        assert!(r.diagnosis.is_none());
+        assert_eq!(
+            r.checks[0].details,
+            ["earlier pull failures (2 event(s), the latest \"Failed: Error: ImagePullBackOff\") are history: all containers have started"]
+        );
+        // Still waiting on the pull: the same Events are the current problem, and the wait is listed.
+        let waiting = diagnosis::container_reports(
+            &json!({"status": {"containerStatuses": [{"name": "c",
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}}),
+        );
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &waiting, 0);
+        assert!(r.has_problem());
+        assert_eq!(r.checks[0].details.len(), 3, "{:?}", r.checks[0]);
+        assert!(r.checks[0].details[0].starts_with("container \"c\" waits: ImagePullBackOff"));
+        assert!(r.diagnosis.is_some());
+        // Events expired, the status still shows the wait: diagnosed from it.
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &waiting, 0);
+        assert!(
+            r.has_problem() && r.diagnosis.is_some(),
+            "{}",
+            render_text(&r)
+        );
+    }
+
+    #[test]
     fn healthy_pod_and_public_images() {
         let mut idx = ClusterIndex::new();
         idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));

@@ -729,6 +729,260 @@ mod tests {
     }
 
     #[test]
+    fn recognises_the_kubelets_keyring_errors_in_events_and_waiting_reasons() {
+        // (text after "Error: " and as waiting reason, kind); offsets and JSON contexts vary.
+        let cases = [
+            (
+                "illegal base64 data at input byte 0",
+                KeyringError::AuthNotBase64,
+            ),
+            (
+                "illegal base64 data at input byte 401",
+                KeyringError::AuthNotBase64,
+            ),
+            (
+                "unable to parse auth field, must be formatted as base64(username:password)",
+                KeyringError::AuthNotUserPassword,
+            ),
+            ("unable to parse auth field", KeyringError::AuthNotUserPassword),
+            (
+                "invalid character 'x' looking for beginning of value",
+                KeyringError::Json,
+            ),
+            (
+                "invalid character '}' after object key",
+                KeyringError::Json,
+            ),
+            ("unexpected end of JSON input", KeyringError::Json),
+            (
+                "json: cannot unmarshal string into Go value of type credentialprovider.DockerConfigJSON",
+                KeyringError::Json,
+            ),
+        ];
+        for (text, kind) in cases {
+            let e = pull_failure("Failed", &format!("Error: {text}"))
+                .unwrap_or_else(|| panic!("Event {text:?} not recognised"));
+            assert_eq!(e.keyring, Some(kind), "{text}");
+            assert_eq!(e.image, None);
+            assert!(!e.auth_error, "{text}: no registry was asked");
+            assert_eq!(e.message, format!("Error: {text}"));
+            let w = waiting_failure(text, text)
+                .unwrap_or_else(|| panic!("waiting reason {text:?} not recognised"));
+            assert_eq!((w.keyring, w.message.as_str()), (Some(kind), text));
+        }
+        // Generic phrases count only where the kubelet puts the keyring's error: bare.
+        for (reason, message) in [
+            (
+                "Failed",
+                "Error: failed to create containerd task: invalid character 'x'",
+            ),
+            (
+                "Failed",
+                "invalid character 'x' looking for beginning of value",
+            ),
+            ("FailedMount", "Error: illegal base64 data at input byte 0"),
+            ("Failed", "Error: CreateContainerConfigError"),
+        ] {
+            assert_eq!(pull_failure(reason, message), None, "{reason}: {message}");
+        }
+        // A runtime's pull error that happens to mention base64 stays a pull failure.
+        let f = failed(IMG, "illegal base64 data at input byte 3");
+        assert_eq!((f.keyring, f.image.as_deref()), (None, Some(IMG)));
+        for reason in [
+            "CreateContainerConfigError",
+            "ContainerCreating",
+            "CrashLoopBackOff",
+        ] {
+            assert_eq!(waiting_failure(reason, "x"), None, "{reason}");
+        }
+        let w = waiting_failure(
+            "ImagePullBackOff",
+            &format!("Back-off pulling image \"{IMG}\": ErrImagePull: 401 Unauthorized"),
+        )
+        .unwrap();
+        assert_eq!(
+            (w.image.as_deref(), w.auth_error, w.keyring),
+            (Some(IMG), true, None)
+        );
+        assert_eq!(
+            waiting_failure("ErrImagePull", "").unwrap().message,
+            "ErrImagePull"
+        );
+    }
+
+    fn malformed(auth: &str) -> SecretInfo {
+        let payload = format!(r#"{{"auths":{{"registry.example.com:5000":{{"auth":"{auth}"}}}}}}"#);
+        let mut data = BTreeMap::new();
+        data.insert(".dockerconfigjson".to_owned(), payload.into_bytes());
+        SecretInfo::new(
+            "shop",
+            "mal",
+            "kubernetes.io/dockerconfigjson",
+            Some(1),
+            None,
+            &data,
+        )
+    }
+
+    #[test]
+    fn keyring_errors_are_malformed_secrets_whatever_else_is_wrong() {
+        let policy = Policy::default();
+        let p = pod(
+            json!({"imagePullSecrets": [{"name": "mal"}], "containers": [
+            {"name": "api", "image": IMG},
+            {"name": "side", "image": "Quay.io/Acme/Side"}]}),
+        );
+        for (auth, text, fix) in [
+            (
+                "%%%",
+                "illegal base64 data at input byte 0",
+                "not valid base64",
+            ),
+            // base64("robot") has no ':'.
+            (
+                "cm9ib3Q=",
+                "unable to parse auth field, must be formatted as base64(username:password)",
+                "does not decode to username:password",
+            ),
+        ] {
+            let mut idx = ClusterIndex::new();
+            idx.upsert_secret(malformed(auth));
+            let f = pull_failure("Failed", &format!("Error: {text}")).unwrap();
+            let d = diagnose(&p, "shop", &policy, &idx, &f, 0);
+            assert_eq!(d.cause, Cause::MalformedSecret, "{}", d.message);
+            assert!(!d.fixed_by_recreation);
+            assert_eq!(d.image, None, "the keyring fails for every image");
+            for part in [
+                "secret \"mal\"",
+                fix,
+                "kubectl create secret docker-registry mal -n shop",
+            ] {
+                assert!(d.message.contains(part), "{part:?} in {}", d.message);
+            }
+            assert!(
+                d.message.ends_with(&format!("(kubelet: Error: {text})")),
+                "{}",
+                d.message
+            );
+            assert!(
+                !d.message.contains(auth),
+                "no credential material: {}",
+                d.message
+            );
+        }
+
+        // pullgate cannot see the secret (not synced, or read differently): the kubelet's word stands.
+        let f = waiting_failure(
+            "illegal base64 data at input byte 7",
+            "illegal base64 data at input byte 7",
+        )
+        .unwrap();
+        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), &f, 0);
+        assert_eq!(d.cause, Cause::MalformedSecret, "{}", d.message);
+        assert!(
+            d.message.contains("imagePullSecrets (mal)")
+                && d.message.contains("is not valid base64")
+                && d.message.contains("-n shop"),
+            "{}",
+            d.message
+        );
+        let f = pull_failure("Failed", "Error: unexpected end of JSON input").unwrap();
+        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), &f, 0);
+        assert_eq!(d.cause, Cause::MalformedSecret);
+        assert!(
+            d.message.contains("not a valid docker config JSON"),
+            "{}",
+            d.message
+        );
+    }
+
+    fn status(v: serde_json::Value) -> Vec<ContainerReport> {
+        container_reports(&json!({"status": v}))
+    }
+
+    #[test]
+    fn container_statuses_tell_current_pull_failures_from_history() {
+        let running =
+            json!({"name": "api", "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}});
+        let backoff = json!({"name": "side", "state": {"waiting": {"reason": "ImagePullBackOff",
+            "message": format!("Back-off pulling image \"{IMG}\"")}}});
+        let keyring = json!({"name": "side", "state": {"waiting": {
+            "reason": "illegal base64 data at input byte 0", "message": "illegal base64 data at input byte 0"}}});
+        let crashing = json!({"name": "side", "started": false, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1}}});
+        let done = json!({"name": "init", "state": {"terminated": {"exitCode": 0}}});
+
+        assert!(all_started(&status(
+            json!({"containerStatuses": [running]})
+        )));
+        assert!(all_started(&status(
+            json!({"containerStatuses": [running, crashing],
+            "initContainerStatuses": [done]})
+        )));
+        assert!(all_started(&status(
+            json!({"containerStatuses": [{"name": "a", "started": true,
+            "state": {}}]})
+        )));
+        assert!(!all_started(&[]), "no status yet");
+        assert!(
+            !all_started(&status(json!({"initContainerStatuses": [done]}))),
+            "no container yet"
+        );
+        assert!(!all_started(&status(
+            json!({"containerStatuses": [running, backoff]})
+        )));
+        assert!(!all_started(&status(json!({"containerStatuses": [
+            {"name": "a", "state": {"waiting": {"reason": "ContainerCreating"}}}]}))));
+        // Restarted with imagePullPolicy Always and now failing the pull again: current, not history.
+        let repulling = json!({"name": "api", "lastState": {"terminated": {"exitCode": 0}},
+            "state": {"waiting": {"reason": "ErrImagePull", "message": "401 Unauthorized"}}});
+        assert!(!all_started(&status(
+            json!({"containerStatuses": [repulling]})
+        )));
+        let stuck_init =
+            status(json!({"initContainerStatuses": [backoff], "containerStatuses": [running]}));
+        assert!(
+            !all_started(&stuck_init),
+            "an init container is stuck on a pull"
+        );
+        assert_eq!(
+            stuck_init[0].describe_wait().as_deref(),
+            Some(
+                format!(
+                    "container \"side\" waits: ImagePullBackOff: Back-off pulling image \"{IMG}\""
+                )
+                .as_str()
+            )
+        );
+
+        // The kubelet's keyring verdict outranks the latest Event; else the Event; else the wait.
+        let event = failed(IMG, "401 Unauthorized");
+        let c = status(json!({"containerStatuses": [backoff, keyring]}));
+        assert_eq!(
+            current_failure(&c, Some(event.clone())).and_then(|f| f.keyring),
+            Some(KeyringError::AuthNotBase64)
+        );
+        let c = status(json!({"containerStatuses": [backoff]}));
+        assert_eq!(current_failure(&c, Some(event.clone())), Some(event));
+        assert_eq!(
+            current_failure(&c, None).and_then(|f| f.image),
+            Some(IMG.to_owned())
+        );
+        assert_eq!(current_failure(&[], None), None);
+        assert_eq!(keyring_wait(&c), None);
+
+        // Malformed statuses are read leniently, never a panic.
+        for v in [
+            json!(null),
+            json!({"containerStatuses": 3}),
+            json!({"containerStatuses": [3, {"state": {"waiting": 1}}, {"state": {"waiting": {"reason": 5}}}]}),
+        ] {
+            let r = status(v);
+            assert!(!all_started(&r));
+        }
+    }
+
+    #[test]
     fn adversarial_event_messages_are_bounded_and_never_panic() {
         let huge = format!(
             "Failed to pull image \"{}\": {}",
