@@ -138,9 +138,10 @@ pub fn diagnose(
     let started = diagnosis::all_started(containers);
     let (verdict, details) = if started {
         let details = failures.last().map(|(latest, _)| {
+            let n = failures.len();
+            let events = if n == 1 { "event" } else { "events" };
             format!(
-                "earlier pull failures ({} event(s), the latest {latest:?}) are history: all containers have started",
-                failures.len()
+                "earlier pull failures ({n} {events}, the latest: {latest}) are history: all containers have started"
             )
         });
         (Verdict::Ok, details.into_iter().collect())
@@ -479,7 +480,7 @@ mod tests {
         assert!(r.diagnosis.is_none());
         assert_eq!(
             r.checks[0].details,
-            ["earlier pull failures (2 event(s), the latest \"Failed: Error: ImagePullBackOff\") are history: all containers have started"]
+            ["earlier pull failures (2 events, the latest: Failed: Error: ImagePullBackOff) are history: all containers have started"]
         );
         // Still waiting on the pull: the same Events are the current problem, and the wait is listed.
         let waiting = diagnosis::container_reports(

@@ -355,7 +355,7 @@ async fn pull_failures_before_the_pod_started_are_history() {
     assert!(!text.contains("diagnosis:"), "{text}");
     assert!(
         verdict(&text, "pod events").contains("[ok     ]")
-            && text.contains("earlier pull failures (4 event(s), the latest \"Failed: Error: ImagePullBackOff\") are history: all containers have started"),
+            && text.contains("earlier pull failures (4 events, the latest: Failed: Error: ImagePullBackOff) are history: all containers have started"),
         "{text}"
     );
 }

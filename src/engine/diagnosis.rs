@@ -274,12 +274,10 @@ pub fn container_reports(pod: &serde_json::Value) -> Vec<ContainerReport> {
             .map(move |c| {
                 let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
                 let state = &c["state"];
-                let waiting = state["waiting"].as_object().map(|w| {
-                    (
-                        text(w.get("reason").unwrap_or(&serde_json::Value::Null)),
-                        text(w.get("message").unwrap_or(&serde_json::Value::Null)),
-                    )
-                });
+                let w = &state["waiting"];
+                let waiting = w
+                    .is_object()
+                    .then(|| (text(&w["reason"]), text(&w["message"])));
                 ContainerReport {
                     name: text(&c["name"]),
                     init,
