@@ -151,7 +151,7 @@ fn main() {
                 .sum::<f64>()
         };
         let processed = || {
-            ["diagnosed", "duplicate", "pod_gone", "error", "not_leader"]
+            ["diagnosed", "duplicate", "started", "pod_gone", "error", "not_leader"]
                 .iter()
                 .map(|o| outcome(&metrics, o))
                 .sum::<f64>()

@@ -1,7 +1,7 @@
 //! `pullgate doctor`: the guide's "how to diagnose it", automated for one live pod. A pure core
 //! turns the pod, its namespace's view and its events into verdicts; a thin adapter reads them.
 
-use crate::engine::diagnosis::{self, pull_failure, Diagnosis};
+use crate::engine::diagnosis::{self, pull_failure, ContainerReport, Diagnosis, PullFailure};
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::{evaluate_pod, Code, Finding, PodContext, Severity};
 use crate::manifests::Document;
@@ -49,7 +49,8 @@ pub struct DoctorReport {
     pub checks: Vec<Check>,
     /// The engine's findings.
     pub findings: Vec<Finding>,
-    /// The cause of the pod's latest image pull failure, when its events show one (as attribution names it).
+    /// The cause of the pod's current image pull failure, when its events or container statuses
+    /// show one and not all its containers have started (as attribution names it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<Diagnosis>,
 }
@@ -113,34 +114,55 @@ const CHECKS: [(&str, &[Code]); 8] = [
 ];
 
 /// Diagnose a pod from plain data: the engine's findings grouped into the guide's checks, plus
-/// pull-error events (`reason: message`, oldest first) and the cause of the latest pull failure.
+/// pull-error events (`reason: message`, oldest first) and container statuses, and the cause of
+/// the current pull failure. Once all containers have started, past pull failures are history.
 pub fn diagnose(
     view: &PodView,
     namespace: &str,
     index: &ClusterIndex,
     policy: &Policy,
     events: &[String],
+    containers: &[ContainerReport],
     now: i64,
 ) -> DoctorReport {
     let ctx = PodContext::existing(namespace, now);
     let d = evaluate_pod(view, &ctx, policy, index);
     let mut checks = Vec::new();
-    let pull_errors: Vec<String> = events
+    let failures: Vec<(&String, PullFailure)> = events
         .iter()
-        .filter(|e| {
-            e.split_once(": ")
-                .is_some_and(|(reason, message)| pull_failure(reason, message).is_some())
+        .filter_map(|e| {
+            let (reason, message) = e.split_once(": ")?;
+            Some((e, pull_failure(reason, message)?))
         })
-        .cloned()
         .collect();
-    checks.push(Check {
-        check: "pod events show no image pull errors",
-        verdict: if pull_errors.is_empty() {
+    let started = diagnosis::all_started(containers);
+    let (verdict, details) = if started {
+        let details = failures.last().map(|(latest, _)| {
+            let n = failures.len();
+            let events = if n == 1 { "event" } else { "events" };
+            format!(
+                "earlier pull failures ({n} {events}, the latest: {latest}) are history: all containers have started"
+            )
+        });
+        (Verdict::Ok, details.into_iter().collect())
+    } else {
+        let details: Vec<String> = containers
+            .iter()
+            .filter(|c| c.pull_failure().is_some())
+            .filter_map(ContainerReport::describe_wait)
+            .chain(failures.iter().map(|(e, _)| (*e).clone()))
+            .collect();
+        let verdict = if details.is_empty() {
             Verdict::Ok
         } else {
             Verdict::Problem
-        },
-        details: pull_errors,
+        };
+        (verdict, details)
+    };
+    checks.push(Check {
+        check: "pod events show no image pull errors",
+        verdict,
+        details,
     });
     let requires = d.images.iter().any(|i| i.requires_credentials);
     for (name, codes) in CHECKS {
@@ -162,11 +184,13 @@ pub fn diagnose(
             details: hits.iter().map(|f| f.message.clone()).collect(),
         });
     }
-    let latest = events.iter().rev().find_map(|e| {
-        let (reason, message) = e.split_once(": ")?;
-        pull_failure(reason, message)
-    });
-    let diagnosis = latest.map(|f| diagnosis::diagnose(view, namespace, policy, index, &f, now));
+    let diagnosis = if started {
+        None
+    } else {
+        let latest = failures.into_iter().next_back().map(|(_, f)| f);
+        diagnosis::current_failure(containers, latest)
+            .map(|f| diagnosis::diagnose(view, namespace, policy, index, &f, now))
+    };
     DoctorReport {
         namespace: namespace.to_owned(),
         pod: view.meta().display_name(),
@@ -324,7 +348,16 @@ pub async fn run(
                 .map(|m| format!("{}: {m}", e.reason.unwrap_or_default()))
         })
         .collect();
-    Ok(diagnose(&view, namespace, &index, policy, &messages, now))
+    let containers = diagnosis::container_reports(&value);
+    Ok(diagnose(
+        &view,
+        namespace,
+        &index,
+        policy,
+        &messages,
+        &containers,
+        now,
+    ))
 }
 
 #[cfg(test)]
@@ -349,7 +382,7 @@ mod tests {
             "Failed: Failed to pull image \"registry.example.com:5000/a:1\": 401 Unauthorized"
                 .to_owned(),
         ];
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, 0);
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
         assert!(r.has_problem());
         let registry = r
             .checks
@@ -382,7 +415,7 @@ mod tests {
                 .to_owned(),
             "BackOff: Back-off pulling image \"registry.example.com/a:1\"".to_owned(),
         ];
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, 0);
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
         assert_eq!(
             r.checks[0].details.len(),
             2,
@@ -410,7 +443,7 @@ mod tests {
                 keys
             }
         ));
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, 0);
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
         let fresh = r
             .checks
             .iter()
@@ -421,8 +454,51 @@ mod tests {
             r.diagnosis.map(|d| d.cause),
             Some(crate::engine::diagnosis::Cause::CredentialsRejected)
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], 0);
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
         assert!(r.diagnosis.is_none());
+    }
+
+    #[test]
+    fn pull_failures_of_a_started_pod_are_history() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));
+        let v = view(
+            json!({"metadata": {"name": "api"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
+        );
+        let events = vec![
+            "Failed: Failed to pull image \"registry.example.com/a:1\": 503 Service Unavailable"
+                .to_owned(),
+            "Failed: Error: ImagePullBackOff".to_owned(),
+        ];
+        let running = diagnosis::container_reports(
+            &json!({"status": {"containerStatuses": [{"name": "c", "started": true,
+            "state": {"running": {}}}]}}),
+        );
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &running, 0);
+        assert!(!r.has_problem(), "{}", render_text(&r));
+        assert!(r.diagnosis.is_none());
+        assert_eq!(
+            r.checks[0].details,
+            ["earlier pull failures (2 events, the latest: Failed: Error: ImagePullBackOff) are history: all containers have started"]
+        );
+        // Still waiting on the pull: the same Events are the current problem, and the wait is listed.
+        let waiting = diagnosis::container_reports(
+            &json!({"status": {"containerStatuses": [{"name": "c",
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}}),
+        );
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &waiting, 0);
+        assert!(r.has_problem());
+        assert_eq!(r.checks[0].details.len(), 3, "{:?}", r.checks[0]);
+        assert!(r.checks[0].details[0].starts_with("container \"c\" waits: ImagePullBackOff"));
+        assert!(r.diagnosis.is_some());
+        // Events expired, the status still shows the wait: diagnosed from it.
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &waiting, 0);
+        assert!(
+            r.has_problem() && r.diagnosis.is_some(),
+            "{}",
+            render_text(&r)
+        );
     }
 
     #[test]
@@ -433,13 +509,13 @@ mod tests {
             json!({"metadata": {"name": "web"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
             "containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], 0);
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
         assert!(!r.has_problem(), "{}", render_text(&r));
         let public = Policy::from_yaml("registries:\n  public: [docker.io]\n").unwrap();
         let v = view(
             json!({"metadata": {"name": "n"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &public, &[], 0);
+        let r = diagnose(&v, "shop", &idx, &public, &[], &[], 0);
         assert!(r.checks.iter().any(|c| c.verdict == Verdict::NotApplicable));
         assert!(!r.has_problem());
     }
@@ -452,12 +528,12 @@ mod tests {
             json!({"metadata": {"name": "s", "annotations": {"kubernetes.io/config.mirror": "x"}},
             "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], 0);
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
         assert_eq!(r.checks.last().map(|c| c.verdict), Some(Verdict::Problem));
         let v = view(
             json!({"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], 0);
+        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
         let sa = r
             .checks
             .iter()

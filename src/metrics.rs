@@ -94,7 +94,7 @@ pub struct CauseLabels {
 /// What attribution did with a pull-failure Event.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// queued, coalesced, dropped, diagnosed, duplicate, pod_gone, not_leader, event_dropped, error.
+    /// queued, coalesced, dropped, diagnosed, duplicate, started, pod_gone, not_leader, event_dropped, error.
     pub outcome: &'static str,
 }
 
@@ -248,7 +248,7 @@ impl Metrics {
         let attribution_events = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "attribution_events",
-            "Pull-failure Events by outcome (queued, coalesced, dropped; then per pod: diagnosed, duplicate, pod_gone, not_leader, event_dropped, error)",
+            "Pull-failure Events by outcome (queued, coalesced, dropped; then per pod: diagnosed, duplicate, started, pod_gone, not_leader, event_dropped, error)",
             attribution_events.clone(),
         );
         let attribution_queued = Gauge::default();

@@ -719,3 +719,93 @@ async fn serve_runs_attribution_on_one_replica_only() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_kubelet_cannot_read_is_malformed_and_a_started_pod_is_history() {
+    support::install_crypto();
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::namespace("pullgate", &[]));
+    fake.apply(fixtures::service_account("shop", "default", &[]));
+    let planted = "attr-planted-auth";
+    fake.apply(fixtures::malformed_pull_secret(
+        "shop",
+        "mal",
+        "registry.example.com:5000",
+        &format!("%{planted}"),
+    ));
+    let keyring = "illegal base64 data at input byte 0";
+    fake.apply(pod(
+        "shop",
+        "api",
+        json!({"imagePullSecrets": [{"name": "mal"}]}),
+        None,
+        keyring,
+    ));
+    // A pod whose pull failed once, then started: its containers run.
+    fake.apply_secret("shop", "regcred", &["registry.example.com:5000"], "pw");
+    let mut flaky = pod(
+        "shop",
+        "flaky",
+        json!({"imagePullSecrets": [{"name": "regcred"}]}),
+        None,
+        "ImagePullBackOff",
+    );
+    flaky["status"] = json!({"phase": "Running", "containerStatuses": [{"name": "api", "image": IMG,
+        "imageID": "registry.example.com:5000/shop/api@sha256:0123", "ready": true, "started": true,
+        "restartCount": 0, "state": {"running": {"startedAt": "2025-01-01T00:00:00Z"}}}]});
+    fake.apply(flaky);
+
+    let run = start(&fake, policy(false)).await;
+    let client = fake.client().await;
+    pull_failed(&fake, "shop", "flaky", 0);
+    kubelet_event(
+        &fake,
+        "shop",
+        "api",
+        0,
+        "Failed",
+        &format!("Error: {keyring}"),
+    );
+    let events = poll("a diagnosis on shop/api", DEADLINE, || async {
+        let e = pullgate_events(&client, "shop", "api", "PullgateDiagnosis").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    let message = events[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("an imagePullSecret is unusable")
+            && message.contains("secret \"mal\"")
+            && message.contains("not valid base64")
+            && message.contains(keyring),
+        "{message}"
+    );
+    assert!(
+        !message.contains(planted),
+        "no credential material: {message}"
+    );
+    assert_eq!(failures(&run.metrics, "shop", "MalformedSecret"), 1.0);
+
+    eventually("the started pod's failure set aside", || {
+        sample(
+            &run.metrics,
+            "pullgate_attribution_events_total",
+            &[("outcome", "started")],
+        ) == 1.0
+    })
+    .await;
+    assert!(
+        pullgate_events(&client, "shop", "flaky", "PullgateDiagnosis")
+            .await
+            .is_empty(),
+        "no diagnosis for a pod whose containers all run"
+    );
+    assert_eq!(
+        sample(
+            &run.metrics,
+            "pullgate_image_pull_failures_total",
+            &[("namespace", "shop")]
+        ),
+        1.0,
+        "only the malformed secret's pod is counted"
+    );
+}

@@ -222,3 +222,140 @@ async fn old_secrets_json_output_and_unreadable_pods() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("no-such-pod"), "{text}");
 }
+
+/// A kubelet Event about a pod, `seconds` after a fixed start (doctor orders Events by time).
+fn kubelet_event(ns: &str, pod: &str, n: u32, seconds: u32, reason: &str, message: &str) -> Value {
+    let at = format!("2025-01-01T00:{:02}:{:02}Z", seconds / 60, seconds % 60);
+    json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{pod}.{n}"), "namespace": ns},
+        "involvedObject": {"kind": "Pod", "name": pod, "namespace": ns},
+        "reason": reason, "type": "Warning", "message": message,
+        "firstTimestamp": at, "lastTimestamp": at})
+}
+
+fn with_status(mut pod: Value, status: Value) -> Value {
+    pod["status"] = status;
+    pod
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_kubelet_cannot_read_is_named_malformed() {
+    let fake = cluster().await;
+    let image = "registry.example.com/shop/app:1";
+    // Not base64 at byte 0, and carrying the planted text that must never be printed.
+    fake.apply(fixtures::malformed_pull_secret(
+        "shop",
+        "mal",
+        "registry.example.com",
+        &format!("%{PLANTED}"),
+    ));
+    let keyring = "illegal base64 data at input byte 0";
+    fake.apply(with_status(
+        pod("shop", "app", image, &["mal"], json!({})),
+        json!({"phase": "Pending", "containerStatuses": [{"name": "app", "image": image,
+            "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": keyring, "message": keyring}}}]}),
+    ));
+    // What a v1.36 kubelet records (reference/kubelet-events.md): one pull without the secret, then only the keyring error.
+    let events = [
+        (
+            "FailedToRetrieveImagePullSecret",
+            "Unable to retrieve some image pull secrets (mal); attempting to pull the image may not succeed.".to_owned(),
+        ),
+        (
+            "Failed",
+            format!("Failed to pull image \"{image}\": failed to resolve reference: 401 Unauthorized"),
+        ),
+        ("Failed", "Error: ErrImagePull".to_owned()),
+        ("Failed", format!("Error: {keyring}")),
+    ];
+    for (n, (reason, message)) in (0u32..).zip(events) {
+        fake.apply(kubelet_event("shop", "app", n, n * 10, reason, &message));
+    }
+    let (code, text) = doctor(&fake, "shop", "app", &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("diagnosis: MalformedSecret: no image of the pod can be pulled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("secret \"mal\"") && text.contains("not valid base64"),
+        "the secret and what is wrong with it: {text}"
+    );
+    assert!(
+        text.contains(&format!("(kubelet: {keyring})")),
+        "quotes the kubelet: {text}"
+    );
+    assert!(
+        verdict(&text, "secrets are of the dockerconfigjson type").contains("PROBLEM"),
+        "{text}"
+    );
+    assert!(
+        verdict(&text, "pod events").contains("PROBLEM")
+            && text.contains(&format!("container \"app\" waits: {keyring}"))
+            && text.contains(&format!("Failed: Error: {keyring}")),
+        "{text}"
+    );
+
+    // The other variant, from the Event alone (no status yet): auth decodes but has no ':'.
+    fake.apply(fixtures::malformed_pull_secret(
+        "shop",
+        "nocolon",
+        "registry.example.com",
+        &fixtures::b64("robot"),
+    ));
+    fake.apply(pod("shop", "app2", image, &["nocolon"], json!({})));
+    let parse = "unable to parse auth field, must be formatted as base64(username:password)";
+    fake.apply(kubelet_event(
+        "shop",
+        "app2",
+        0,
+        0,
+        "Failed",
+        &format!("Error: {parse}"),
+    ));
+    let (code, text) = doctor(&fake, "shop", "app2", &["-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    let report: Value = serde_json::from_str(&text).expect("JSON report");
+    assert_eq!(report["diagnosis"]["cause"], "MalformedSecret", "{text}");
+    assert!(
+        report["diagnosis"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not decode to username:password")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_failures_before_the_pod_started_are_history() {
+    let fake = cluster().await;
+    let image = "registry.example.com/shop/web:2";
+    fake.apply(with_status(
+        pod("shop", "flaky", image, &["regcred"], json!({})),
+        json!({"phase": "Running", "containerStatuses": [{"name": "app", "image": image,
+            "imageID": "registry.example.com/shop/web@sha256:0123", "ready": true, "started": true,
+            "restartCount": 0, "state": {"running": {"startedAt": "2025-01-01T00:01:00Z"}}}]}),
+    ));
+    let events = [
+        (
+            "Failed",
+            format!("Failed to pull image \"{image}\": failed to do request: Head \"https://registry.example.com/v2/shop/web/manifests/2\": dial tcp: connect: connection refused"),
+        ),
+        ("Failed", "Error: ErrImagePull".to_owned()),
+        ("BackOff", format!("Back-off pulling image \"{image}\"")),
+        ("Failed", "Error: ImagePullBackOff".to_owned()),
+        ("Pulled", format!("Successfully pulled image \"{image}\" in 1.2s")),
+    ];
+    for (n, (reason, message)) in (0u32..).zip(events) {
+        fake.apply(kubelet_event("shop", "flaky", n, n * 10, reason, &message));
+    }
+    let (code, text) = doctor(&fake, "shop", "flaky", &[]);
+    assert_eq!(code, 0, "only current problems count:\n{text}");
+    assert!(!text.contains("PROBLEM"), "{text}");
+    assert!(!text.contains("diagnosis:"), "{text}");
+    assert!(
+        verdict(&text, "pod events").contains("[ok     ]")
+            && text.contains("earlier pull failures (4 events, the latest: Failed: Error: ImagePullBackOff) are history: all containers have started"),
+        "{text}"
+    );
+}

@@ -112,6 +112,39 @@ async fn real_registry_basic_auth_valid_and_wrong_password() {
     assert_eq!(reg.probe_requests(), 6, "{}", reg.log_text());
 }
 
+/// The distribution registry's self-signed recipe gives a certificate that is its own CA; with
+/// `caFile` naming it, credentials are judged like any other registry's, not `unreachable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_registry_with_a_self_signed_ca_certificate_judges_credentials() {
+    logs::capture();
+    if !registry::real_registry_available(
+        "real_registry_with_a_self_signed_ca_certificate_judges_credentials",
+    ) {
+        return;
+    }
+    let pki = TestPki::self_signed();
+    let reg = RealRegistry::start(&pki, htpasswd_users()).await;
+    let v = verifier(&trusting(&reg.key(), &pki));
+    assert_status(
+        &probe(&v, &reg.key(), USER, PLANTED).await,
+        CredentialStatus::Valid,
+        "right password",
+    );
+    assert_status(
+        &probe(&v, &reg.key(), USER, WRONG).await,
+        CredentialStatus::Rejected,
+        "wrong password",
+    );
+    assert_eq!(reg.probe_requests(), 4, "{}", reg.log_text());
+
+    // Only the caFile makes it trusted: without one it stays unreachable, and nothing is sent.
+    let untrusting = verifier(&registry::verify_policy(false, "5s", &[]));
+    let v = probe(&untrusting, &reg.key(), USER, WRONG).await;
+    assert_status(&v, CredentialStatus::Unreachable, "no caFile");
+    assert!(v.detail.contains("TLS"), "{}", v.detail);
+    assert_eq!(reg.probe_requests(), 4, "{}", reg.log_text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_ca_and_a_stopped_registry_are_unreachable_never_rejected() {
     logs::capture();

@@ -6,13 +6,16 @@
 //!
 //! The decisions are pure ([`crate::engine::diagnosis`], [`throttle`], [`restart`]); this module
 //! is the adapter: one Event watcher per watched scope, a bounded queue coalesced per pod, a few
-//! workers that read the pod and diagnose it against the store, and one paced Event writer. Only
+//! workers that read the pod and diagnose it against the store (unless all its containers have
+//! started since: the failure is history), and one paced Event writer. Only
 //! the holder of the `pullgate-attribution` Lease acts, so replicas do not write the same Event.
 
 pub mod restart;
 pub mod throttle;
 
-use crate::engine::diagnosis::{diagnose, pull_failure, Diagnosis};
+use crate::engine::diagnosis::{
+    all_started, container_reports, diagnose, keyring_wait, pull_failure, Diagnosis,
+};
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::events::{event, EventSpec};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels};
@@ -267,12 +270,18 @@ impl Shared {
         let Some(uid) = pod.metadata.uid.clone() else {
             return self.outcome("error");
         };
-        let Some(view) = serde_json::to_value(&pod)
-            .ok()
-            .and_then(|v| PodView::from_value(WorkloadKind::Pod, &v).ok())
-        else {
+        let Ok(value) = serde_json::to_value(&pod) else {
             return self.outcome("error");
         };
+        let Ok(view) = PodView::from_value(WorkloadKind::Pod, &value) else {
+            return self.outcome("error");
+        };
+        let containers = container_reports(&value);
+        if all_started(&containers) {
+            // The pull failed once and then succeeded (a transient error): nothing to name.
+            return self.outcome("started");
+        }
+        let failure = keyring_wait(&containers).unwrap_or(failure);
         let diagnosis = {
             let index = self.store.view();
             diagnose(

@@ -2,6 +2,7 @@
 //! through admission (`attribution.restartStuckPods`). Pure rules over the pod object and the
 //! restarts already made; the caller does the API calls.
 
+use crate::engine::diagnosis::waiting_failure;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -9,9 +10,6 @@ use std::time::{Duration, Instant};
 /// Controllers that recreate a deleted pod from their template. Bare pods are never restarted:
 /// nothing would bring them back.
 const CONTROLLERS: [&str; 4] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
-
-/// Container waiting reasons of a pod stuck on image pulls.
-const STUCK: [&str; 2] = ["ImagePullBackOff", "ErrImagePull"];
 
 /// The controller that owns a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +23,8 @@ pub struct Owner {
 }
 
 /// The pod's recreating controller, if the pod is one that may be restarted: owned by one,
-/// not being deleted, with a container waiting on an image pull.
+/// not being deleted, with a container waiting on an image pull (as
+/// [`waiting_failure`] reads the waiting reason, a pull-secret error of the kubelet included).
 pub fn candidate(pod: &Pod) -> Option<Owner> {
     if pod.metadata.deletion_timestamp.is_some() || pod.metadata.uid.is_none() {
         return None;
@@ -46,8 +45,11 @@ pub fn candidate(pod: &Pod) -> Option<Owner> {
         c.state
             .as_ref()
             .and_then(|s| s.waiting.as_ref())
-            .and_then(|w| w.reason.as_deref())
-            .is_some_and(|r| STUCK.contains(&r))
+            .and_then(|w| {
+                let reason = w.reason.as_deref()?;
+                waiting_failure(reason, w.message.as_deref().unwrap_or_default())
+            })
+            .is_some()
     });
     stuck.then(|| Owner {
         kind: owner.kind.clone(),
@@ -135,6 +137,14 @@ mod tests {
             assert_eq!((o.kind.as_str(), o.uid.as_str()), (kind, "rs-uid"));
         }
         assert!(candidate(&pod(Some("ReplicaSet"), "ErrImagePull")).is_some());
+        assert!(
+            candidate(&pod(
+                Some("ReplicaSet"),
+                "illegal base64 data at input byte 12"
+            ))
+            .is_some(),
+            "the kubelet cannot read the pod's pull secrets"
+        );
         assert!(
             candidate(&pod(None, "ImagePullBackOff")).is_none(),
             "bare pod"

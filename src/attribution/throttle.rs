@@ -192,6 +192,7 @@ mod tests {
         PullFailure {
             image: Some(image.to_owned()),
             auth_error: true,
+            keyring: None,
             message: String::new(),
         }
     }

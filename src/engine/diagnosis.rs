@@ -86,15 +86,83 @@ impl fmt::Display for Cause {
     }
 }
 
-/// A kubelet Event that reports an image pull failure.
+/// A kubelet Event or container status that reports an image pull failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullFailure {
     /// The image the kubelet names, when the message names one.
     pub image: Option<String>,
     /// Whether the runtime's error reads as an authentication or authorisation failure.
     pub auth_error: bool,
+    /// The kubelet could not read the pod's imagePullSecrets, so it tried no pull at all.
+    pub keyring: Option<KeyringError>,
     /// The kubelet's message, cut to a quotable length.
     pub message: String,
+}
+
+/// Why the kubelet could not build its keyring from a pod's imagePullSecrets.
+///
+/// The kubelet decodes every pull secret of the pod with Go's encoding/json into
+/// pkg/credentialprovider's types (secrets.MakeDockerKeyring); the first error fails every
+/// pull of the pod before any request, and kuberuntime's startContainer reports the bare error
+/// text as the container's waiting reason and as a `Failed` Event "Error: <text>".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyringError {
+    /// An `auth` is not base64: encoding/base64's "illegal base64 data at input byte N".
+    AuthNotBase64,
+    /// An `auth` decodes but has no ':': config.go's "unable to parse auth field, must be
+    /// formatted as base64(username:password)" (older kubelets stop after "field").
+    AuthNotUserPassword,
+    /// The payload is not JSON of the docker config shape: encoding/json's syntax errors
+    /// ("invalid character 'x' …", "unexpected end of JSON input") and type errors
+    /// ("json: cannot unmarshal …").
+    Json,
+}
+
+impl KeyringError {
+    /// What is wrong with the secret and how to fix it, for a pod in `namespace`.
+    fn explain(self, namespace: &str) -> String {
+        let what = match self {
+            KeyringError::AuthNotBase64 => {
+                "the \"auth\" field of a registry entry is not valid base64"
+            }
+            KeyringError::AuthNotUserPassword => {
+                "the \"auth\" field of a registry entry decodes to text without a ':' (it must be base64 of username:password; a token alone needs its username too)"
+            }
+            KeyringError::Json => "the payload is not a valid docker config JSON document",
+        };
+        format!(
+            "{what}, so the kubelet pulls none of the pod's images: recreate the secret (kubectl create secret docker-registry NAME -n {namespace} --docker-server=… --docker-username=… --docker-password=… --dry-run=client -o yaml | kubectl apply -f -)"
+        )
+    }
+}
+
+/// The keyring error a kubelet text (a waiting reason, or a `Failed` Event after "Error: ")
+/// reports, matched on the stable parts of the Go error texts.
+pub fn keyring_error(text: &str) -> Option<KeyringError> {
+    let text = text.trim_start();
+    if text.contains("illegal base64 data at input byte") {
+        Some(KeyringError::AuthNotBase64)
+    } else if text.contains("unable to parse auth field") {
+        Some(KeyringError::AuthNotUserPassword)
+    } else if text.starts_with("invalid character '")
+        || text.starts_with("unexpected end of JSON input")
+        || text.starts_with("json: cannot unmarshal ")
+    {
+        // Anchored: these phrases are generic, but the kubelet reports the keyring's error bare.
+        Some(KeyringError::Json)
+    } else {
+        None
+    }
+}
+
+fn keyring_failure(kind: KeyringError, text: &str) -> PullFailure {
+    PullFailure {
+        image: None,
+        // "…at input byte 401" is no HTTP status.
+        auth_error: false,
+        keyring: Some(kind),
+        message: cut(text, MAX_QUOTE_LEN).to_owned(),
+    }
 }
 
 /// The pull failure an Event reports, or None for any other Event.
@@ -102,9 +170,16 @@ pub struct PullFailure {
 /// The kubelet (pkg/kubelet/images, pkg/kubelet/events) records `Failed` with "Failed to pull
 /// image %q: …" and "Error: ErrImagePull" / "Error: ImagePullBackOff", and `BackOff` with
 /// "Back-off pulling image %q" — `BackOff` also reports crash loops ("Back-off restarting failed
-/// container"), which are not pull failures — and `InspectFailed` for a reference it cannot parse. `ErrImagePull` and `ImagePullBackOff` are container
-/// waiting reasons that some runtimes and tools record as Event reasons too.
+/// container"), which are not pull failures — and `InspectFailed` for a reference it cannot parse.
+/// `ErrImagePull` and `ImagePullBackOff` are container waiting reasons that some runtimes and
+/// tools record as Event reasons too. A pod whose pull secrets the kubelet cannot read gets
+/// `Failed` "Error: <keyring error>" instead (see [`KeyringError`]).
 pub fn pull_failure(reason: &str, message: &str) -> Option<PullFailure> {
+    if reason == "Failed" {
+        if let Some(kind) = message.strip_prefix("Error: ").and_then(keyring_error) {
+            return Some(keyring_failure(kind, message));
+        }
+    }
     let is_pull = match reason {
         "ErrImagePull" | "ImagePullBackOff" => true,
         "Failed" => {
@@ -123,8 +198,129 @@ pub fn pull_failure(reason: &str, message: &str) -> Option<PullFailure> {
     Some(PullFailure {
         image: quoted(message).map(str::to_owned),
         auth_error: is_auth_error(message),
+        keyring: None,
         message: cut(message, MAX_QUOTE_LEN).to_owned(),
     })
+}
+
+/// The pull failure a container's `state.waiting` reports, or None for any other wait.
+///
+/// The kubelet sets the reason to `ErrImagePull`, `ImagePullBackOff` or `InvalidImageName`
+/// (message: the runtime's error or "Back-off pulling image %q: …"), or, when it cannot read
+/// the pod's pull secrets, to the keyring's error text itself.
+pub fn waiting_failure(reason: &str, message: &str) -> Option<PullFailure> {
+    if let Some(kind) = keyring_error(reason) {
+        return Some(keyring_failure(kind, reason));
+    }
+    if !matches!(
+        reason,
+        "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
+    ) {
+        return None;
+    }
+    let text = if message.is_empty() { reason } else { message };
+    Some(PullFailure {
+        image: quoted(message).map(str::to_owned),
+        auth_error: is_auth_error(message),
+        keyring: None,
+        message: cut(text, MAX_QUOTE_LEN).to_owned(),
+    })
+}
+
+/// One container's status as the kubelet reports it: only what pull diagnoses read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerReport {
+    /// Container name.
+    pub name: String,
+    /// An init container (they run before the others).
+    pub init: bool,
+    /// Running, terminated, `started`, or terminated before: its image was pulled.
+    pub started: bool,
+    /// `state.waiting` as (reason, message).
+    pub waiting: Option<(String, String)>,
+}
+
+impl ContainerReport {
+    /// The pull failure this container waits on, if any.
+    pub fn pull_failure(&self) -> Option<PullFailure> {
+        let (reason, message) = self.waiting.as_ref()?;
+        waiting_failure(reason, message)
+    }
+
+    /// The wait as one line for a report, e.g. `container "app" waits: ImagePullBackOff: Back-off …`.
+    pub fn describe_wait(&self) -> Option<String> {
+        let (reason, message) = self.waiting.as_ref()?;
+        let text = if message.is_empty() || message == reason {
+            reason.clone()
+        } else {
+            format!("{reason}: {message}")
+        };
+        Some(format!(
+            "container {:?} waits: {}",
+            self.name,
+            cut(&text, MAX_QUOTE_LEN)
+        ))
+    }
+}
+
+/// The container statuses of a Pod object (init containers first); none when it has no status.
+pub fn container_reports(pod: &serde_json::Value) -> Vec<ContainerReport> {
+    let status = &pod["status"];
+    let read = |field: &str, init: bool| {
+        status[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(move |c| {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                let state = &c["state"];
+                let w = &state["waiting"];
+                let waiting = w
+                    .is_object()
+                    .then(|| (text(&w["reason"]), text(&w["message"])));
+                ContainerReport {
+                    name: text(&c["name"]),
+                    init,
+                    started: state["running"].is_object()
+                        || state["terminated"].is_object()
+                        || c["started"].as_bool() == Some(true)
+                        || c["lastState"]["terminated"].is_object(),
+                    waiting,
+                }
+            })
+    };
+    read("initContainerStatuses", true)
+        .chain(read("containerStatuses", false))
+        .collect()
+}
+
+/// Whether every container of the pod has started and none waits on a pull: earlier pull
+/// failures are then history, not the pod's current problem.
+pub fn all_started(containers: &[ContainerReport]) -> bool {
+    let mut regular = containers.iter().filter(|c| !c.init).peekable();
+    regular.peek().is_some()
+        && regular.all(|c| c.started)
+        && containers.iter().all(|c| c.pull_failure().is_none())
+}
+
+/// A container waiting because the kubelet cannot read the pod's pull secrets: the kubelet's
+/// own verdict, and current, so it outranks any failure Event.
+pub fn keyring_wait(containers: &[ContainerReport]) -> Option<PullFailure> {
+    containers
+        .iter()
+        .filter_map(ContainerReport::pull_failure)
+        .find(|f| f.keyring.is_some())
+}
+
+/// The failure to diagnose: a container waiting on the keyring, else the latest failure Event,
+/// else any container waiting on a pull (its Events may have expired).
+pub fn current_failure(
+    containers: &[ContainerReport],
+    latest_event: Option<PullFailure>,
+) -> Option<PullFailure> {
+    keyring_wait(containers)
+        .or(latest_event)
+        .or_else(|| containers.iter().find_map(ContainerReport::pull_failure))
 }
 
 /// The first double-quoted string of a message (the kubelet formats images with %q), if it can be an image.
@@ -210,6 +406,9 @@ pub fn diagnose(
 ) -> Diagnosis {
     let existing = PodContext::existing(namespace, now);
     let current = evaluate_pod(view, &existing, policy, index);
+    if let Some(kind) = failure.keyring {
+        return keyring_diagnosis(kind, &current, namespace, failure);
+    }
     let image = failure
         .image
         .as_deref()
@@ -266,6 +465,47 @@ fn diagnosis(cause: Cause, image: Option<&str>, detail: &str, fixed: bool) -> Di
             detail.trim_end_matches('.')
         ),
         fixed_by_recreation: fixed,
+    }
+}
+
+/// The kubelet cannot read the pod's pull secrets: a malformed secret, whichever image it is for.
+fn keyring_diagnosis(
+    kind: KeyringError,
+    current: &Decision<'_>,
+    namespace: &str,
+    failure: &PullFailure,
+) -> Diagnosis {
+    // The engine names the secret and its fix when it reads the payload as the kubelet does;
+    // the pod-level (fatal) finding is an error, a ServiceAccount's is a warning.
+    let finding = current
+        .findings
+        .iter()
+        .filter(|f| f.code == Code::MalformedSecret)
+        .max_by_key(|f| f.severity);
+    let detail = finding.map_or_else(
+        || {
+            let names = if current.image_pull_secrets.is_empty() {
+                "one of the pod's imagePullSecrets".to_owned()
+            } else {
+                format!(
+                    "one of the pod's imagePullSecrets ({})",
+                    current.image_pull_secrets.join(", ")
+                )
+            };
+            format!("in {names}, {}", kind.explain(namespace))
+        },
+        |f| f.message.clone(),
+    );
+    Diagnosis {
+        cause: Cause::MalformedSecret,
+        image: None,
+        message: format!(
+            "no image of the pod can be pulled ({}): {} (kubelet: {})",
+            Cause::MalformedSecret.summary(),
+            detail.trim_end_matches('.'),
+            failure.message
+        ),
+        fixed_by_recreation: false,
     }
 }
 
@@ -483,6 +723,260 @@ mod tests {
             ("failed", "Failed to pull image \"nginx\""),
         ] {
             assert_eq!(pull_failure(reason, message), None, "{reason}: {message}");
+        }
+    }
+
+    #[test]
+    fn recognises_the_kubelets_keyring_errors_in_events_and_waiting_reasons() {
+        // (text after "Error: " and as waiting reason, kind); offsets and JSON contexts vary.
+        let cases = [
+            (
+                "illegal base64 data at input byte 0",
+                KeyringError::AuthNotBase64,
+            ),
+            (
+                "illegal base64 data at input byte 401",
+                KeyringError::AuthNotBase64,
+            ),
+            (
+                "unable to parse auth field, must be formatted as base64(username:password)",
+                KeyringError::AuthNotUserPassword,
+            ),
+            ("unable to parse auth field", KeyringError::AuthNotUserPassword),
+            (
+                "invalid character 'x' looking for beginning of value",
+                KeyringError::Json,
+            ),
+            (
+                "invalid character '}' after object key",
+                KeyringError::Json,
+            ),
+            ("unexpected end of JSON input", KeyringError::Json),
+            (
+                "json: cannot unmarshal string into Go value of type credentialprovider.DockerConfigJSON",
+                KeyringError::Json,
+            ),
+        ];
+        for (text, kind) in cases {
+            let e = pull_failure("Failed", &format!("Error: {text}"))
+                .unwrap_or_else(|| panic!("Event {text:?} not recognised"));
+            assert_eq!(e.keyring, Some(kind), "{text}");
+            assert_eq!(e.image, None);
+            assert!(!e.auth_error, "{text}: no registry was asked");
+            assert_eq!(e.message, format!("Error: {text}"));
+            let w = waiting_failure(text, text)
+                .unwrap_or_else(|| panic!("waiting reason {text:?} not recognised"));
+            assert_eq!((w.keyring, w.message.as_str()), (Some(kind), text));
+        }
+        // Generic phrases count only where the kubelet puts the keyring's error: bare.
+        for (reason, message) in [
+            (
+                "Failed",
+                "Error: failed to create containerd task: invalid character 'x'",
+            ),
+            (
+                "Failed",
+                "invalid character 'x' looking for beginning of value",
+            ),
+            ("FailedMount", "Error: illegal base64 data at input byte 0"),
+            ("Failed", "Error: CreateContainerConfigError"),
+        ] {
+            assert_eq!(pull_failure(reason, message), None, "{reason}: {message}");
+        }
+        // A runtime's pull error that happens to mention base64 stays a pull failure.
+        let f = failed(IMG, "illegal base64 data at input byte 3");
+        assert_eq!((f.keyring, f.image.as_deref()), (None, Some(IMG)));
+        for reason in [
+            "CreateContainerConfigError",
+            "ContainerCreating",
+            "CrashLoopBackOff",
+        ] {
+            assert_eq!(waiting_failure(reason, "x"), None, "{reason}");
+        }
+        let w = waiting_failure(
+            "ImagePullBackOff",
+            &format!("Back-off pulling image \"{IMG}\": ErrImagePull: 401 Unauthorized"),
+        )
+        .unwrap();
+        assert_eq!(
+            (w.image.as_deref(), w.auth_error, w.keyring),
+            (Some(IMG), true, None)
+        );
+        assert_eq!(
+            waiting_failure("ErrImagePull", "").unwrap().message,
+            "ErrImagePull"
+        );
+    }
+
+    fn malformed(auth: &str) -> SecretInfo {
+        let payload = format!(r#"{{"auths":{{"registry.example.com:5000":{{"auth":"{auth}"}}}}}}"#);
+        let mut data = BTreeMap::new();
+        data.insert(".dockerconfigjson".to_owned(), payload.into_bytes());
+        SecretInfo::new(
+            "shop",
+            "mal",
+            "kubernetes.io/dockerconfigjson",
+            Some(1),
+            None,
+            &data,
+        )
+    }
+
+    #[test]
+    fn keyring_errors_are_malformed_secrets_whatever_else_is_wrong() {
+        let policy = Policy::default();
+        let p = pod(
+            json!({"imagePullSecrets": [{"name": "mal"}], "containers": [
+            {"name": "api", "image": IMG},
+            {"name": "side", "image": "Quay.io/Acme/Side"}]}),
+        );
+        for (auth, text, fix) in [
+            (
+                "%%%",
+                "illegal base64 data at input byte 0",
+                "not valid base64",
+            ),
+            // base64("robot") has no ':'.
+            (
+                "cm9ib3Q=",
+                "unable to parse auth field, must be formatted as base64(username:password)",
+                "does not decode to username:password",
+            ),
+        ] {
+            let mut idx = ClusterIndex::new();
+            idx.upsert_secret(malformed(auth));
+            let f = pull_failure("Failed", &format!("Error: {text}")).unwrap();
+            let d = diagnose(&p, "shop", &policy, &idx, &f, 0);
+            assert_eq!(d.cause, Cause::MalformedSecret, "{}", d.message);
+            assert!(!d.fixed_by_recreation);
+            assert_eq!(d.image, None, "the keyring fails for every image");
+            for part in [
+                "secret \"mal\"",
+                fix,
+                "kubectl create secret docker-registry mal -n shop",
+            ] {
+                assert!(d.message.contains(part), "{part:?} in {}", d.message);
+            }
+            assert!(
+                d.message.ends_with(&format!("(kubelet: Error: {text})")),
+                "{}",
+                d.message
+            );
+            assert!(
+                !d.message.contains(auth),
+                "no credential material: {}",
+                d.message
+            );
+        }
+
+        // pullgate cannot see the secret (not synced, or read differently): the kubelet's word stands.
+        let f = waiting_failure(
+            "illegal base64 data at input byte 7",
+            "illegal base64 data at input byte 7",
+        )
+        .unwrap();
+        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), &f, 0);
+        assert_eq!(d.cause, Cause::MalformedSecret, "{}", d.message);
+        assert!(
+            d.message.contains("imagePullSecrets (mal)")
+                && d.message.contains("is not valid base64")
+                && d.message.contains("-n shop"),
+            "{}",
+            d.message
+        );
+        let f = pull_failure("Failed", "Error: unexpected end of JSON input").unwrap();
+        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), &f, 0);
+        assert_eq!(d.cause, Cause::MalformedSecret);
+        assert!(
+            d.message.contains("not a valid docker config JSON"),
+            "{}",
+            d.message
+        );
+    }
+
+    fn status(v: serde_json::Value) -> Vec<ContainerReport> {
+        container_reports(&json!({"status": v}))
+    }
+
+    #[test]
+    fn container_statuses_tell_current_pull_failures_from_history() {
+        let running =
+            json!({"name": "api", "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}});
+        let backoff = json!({"name": "side", "state": {"waiting": {"reason": "ImagePullBackOff",
+            "message": format!("Back-off pulling image \"{IMG}\"")}}});
+        let keyring = json!({"name": "side", "state": {"waiting": {
+            "reason": "illegal base64 data at input byte 0", "message": "illegal base64 data at input byte 0"}}});
+        let crashing = json!({"name": "side", "started": false, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1}}});
+        let done = json!({"name": "init", "state": {"terminated": {"exitCode": 0}}});
+
+        assert!(all_started(&status(
+            json!({"containerStatuses": [running]})
+        )));
+        assert!(all_started(&status(
+            json!({"containerStatuses": [running, crashing],
+            "initContainerStatuses": [done]})
+        )));
+        assert!(all_started(&status(
+            json!({"containerStatuses": [{"name": "a", "started": true,
+            "state": {}}]})
+        )));
+        assert!(!all_started(&[]), "no status yet");
+        assert!(
+            !all_started(&status(json!({"initContainerStatuses": [done]}))),
+            "no container yet"
+        );
+        assert!(!all_started(&status(
+            json!({"containerStatuses": [running, backoff]})
+        )));
+        assert!(!all_started(&status(json!({"containerStatuses": [
+            {"name": "a", "state": {"waiting": {"reason": "ContainerCreating"}}}]}))));
+        // Restarted with imagePullPolicy Always and now failing the pull again: current, not history.
+        let repulling = json!({"name": "api", "lastState": {"terminated": {"exitCode": 0}},
+            "state": {"waiting": {"reason": "ErrImagePull", "message": "401 Unauthorized"}}});
+        assert!(!all_started(&status(
+            json!({"containerStatuses": [repulling]})
+        )));
+        let stuck_init =
+            status(json!({"initContainerStatuses": [backoff], "containerStatuses": [running]}));
+        assert!(
+            !all_started(&stuck_init),
+            "an init container is stuck on a pull"
+        );
+        assert_eq!(
+            stuck_init[0].describe_wait().as_deref(),
+            Some(
+                format!(
+                    "container \"side\" waits: ImagePullBackOff: Back-off pulling image \"{IMG}\""
+                )
+                .as_str()
+            )
+        );
+
+        // The kubelet's keyring verdict outranks the latest Event; else the Event; else the wait.
+        let event = failed(IMG, "401 Unauthorized");
+        let c = status(json!({"containerStatuses": [backoff, keyring]}));
+        assert_eq!(
+            current_failure(&c, Some(event.clone())).and_then(|f| f.keyring),
+            Some(KeyringError::AuthNotBase64)
+        );
+        let c = status(json!({"containerStatuses": [backoff]}));
+        assert_eq!(current_failure(&c, Some(event.clone())), Some(event));
+        assert_eq!(
+            current_failure(&c, None).and_then(|f| f.image),
+            Some(IMG.to_owned())
+        );
+        assert_eq!(current_failure(&[], None), None);
+        assert_eq!(keyring_wait(&c), None);
+
+        // Malformed statuses are read leniently, never a panic.
+        for v in [
+            json!(null),
+            json!({"containerStatuses": 3}),
+            json!({"containerStatuses": [3, {"state": {"waiting": 1}}, {"state": {"waiting": {"reason": 5}}}]}),
+        ] {
+            let r = status(v);
+            assert!(!all_started(&r));
         }
     }
 

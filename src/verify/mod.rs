@@ -7,7 +7,8 @@
 //!   `unsupported`) and where a credential may go.
 //! - [`http`] is the thin adapter (one HTTP/1.1 request per connection, rustls, no redirects).
 //! - [`prober`] runs flows under per-registry concurrency limits and a deadline, with the
-//!   policy's per-registry CAs and plain-HTTP exceptions.
+//!   policy's per-registry CAs and plain-HTTP exceptions; [`tls`] checks server certificates
+//!   against a `caFile`, accepting a self-signed registry certificate as containerd does.
 //! - [`schedule`] is the pure schedule (at once when new or rotated, then every interval, jittered).
 //! - [`service`] is the loop that plans over the store, reads each secret only when its
 //!   registry has a free slot, records results in the index, metrics and Events; [`kube`] binds it
@@ -24,6 +25,7 @@ pub mod offline;
 pub mod prober;
 pub mod schedule;
 pub mod service;
+pub mod tls;
 
 pub use flow::Verdict;
 pub use prober::{Settings, Verifier, VerifyError};

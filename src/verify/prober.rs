@@ -4,6 +4,7 @@
 
 use super::flow::{Flow, Next, Origin, Verdict};
 use super::http;
+use super::tls::CaFileVerifier;
 use crate::engine::keyring::{MatchTarget, RegistryKey};
 use crate::engine::pullsecret::Credential;
 use crate::policy::{RegistryPattern, Verify};
@@ -34,6 +35,15 @@ pub enum VerifyError {
         #[source]
         source: std::io::Error,
     },
+    /// A `caFile` has a malformed PEM section.
+    #[error("verify: caFile {path}: malformed PEM: {source}")]
+    BadPem {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
     /// A `caFile` holds no PEM certificate.
     #[error("verify: caFile {path} holds no PEM certificate")]
     NoCertificate {
@@ -52,6 +62,9 @@ pub enum VerifyError {
     /// rustls refused the client configuration.
     #[error("verify: TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// rustls refused the certificate verifier's configuration.
+    #[error("verify: TLS verifier: {0}")]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
 }
 
 /// Transport settings of the registries one policy pattern matches.
@@ -165,9 +178,12 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, VerifyError> {
         path: path.to_owned(),
         source,
     })?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
-        .collect();
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| VerifyError::BadPem {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
         return Err(VerifyError::NoCertificate {
             path: path.to_owned(),
@@ -176,21 +192,30 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, VerifyError> {
     Ok(certs)
 }
 
+/// TLS trusting the system roots and `ca_file`; with a `ca_file`, also its certificates served
+/// as is (a self-signed registry, see [`CaFileVerifier`]).
 fn client_config(
-    extra: &[CertificateDer<'static>],
+    ca_file: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ClientConfig>, VerifyError> {
     let mut roots = rustls::RootCertStore::empty();
     // A system certificate rustls cannot parse is skipped, as every TLS client does.
     roots.add_parsable_certificates(native_roots().iter().cloned());
-    for cert in extra {
+    for cert in ca_file {
         roots.add(cert.clone())?;
     }
     // ring explicitly: the process-wide default may not be installed (tests, library use).
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = if ca_file.is_empty() {
+        builder.with_root_certificates(roots)
+    } else {
+        let verifier = CaFileVerifier::new(roots, ca_file.to_vec(), provider)?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+    };
+    let mut config = builder.with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -404,7 +429,29 @@ mod tests {
         assert_eq!(s.per_registry, DEFAULT_PER_REGISTRY);
         assert_eq!(s.with_per_registry(0).per_registry, 1);
         let err = Settings::from_policy(&policy(&empty, false)).err().unwrap();
+        assert!(matches!(err, VerifyError::NoCertificate { .. }), "{err}");
         assert!(err.to_string().contains("empty.pem"), "{err}");
+        // A broken section beside a good certificate fails too, rather than being skipped.
+        let truncated = dir.path().join("truncated.pem");
+        let half = &certs.tls_cert_pem[..certs.tls_cert_pem.len() / 2];
+        std::fs::write(&truncated, format!("{}{half}", certs.ca_cert_pem)).unwrap();
+        let err = Settings::from_policy(&policy(&truncated, false))
+            .err()
+            .unwrap();
+        assert!(matches!(err, VerifyError::BadPem { .. }), "{err}");
+        assert!(err.to_string().contains("truncated.pem"), "{err}");
+        // Well-formed PEM around bytes that are no certificate.
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = Settings::from_policy(&policy(&garbage, false))
+            .err()
+            .unwrap();
+        assert!(matches!(err, VerifyError::BadCertificate { .. }), "{err}");
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
         let missing = dir.path().join("missing.pem");
         let err = Settings::from_policy(&policy(&missing, false))
             .err()

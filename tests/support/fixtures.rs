@@ -38,6 +38,19 @@ pub fn pull_secret(ns: &str, name: &str, registries: &[&str], password: &str) ->
     })
 }
 
+/// A `kubernetes.io/dockerconfigjson` Secret whose one entry has `auth` as given (e.g. not
+/// base64), which the kubelet's keyring refuses.
+pub fn malformed_pull_secret(ns: &str, name: &str, registry: &str, auth: &str) -> Value {
+    let payload = json!({ "auths": { registry: { "auth": auth } } }).to_string();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns },
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": { ".dockerconfigjson": b64(payload) },
+    })
+}
+
 /// A legacy `kubernetes.io/dockercfg` Secret (the bare map of registries, no `auths`).
 pub fn dockercfg_secret(ns: &str, name: &str, registries: &[&str], password: &str) -> Value {
     let cfg: Map<String, Value> = registries

@@ -7,7 +7,8 @@
 //!   requests and the most it served at once; with [`Behaviour::Trap`] it proves nothing reached it.
 //!
 //! Every server uses certificates from `pullgate::tls::certs::generate` (one test CA, SANs for
-//! localhost and 127.0.0.1–3), so tests can trust it with a `caFile` or leave it untrusted.
+//! localhost and 127.0.0.1–3), or [`TestPki::self_signed`]'s certificate that is its own CA, so
+//! tests can trust it with a `caFile` or leave it untrusted.
 #![allow(dead_code)]
 
 use axum::extract::{Request, State};
@@ -55,9 +56,63 @@ impl TestPki {
         let ca_file = write("ca.crt", &g.ca_cert_pem);
         let cert_file = write("tls.crt", &g.tls_cert_pem);
         let key_file = write("tls.key", &g.tls_key_pem);
+        TestPki::serving(
+            dir,
+            ca_file,
+            cert_file,
+            key_file,
+            &g.tls_cert_pem,
+            &g.tls_key_pem,
+        )
+    }
+
+    /// A registry certificate made like the distribution registry's recipe
+    /// (`openssl req -x509 -newkey … -addext "subjectAltName=…"`): self-signed and therefore its
+    /// own CA (basicConstraints CA:TRUE), for localhost and 127.0.0.1–3. The `caFile` is that
+    /// very certificate, as the recipe has containerd and Docker trust it.
+    pub fn self_signed() -> TestPki {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let key = rcgen::KeyPair::generate().expect("generate a key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("certificate names");
+        params
+            .subject_alt_names
+            .extend((1..=3).map(|i| rcgen::SanType::IpAddress(IpAddr::from([127, 0, 0, i]))));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::days(2);
+        let cert = params.self_signed(&key).expect("self-sign");
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        let dir = tempfile::tempdir().expect("pki dir");
+        let cert_file = dir.path().join("domain.crt");
+        let key_file = dir.path().join("domain.key");
+        std::fs::write(&cert_file, &cert_pem).expect("write pem");
+        std::fs::write(&key_file, &key_pem).expect("write pem");
+        TestPki::serving(
+            dir,
+            cert_file.clone(),
+            cert_file,
+            key_file,
+            &cert_pem,
+            &key_pem,
+        )
+    }
+
+    fn serving(
+        dir: tempfile::TempDir,
+        ca_file: PathBuf,
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> TestPki {
         let loaded = pullgate::tls::load_pem_pair(
-            g.tls_cert_pem.as_bytes(),
-            g.tls_key_pem.as_bytes(),
+            cert_pem.as_bytes(),
+            key_pem.as_bytes(),
             "test cert",
             "test key",
         )
