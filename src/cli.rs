@@ -169,6 +169,10 @@ pub struct CheckArgs {
     /// them over the network; exit 1 when one is rejected and verify.deny or --validation deny).
     #[arg(long)]
     pub verify: bool,
+    /// Report files and documents that cannot be read (templates, broken YAML, malformed objects)
+    /// as skipped instead of failing with exit 2: the exit code then reflects the findings alone.
+    #[arg(long)]
+    pub skip_invalid: bool,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
