@@ -529,7 +529,7 @@ fn publish_store_metrics(store: &dyn Store, metrics: &Metrics) {
             .get_or_create(&KindLabels { kind })
             .set(i64::try_from(n).unwrap_or(i64::MAX))
     };
-    gauge("Secret", view.secret_count());
+    gauge("Secret", view.secret_count() + view.other_secret_count());
     gauge("ServiceAccount", view.service_account_count());
     gauge("Namespace", view.namespace_count());
     metrics
