@@ -403,6 +403,8 @@ struct Follower {
     /// During a relist: the keys this watcher held before it that the relist has not yet shown.
     unseen: Option<HashSet<Key>>,
     listed_once: bool,
+    /// Namespaces seen deleted since the last drain, whose metric series are to go too.
+    deleted_namespaces: Vec<String>,
 }
 
 impl Follower {
@@ -411,6 +413,7 @@ impl Follower {
             watch,
             unseen: None,
             listed_once: false,
+            deleted_namespaces: Vec::new(),
         }
     }
 
@@ -443,7 +446,11 @@ impl Follower {
             }
             Event::Delete(obj) => {
                 if let Some(entry) = obj.into_entry() {
-                    self.watch.remove(&mut write(), &entry.key());
+                    let key = entry.key();
+                    self.watch.remove(&mut write(), &key);
+                    if self.watch.target == Target::Namespaces {
+                        self.deleted_namespaces.push(key.1);
+                    }
                 }
                 Progress::Changed
             }
@@ -454,6 +461,10 @@ impl Follower {
                     let mut idx = write();
                     for key in &gone {
                         self.watch.remove(&mut idx, key);
+                    }
+                    if self.watch.target == Target::Namespaces {
+                        self.deleted_namespaces
+                            .extend(gone.into_iter().map(|(_, name)| name));
                     }
                 }
                 let first = !self.listed_once;
@@ -613,6 +624,9 @@ async fn follow<K: Watched>(
             Ok(event) => {
                 health.recovered();
                 let progress = follower.on_event(&shared.index, event);
+                for ns in follower.deleted_namespaces.drain(..) {
+                    shared.metrics.forget_namespace(&ns);
+                }
                 health.synced();
                 shared.publish_counts(&shared.read());
                 match progress {
