@@ -3,7 +3,7 @@
 
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::{evaluate_pod, Decision, Finding, PodContext};
-use crate::manifests::Document;
+use crate::manifests::{Document, Manifests, Problem};
 use crate::policy::Policy;
 use crate::store::index::{ClusterIndex, CredentialStatus};
 use crate::store::objects::index_documents;
@@ -75,11 +75,14 @@ pub struct CheckReport {
     /// Credentials verified against their registries (`--verify`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<CredentialCheck>,
-    /// Documents of kinds pullgate does not evaluate.
+    /// Documents of kinds pullgate does not evaluate, and YAML that is not a Kubernetes object.
     pub skipped: usize,
-    /// Objects that could not be read (with their document).
+    /// Files and documents that could not be read or evaluated, each with its file and document.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
+    pub errors: Vec<Problem>,
+    /// The same, skipped on request (`--skip-invalid`) instead of failing the check.
+    #[serde(rename = "skippedInvalid", skip_serializing_if = "Vec::is_empty")]
+    pub skipped_invalid: Vec<Problem>,
 }
 
 impl CheckReport {
@@ -94,6 +97,29 @@ impl CheckReport {
             .iter()
             .any(|c| c.status == CredentialStatus::Rejected)
     }
+}
+
+/// Evaluate every Pod and workload that was read, and report what could not be read: as errors, or
+/// with `skip_invalid` as skipped. Documents that are not objects count as skipped kinds.
+pub fn check_manifests(
+    input: &Manifests,
+    policy: &Policy,
+    default_ns: &str,
+    now: i64,
+    verified: &[VerifiedSecret],
+    skip_invalid: bool,
+) -> CheckReport {
+    let mut report = check_verified(&input.documents, policy, default_ns, now, verified);
+    report.skipped += input.not_objects.len();
+    let mut problems = input.unreadable.clone();
+    problems.append(&mut report.errors);
+    problems.sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
+    if skip_invalid {
+        report.skipped_invalid = problems;
+    } else {
+        report.errors = problems;
+    }
+    report
 }
 
 /// Evaluate every Pod and workload among `docs`.
@@ -136,7 +162,11 @@ pub fn check_verified(
             Ok(view) => report
                 .results
                 .push(check_one(&view, policy, &index, default_ns, now)),
-            Err(e) => errors.push(format!("{d}: {e}")),
+            Err(e) => errors.push(Problem {
+                file: d.source.clone(),
+                document: Some(d.index),
+                message: e.to_string(),
+            }),
         }
     }
     report.errors = errors;
@@ -263,16 +293,32 @@ pub fn render_text(report: &CheckReport) -> String {
             );
         }
     }
+    if !report.errors.is_empty() {
+        out.push('\n');
+    }
     for e in &report.errors {
-        let _ = writeln!(out, "\nerror: {e}");
+        let _ = writeln!(out, "error: {e}");
+    }
+    if !report.skipped_invalid.is_empty() {
+        out.push('\n');
+    }
+    for e in &report.skipped_invalid {
+        let _ = writeln!(out, "skipped (invalid): {e}");
     }
     let denied = report.results.iter().filter(|r| !r.allowed).count();
-    let _ = writeln!(
+    let _ = write!(
         out,
         "\n{} checked, {} denied, {} skipped (kinds pullgate does not evaluate)",
         report.results.len(),
         denied,
         report.skipped
     );
+    if !report.errors.is_empty() {
+        let _ = write!(out, ", {} invalid (not evaluated)", report.errors.len());
+    }
+    if !report.skipped_invalid.is_empty() {
+        let _ = write!(out, ", {} invalid skipped", report.skipped_invalid.len());
+    }
+    out.push('\n');
     out
 }

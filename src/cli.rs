@@ -43,6 +43,15 @@ pub struct ServeArgs {
     /// Plain-HTTP address for /metrics.
     #[arg(long, env = "PULLGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
+    /// Most series of one metric family whose labels come from input (namespace, registry pattern,
+    /// secret); further label sets are counted in the family's `_overflow` series.
+    #[arg(
+        long,
+        env = "PULLGATE_METRICS_MAX_SERIES",
+        default_value_t = crate::metrics::DEFAULT_MAX_SERIES,
+        value_parser = max_series
+    )]
+    pub metrics_max_series: usize,
     /// Policy file (YAML).
     #[arg(long, env = "PULLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -169,6 +178,10 @@ pub struct CheckArgs {
     /// them over the network; exit 1 when one is rejected and verify.deny or --validation deny).
     #[arg(long)]
     pub verify: bool,
+    /// Report files and documents that cannot be read (templates, broken YAML, malformed objects)
+    /// as skipped instead of failing with exit 2: the exit code then reflects the findings alone.
+    #[arg(long)]
+    pub skip_invalid: bool,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,
@@ -236,6 +249,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A series cap of at least one (zero would export nothing but overflow).
+fn max_series(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +286,28 @@ mod tests {
                 ..
             }) => args,
             other => panic!("not a serve command line: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn metrics_max_series_defaults_and_refuses_zero() {
+        assert_eq!(
+            serve_args(&[]).metrics_max_series,
+            crate::metrics::DEFAULT_MAX_SERIES
+        );
+        assert_eq!(
+            serve_args(&["--metrics-max-series", "50"]).metrics_max_series,
+            50
+        );
+        for bad in ["0", "-1", "lots"] {
+            let argv = [
+                "pullgate",
+                "serve",
+                "--self-signed",
+                "--metrics-max-series",
+                bad,
+            ];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad} accepted");
         }
     }
 

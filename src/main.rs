@@ -44,15 +44,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ValidationArg::Off => Validation::Off,
                 });
             }
-            let docs = pullgate::manifests::load_paths(&args.paths)?;
+            let input = pullgate::manifests::read_paths(&args.paths)?;
             let verified = if args.verify {
-                verify_offline(&docs, &policy, &args.namespace)?
+                verify_offline(&input.documents, &policy, &args.namespace)?
             } else {
                 Vec::new()
             };
             let now = jiff::Timestamp::now().as_second();
-            let report =
-                pullgate::check::check_verified(&docs, &policy, &args.namespace, now, &verified);
+            let report = pullgate::check::check_manifests(
+                &input,
+                &policy,
+                &args.namespace,
+                now,
+                &verified,
+                args.skip_invalid,
+            );
             // A rejected credential fails the check under verify.deny or deny mode, even when no
             // workload of the input uses the secret yet: it is about to be deployed.
             let validation = policy.validation_override.unwrap_or(policy.validation);

@@ -1,4 +1,8 @@
 //! Prometheus metrics (prometheus-client), all named `pullgate_*` with units in the name.
+//!
+//! Families whose label values come from input (namespaces, secrets, registry keys) are [`Bounded`]:
+//! at most `max_series` label sets get their own series, so no client can grow pullgate's memory or
+//! its scrapers' series without limit.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -6,7 +10,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
+
+/// Label value that stands for every label set beyond a family's cap.
+pub const OVERFLOW: &str = "_overflow";
+/// Default cap on the series of one bounded family (`--metrics-max-series`).
+pub const DEFAULT_MAX_SERIES: usize = 1000;
 
 /// Labels of an admission request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,8 +52,24 @@ pub struct CodeLabels {
 pub struct WouldDenyLabels {
     /// Namespace.
     pub namespace: String,
-    /// Registry host of the image.
+    /// The policy's `registries.private` pattern that made the image need credentials, or `other`
+    /// (never the image's own host, which any pod author can make up).
     pub registry: String,
+}
+
+/// A label set whose input-derived values can all be replaced by [`OVERFLOW`].
+pub trait Overflow {
+    /// The label set that collects what exceeds the family's cap.
+    fn overflow(&self) -> Self;
+}
+
+impl Overflow for WouldDenyLabels {
+    fn overflow(&self) -> Self {
+        WouldDenyLabels {
+            namespace: OVERFLOW.to_owned(),
+            registry: OVERFLOW.to_owned(),
+        }
+    }
 }
 
 /// Labels with a kind.
@@ -91,6 +119,103 @@ pub struct CauseLabels {
     pub cause: &'static str,
 }
 
+impl Overflow for CauseLabels {
+    fn overflow(&self) -> Self {
+        CauseLabels {
+            namespace: OVERFLOW.to_owned(),
+            cause: self.cause,
+        }
+    }
+}
+
+/// Labels of the overflow counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    /// The bounded metric, as exported.
+    pub metric: &'static str,
+}
+
+/// A metric family with at most `max` series of its own.
+///
+/// Beyond the cap, [`Bounded::get_or_create`] answers with the family's [`OVERFLOW`] series (counters:
+/// the family's sum stays exact) and [`Bounded::series`] with nothing (gauges, whose values do not
+/// add up); either way `pullgate_metric_series_overflow_total{metric}` counts the update.
+#[derive(Debug)]
+pub struct Bounded<S, M> {
+    family: Family<S, M>,
+    /// The label sets that have their own series; the lock also orders their creation against the cap.
+    own: Mutex<HashSet<S>>,
+    max: usize,
+    overflowed: Counter,
+}
+
+impl<S: Clone + Hash + Eq, M: Clone + Default> Bounded<S, M> {
+    fn new(max: usize, overflowed: Counter) -> Self {
+        Bounded {
+            family: Family::default(),
+            own: Mutex::new(HashSet::new()),
+            max,
+            overflowed,
+        }
+    }
+
+    /// The series of `labels`, created while the family is below its cap; `None` beyond it.
+    pub fn series(&self, labels: &S) -> Option<M> {
+        if let Some(m) = self.family.get(labels) {
+            return Some(m.clone());
+        }
+        let mut own = self.own.lock().unwrap_or_else(PoisonError::into_inner);
+        if own.len() >= self.max && !own.contains(labels) {
+            drop(own);
+            self.overflowed.inc();
+            return None;
+        }
+        own.insert(labels.clone());
+        Some(self.family.get_or_create_owned(labels))
+    }
+
+    /// Remove the series of `labels`, freeing its place under the cap.
+    pub fn remove(&self, labels: &S) -> bool {
+        let mut own = self.own.lock().unwrap_or_else(PoisonError::into_inner);
+        own.remove(labels);
+        self.family.remove(labels)
+    }
+
+    /// Remove every own series whose labels `gone` selects (the overflow series stays).
+    pub fn remove_where(&self, gone: impl Fn(&S) -> bool) {
+        let mut own = self.own.lock().unwrap_or_else(PoisonError::into_inner);
+        own.retain(|l| {
+            if gone(l) {
+                self.family.remove(l);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Number of label sets with a series of their own.
+    pub fn len(&self) -> usize {
+        self.own
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no label set has a series of its own.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<S: Clone + Hash + Eq + Overflow, M: Clone + Default> Bounded<S, M> {
+    /// The series of `labels`, or the family's overflow series once it is at its cap.
+    pub fn get_or_create(&self, labels: &S) -> M {
+        self.series(labels)
+            .unwrap_or_else(|| self.family.get_or_create_owned(&labels.overflow()))
+    }
+}
+
 /// What attribution did with a pull-failure Event.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -110,7 +235,7 @@ pub struct Metrics {
     /// Warnings by finding code.
     pub warnings: Family<CodeLabels, Counter>,
     /// What deny mode would have rejected, in warn mode.
-    pub would_deny: Family<WouldDenyLabels, Counter>,
+    pub would_deny: Bounded<WouldDenyLabels, Counter>,
     /// Secrets injected, by kind of object.
     pub injected: Family<KindLabels, Counter>,
     /// Objects in the store.
@@ -124,13 +249,13 @@ pub struct Metrics {
     /// notAfter of the serving certificate.
     pub cert_expiry: Gauge<f64, AtomicU64>,
     /// 1 for a verified credential's current status, 0 for the others (`verify`).
-    pub credential_status: Family<CredentialLabels, Gauge>,
+    pub credential_status: Bounded<CredentialLabels, Gauge>,
     /// When each credential was last verified.
-    pub credential_last_verified: Family<CredentialKeyLabels, Gauge<f64, AtomicU64>>,
+    pub credential_last_verified: Bounded<CredentialKeyLabels, Gauge<f64, AtomicU64>>,
     /// Pods diagnosed with an image pull failure, once per pod and cause (`attribution`).
-    pub image_pull_failures: Family<CauseLabels, Counter>,
+    pub image_pull_failures: Bounded<CauseLabels, Counter>,
     /// Pods deleted so that their controller recreates them with injected secrets.
-    pub pod_restarts: Family<CauseLabels, Counter>,
+    pub pod_restarts: Bounded<CauseLabels, Counter>,
     /// Pull-failure Events by what attribution did with them.
     pub attribution_events: Family<OutcomeLabels, Counter>,
     /// Pods waiting for a diagnosis.
@@ -150,9 +275,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Create and register every metric.
+    /// Create and register every metric, bounded families capped at [`DEFAULT_MAX_SERIES`].
     pub fn new() -> Self {
+        Self::with_max_series(DEFAULT_MAX_SERIES)
+    }
+
+    /// Create and register every metric, each bounded family capped at `max_series` series.
+    pub fn with_max_series(max_series: usize) -> Self {
         let mut registry = Registry::with_prefix("pullgate");
+        let overflow = Family::<MetricLabels, Counter>::default();
+        registry.register(
+            "metric_series_overflow",
+            "Updates of a bounded metric family at its series cap (--metrics-max-series), folded into its _overflow series or dropped",
+            overflow.clone(),
+        );
+        let overflowed =
+            |metric: &'static str| overflow.get_or_create_owned(&MetricLabels { metric });
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "admission_requests",
@@ -178,11 +316,11 @@ impl Metrics {
             "Admission warnings by finding code",
             warnings.clone(),
         );
-        let would_deny = Family::<WouldDenyLabels, Counter>::default();
+        let would_deny = Bounded::new(max_series, overflowed("pullgate_would_deny_total"));
         registry.register(
             "would_deny",
-            "Admissions that deny mode would have rejected (warn mode)",
-            would_deny.clone(),
+            "Admissions that deny mode would have rejected (warn mode), by namespace and the policy's private-registry pattern",
+            would_deny.family.clone(),
         );
         let injected = Family::<KindLabels, Counter>::default();
         registry.register(
@@ -220,30 +358,33 @@ impl Metrics {
             "notAfter of the serving certificate",
             cert_expiry.clone(),
         );
-        let credential_status = Family::<CredentialLabels, Gauge>::default();
+        let credential_status = Bounded::new(max_series, overflowed("pullgate_credential_status"));
         registry.register(
             "credential_status",
             "1 for the current verification status of a pull secret's credential for a registry",
-            credential_status.clone(),
+            credential_status.family.clone(),
         );
-        let credential_last_verified =
-            Family::<CredentialKeyLabels, Gauge<f64, AtomicU64>>::default();
+        let credential_last_verified = Bounded::new(
+            max_series,
+            overflowed("pullgate_credential_last_verified_timestamp_seconds"),
+        );
         registry.register(
             "credential_last_verified_timestamp_seconds",
             "Time a pull secret's credential for a registry was last verified",
-            credential_last_verified.clone(),
+            credential_last_verified.family.clone(),
         );
-        let image_pull_failures = Family::<CauseLabels, Counter>::default();
+        let image_pull_failures =
+            Bounded::new(max_series, overflowed("pullgate_image_pull_failures_total"));
         registry.register(
             "image_pull_failures",
             "Pods diagnosed with an image pull failure, once per pod and cause",
-            image_pull_failures.clone(),
+            image_pull_failures.family.clone(),
         );
-        let pod_restarts = Family::<CauseLabels, Counter>::default();
+        let pod_restarts = Bounded::new(max_series, overflowed("pullgate_pod_restarts_total"));
         registry.register(
             "pod_restarts",
             "Pods stuck on a pull failure that pullgate deleted so that their controller recreates them",
-            pod_restarts.clone(),
+            pod_restarts.family.clone(),
         );
         let attribution_events = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -277,6 +418,18 @@ impl Metrics {
             attribution_events,
             attribution_queued,
         }
+    }
+
+    /// Drop the series of a deleted namespace, so that namespaces coming and going do not fill the caps.
+    pub fn forget_namespace(&self, namespace: &str) {
+        self.would_deny.remove_where(|l| l.namespace == namespace);
+        self.image_pull_failures
+            .remove_where(|l| l.namespace == namespace);
+        self.pod_restarts.remove_where(|l| l.namespace == namespace);
+        self.credential_status
+            .remove_where(|l| l.namespace == namespace);
+        self.credential_last_verified
+            .remove_where(|l| l.namespace == namespace);
     }
 
     /// The registry for extra collectors (e.g. the cluster store).
@@ -318,5 +471,110 @@ pub fn kind_label(kind: &str) -> &'static str {
         "Job" => "Job",
         "CronJob" => "CronJob",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny(ns: &str, registry: &str) -> WouldDenyLabels {
+        WouldDenyLabels {
+            namespace: ns.to_owned(),
+            registry: registry.to_owned(),
+        }
+    }
+
+    fn overflowed(m: &Metrics, metric: &str) -> Option<f64> {
+        let prefix = format!("pullgate_metric_series_overflow_total{{metric=\"{metric}\"}} ");
+        m.encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.parse().ok()))
+    }
+
+    #[test]
+    fn counters_beyond_the_cap_fold_into_one_overflow_series() {
+        let m = Metrics::with_max_series(3);
+        for i in 0..10 {
+            m.would_deny
+                .get_or_create(&deny(&format!("ns{i}"), "*"))
+                .inc();
+        }
+        // An existing series keeps counting at the cap.
+        m.would_deny.get_or_create(&deny("ns0", "*")).inc();
+        assert_eq!(m.would_deny.len(), 3);
+        let text = m.encode();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("pullgate_would_deny_total{"))
+            .collect();
+        assert_eq!(series.len(), 4, "{text}");
+        assert!(
+            text.contains(
+                r#"pullgate_would_deny_total{namespace="_overflow",registry="_overflow"} 7"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"pullgate_would_deny_total{namespace="ns0",registry="*"} 2"#));
+        assert_eq!(overflowed(&m, "pullgate_would_deny_total"), Some(7.0));
+    }
+
+    #[test]
+    fn cause_overflow_keeps_the_cause() {
+        let m = Metrics::with_max_series(1);
+        for ns in ["a", "b"] {
+            m.image_pull_failures
+                .get_or_create(&CauseLabels {
+                    namespace: ns.to_owned(),
+                    cause: "SecretMissing",
+                })
+                .inc();
+        }
+        let text = m.encode();
+        assert!(
+            text.contains(r#"pullgate_image_pull_failures_total{namespace="_overflow",cause="SecretMissing"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn gauges_beyond_the_cap_are_not_exported_but_counted() {
+        let m = Metrics::with_max_series(2);
+        let key = |secret: &str| CredentialKeyLabels {
+            namespace: "a".to_owned(),
+            secret: secret.to_owned(),
+            registry: "r.io".to_owned(),
+        };
+        assert!(m.credential_last_verified.series(&key("s1")).is_some());
+        assert!(m.credential_last_verified.series(&key("s2")).is_some());
+        assert!(m.credential_last_verified.series(&key("s3")).is_none());
+        assert!(m.credential_last_verified.series(&key("s1")).is_some());
+        assert_eq!(
+            overflowed(&m, "pullgate_credential_last_verified_timestamp_seconds"),
+            Some(1.0)
+        );
+        // Removing a series frees its place.
+        assert!(m.credential_last_verified.remove(&key("s1")));
+        assert!(m.credential_last_verified.series(&key("s3")).is_some());
+        assert_eq!(m.credential_last_verified.len(), 2);
+    }
+
+    #[test]
+    fn a_deleted_namespace_frees_its_series() {
+        let m = Metrics::with_max_series(2);
+        m.would_deny.get_or_create(&deny("gone", "*")).inc();
+        m.would_deny.get_or_create(&deny("gone", "other")).inc();
+        m.would_deny.get_or_create(&deny("new", "*")).inc();
+        m.forget_namespace("gone");
+        assert!(m.would_deny.is_empty());
+        m.would_deny.get_or_create(&deny("new", "*")).inc();
+        let text = m.encode();
+        assert!(!text.contains(r#"namespace="gone""#), "{text}");
+        assert!(
+            text.contains(r#"pullgate_would_deny_total{namespace="new",registry="*"} 1"#),
+            "{text}"
+        );
+        // The overflow series (from before) stays: counters never go back.
+        assert!(text.contains(r#"namespace="_overflow""#), "{text}");
     }
 }

@@ -69,6 +69,16 @@ impl RegistryPattern {
     }
 }
 
+impl RegistryPattern {
+    /// The pattern as written in the policy (`*` for every registry).
+    pub fn as_str(&self) -> &str {
+        match self {
+            RegistryPattern::All => "*",
+            RegistryPattern::Key(k) => k.as_str(),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for RegistryPattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -118,8 +128,16 @@ impl Default for Registries {
 impl Registries {
     /// Whether an image name needs credentials under this policy.
     pub fn requires_credentials(&self, target: &MatchTarget<'_>) -> bool {
-        self.private.iter().any(|p| p.matches(target))
-            && !self.public.iter().any(|p| p.matches(target))
+        self.credential_pattern(target).is_some()
+    }
+
+    /// The first `private` pattern that makes an image name need credentials, if it does (no
+    /// `public` exception matches): a label value bounded by the policy, unlike the name's host.
+    pub fn credential_pattern(&self, target: &MatchTarget<'_>) -> Option<&RegistryPattern> {
+        self.private
+            .iter()
+            .find(|p| p.matches(target))
+            .filter(|_| !self.public.iter().any(|p| p.matches(target)))
     }
 }
 
@@ -693,5 +711,22 @@ mod tests {
         assert!(!need("registry.k8s.io/pause"));
         assert!(!need("docker.io/library/nginx"));
         assert!(need("docker.io/acme/app"));
+    }
+
+    #[test]
+    fn credential_pattern_is_the_first_private_pattern_unless_public() {
+        let p = Policy::from_yaml(
+            "registries:\n  private: ['*.corp.example', 'docker.io/acme', '*']\n  public: [registry.k8s.io]\n",
+        )
+        .unwrap();
+        let pattern = |n: &str| {
+            p.registries
+                .credential_pattern(&MatchTarget::new(n))
+                .map(RegistryPattern::as_str)
+        };
+        assert_eq!(pattern("eu.corp.example/app"), Some("*.corp.example"));
+        assert_eq!(pattern("docker.io/acme/app"), Some("docker.io/acme"));
+        assert_eq!(pattern("made-up-1234.example/app"), Some("*"));
+        assert_eq!(pattern("registry.k8s.io/pause"), None);
     }
 }

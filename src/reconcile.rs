@@ -378,6 +378,9 @@ fn namespace_index(ns: &NamespaceInfo, name: &str) -> ClusterIndex {
     for s in ns.secrets.values() {
         idx.upsert_secret(s.clone());
     }
+    for o in ns.other_secrets.values() {
+        idx.upsert_other_secret(name, o.clone());
+    }
     for sa in ns.service_accounts.values() {
         idx.upsert_service_account(name, sa.clone());
     }

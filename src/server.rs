@@ -331,17 +331,13 @@ fn record(st: &AppState, endpoint: Endpoint, o: &Outcome) {
             .get_or_create(&CodeLabels { code: c.as_str() })
             .inc();
     }
-    let mut seen: Vec<&str> = Vec::new();
-    for r in &o.would_deny_registries {
-        if !seen.contains(&r.as_str()) {
-            seen.push(r);
-            m.would_deny
-                .get_or_create(&WouldDenyLabels {
-                    namespace: o.namespace.clone(),
-                    registry: r.clone(),
-                })
-                .inc();
-        }
+    for pattern in &o.would_deny_patterns {
+        m.would_deny
+            .get_or_create(&WouldDenyLabels {
+                namespace: o.namespace.clone(),
+                registry: pattern.clone(),
+            })
+            .inc();
     }
     if o.injected > 0 {
         m.injected
@@ -529,7 +525,7 @@ fn publish_store_metrics(store: &dyn Store, metrics: &Metrics) {
             .get_or_create(&KindLabels { kind })
             .set(i64::try_from(n).unwrap_or(i64::MAX))
     };
-    gauge("Secret", view.secret_count());
+    gauge("Secret", view.secret_count() + view.other_secret_count());
     gauge("ServiceAccount", view.service_account_count());
     gauge("Namespace", view.namespace_count());
     metrics
@@ -552,7 +548,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         }
         None => Policy::default(),
     };
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_max_series(args.metrics_max_series));
 
     let mut managed_cert = None;
     let (resolver, cert_files) = if args.self_signed {

@@ -20,6 +20,17 @@ use support::{eventually, fixtures, logs, poll, DEADLINE};
 
 const PLANTED: &str = "Planted-Cluster-Pw-41xQz";
 
+/// Watchers per scope: two pull-secret types, Opaque and every other secret type (metadata
+/// only), ServiceAccounts, Namespaces.
+const WATCHERS: usize = 6;
+
+/// Secret watchers: the two pull types and the two metadata-only ones.
+const SECRET_WATCHERS: usize = 4;
+
+/// The `Accept` kube sends for metadata-only watches and gets (lists ask for the List form).
+const METADATA: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+const METADATA_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+
 async fn start_store(fake: &FakeApi, namespaces: &[&str]) -> (Arc<ClusterStore>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let scope = Scope {
@@ -84,8 +95,8 @@ async fn ready_only_after_every_initial_list_then_serves_the_cluster() {
 
     fake.set_stalled(true);
     let (store, metrics) = start_store(&fake, &[]).await;
-    eventually("the four initial lists to reach the server", || {
-        fake.request_log().iter().filter(|r| r.is_list()).count() == 4
+    eventually("every initial list to reach the server", || {
+        fake.request_log().iter().filter(|r| r.is_list()).count() == WATCHERS
     })
     .await;
     assert!(!store.ready(), "not ready while the initial lists are held");
@@ -93,7 +104,18 @@ async fn ready_only_after_every_initial_list_then_serves_the_cluster() {
     eventually("the store to sync", || store.ready()).await;
 
     let view = store.view();
-    assert_eq!(view.secret_count(), 2, "only pull secrets are received");
+    assert_eq!(
+        view.secret_count(),
+        2,
+        "only pull secrets are received whole"
+    );
+    assert_eq!(view.other_secret_count(), 1);
+    let opaque = view.namespace("a").other_secrets.get("app-config");
+    assert_eq!(
+        opaque.and_then(|o| o.secret_type.as_deref()),
+        Some("Opaque"),
+        "the other secret is known by name and type"
+    );
     assert_eq!(keys(&store, "a", "regcred"), ["registry.example.com"]);
     let legacy = &view.namespace("b").secrets.get("legacy").expect("legacy");
     assert_eq!(legacy.secret_type, DOCKERCFG_TYPE);
@@ -125,7 +147,8 @@ async fn ready_only_after_every_initial_list_then_serves_the_cluster() {
             .store_objects
             .get_or_create(&KindLabels { kind: "Secret" })
             .get(),
-        2
+        3,
+        "every secret the store knows, two whole and one by name"
     );
     assert_eq!(
         metrics
@@ -168,28 +191,41 @@ async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
     assert_eq!(store.view().service_account_count(), 1100);
 
     let log = fake.request_log();
-    for ty in [DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE] {
-        let selector = format!("type={ty}");
+    // Pull secrets whole; the others as metadata only (their data never leaves the server).
+    let others = "type!=kubernetes.io/dockerconfigjson,type!=kubernetes.io/dockercfg,type!=Opaque";
+    for (selector, metadata_only) in [
+        (format!("type={DOCKER_CONFIG_JSON_TYPE}"), false),
+        (format!("type={DOCKERCFG_TYPE}"), false),
+        ("type=Opaque".to_owned(), true),
+        (others.to_owned(), true),
+    ] {
         let list = log.iter().find(|r| {
             r.path == "/api/v1/secrets"
                 && r.is_list()
                 && r.param("fieldSelector") == Some(&selector)
         });
-        assert_eq!(
-            list.and_then(|r| r.param("limit")),
-            Some("500"),
-            "list of {ty} in {log:#?}"
-        );
+        let list = list.unwrap_or_else(|| panic!("no list of {selector} in {log:#?}"));
+        assert_eq!(list.param("limit"), Some("500"));
         let watch = log.iter().find(|r| {
             r.path == "/api/v1/secrets"
                 && r.is_watch()
                 && r.param("fieldSelector") == Some(&selector)
         });
-        let watch = watch.unwrap_or_else(|| panic!("no watch of {ty}"));
+        let watch = watch.unwrap_or_else(|| panic!("no watch of {selector}"));
         assert_eq!(watch.param("allowWatchBookmarks"), Some("true"));
         assert!(watch
             .param("resourceVersion")
             .is_some_and(|rv| !rv.is_empty()));
+        let accepts = (list.accept.as_deref(), watch.accept.as_deref());
+        if metadata_only {
+            assert_eq!(accepts, (Some(METADATA_LIST), Some(METADATA)), "{selector}");
+        } else {
+            assert!(
+                !accepts.0.unwrap_or_default().contains("as=")
+                    && !accepts.1.unwrap_or_default().contains("as="),
+                "{selector}: {accepts:?}"
+            );
+        }
     }
     assert!(
         log.iter()
@@ -209,7 +245,7 @@ async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
 
     // A write the watchers do not see (a ConfigMap) moves the resourceVersion; bookmarks carry
     // it to them, so a reconnect resumes from there rather than from the old version.
-    eventually("every watch to open", || fake.open_watches() == 4).await;
+    eventually("every watch to open", || fake.open_watches() == WATCHERS).await;
     fake.apply(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns-0"}}));
     let moved_past = fake.resource_version();
     let secret_watches = |fake: &FakeApi| -> Vec<usize> {
@@ -219,7 +255,7 @@ async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
             .collect()
     };
     let watching = secret_watches(&fake);
-    assert_eq!(watching.len(), 2);
+    assert_eq!(watching.len(), SECRET_WATCHERS);
     eventually(
         "both secret watches to send a bookmark past the write",
         || {
@@ -232,11 +268,11 @@ async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
     .await;
     fake.end_watches();
     eventually("the secret watches to reconnect", || {
-        secret_watches(&fake).len() == 4
+        secret_watches(&fake).len() == 2 * SECRET_WATCHERS
     })
     .await;
     let log = fake.request_log();
-    for i in &secret_watches(&fake)[2..] {
+    for i in &secret_watches(&fake)[SECRET_WATCHERS..] {
         let from = log[*i]
             .param("resourceVersion")
             .and_then(|v| v.parse::<u64>().ok());
@@ -247,7 +283,7 @@ async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
     }
     assert_eq!(
         lists_of(&fake.request_log(), "/api/v1/secrets"),
-        2,
+        SECRET_WATCHERS,
         "resumed without relisting"
     );
 }
@@ -381,7 +417,7 @@ async fn a_dropped_watch_resumes_and_replays_what_it_missed() {
     fake.apply_secret("a", "keep", &["r.io"], "pw");
     fake.apply_secret("a", "gone", &["r.io"], "pw");
     let (store, metrics) = synced(&fake, &[]).await;
-    eventually("every watch to open", || fake.open_watches() == 4).await;
+    eventually("every watch to open", || fake.open_watches() == WATCHERS).await;
     let before = fake.request_log().len();
 
     // Cut the watches and hold their reconnections while the cluster changes.
@@ -457,8 +493,8 @@ async fn an_expired_resource_version_relists_and_prunes() {
             .any(|r| r.is_watch() && r.status == Some(200) && expired(r)),
         "a watch from before the compaction, answered 200 with the 410 ERROR event: {after:#?}"
     );
-    eventually("one relist per secret type", || {
-        lists_of(&requests_since(&fake, compacted_at), "/api/v1/secrets") == 2
+    eventually("one relist per secrets watcher", || {
+        lists_of(&requests_since(&fake, compacted_at), "/api/v1/secrets") == SECRET_WATCHERS
     })
     .await;
     eventually("the store to be fresh again", || stale(&metrics) == 0).await;

@@ -1621,10 +1621,7 @@ async fn metrics_count_requests_denials_injections_and_store_and_cert_state() {
         sample(
             &m,
             "pullgate_would_deny_total",
-            &[
-                ("namespace", "payments"),
-                ("registry", "registry.example.com")
-            ]
+            &[("namespace", "payments"), ("registry", "*")]
         ),
         Some(1.0),
         "{m}"

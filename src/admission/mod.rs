@@ -4,11 +4,13 @@
 
 pub mod patch;
 
+use crate::engine::keyring::MatchTarget;
 use crate::engine::podview::{PodView, WorkloadKind, INJECT_ANNOTATION};
 use crate::engine::{
-    evaluate_pod, evaluate_service_account, Code, Finding, Operation, PodContext, Severity,
+    evaluate_pod, evaluate_service_account, Code, Decision, Finding, Operation, PodContext,
+    Severity,
 };
-use crate::policy::{Policy, Validation};
+use crate::policy::{Policy, Registries, Validation};
 use crate::store::index::ClusterIndex;
 use crate::store::objects::secret_from_value;
 use base64::Engine;
@@ -253,8 +255,9 @@ pub struct Outcome {
     pub denied_codes: Vec<Code>,
     /// Codes of findings sent as warnings.
     pub warning_codes: Vec<Code>,
-    /// Registries that deny mode would reject (warn mode only).
-    pub would_deny_registries: Vec<String>,
+    /// What deny mode would reject (warn mode only), once each: the policy's private-registry
+    /// pattern that made each failing image need credentials, or `other` for findings not tied to one.
+    pub would_deny_patterns: Vec<String>,
     /// The object could not be read: answered with allowed=false code 400.
     pub object_error: bool,
 }
@@ -304,7 +307,7 @@ struct Answer {
     injected: usize,
     denied_codes: Vec<Code>,
     warning_codes: Vec<Code>,
-    would_deny_registries: Vec<String>,
+    would_deny_patterns: Vec<String>,
     object_error: bool,
 }
 
@@ -433,7 +436,7 @@ fn finish(api_version: &str, req: RequestIn, a: Answer) -> Outcome {
         injected: a.injected,
         denied_codes: a.denied_codes,
         warning_codes: a.warning_codes,
-        would_deny_registries: a.would_deny_registries,
+        would_deny_patterns: a.would_deny_patterns,
         object_error: a.object_error,
     }
 }
@@ -507,9 +510,7 @@ fn pod(
             }
             a
         }
-        Endpoint::Validate => {
-            validation_answer(d.effective.validation, d.allowed, &d.findings, d.static_pod)
-        }
+        Endpoint::Validate => validation_answer(&d, d.static_pod, &policy.registries),
     }
 }
 
@@ -531,15 +532,21 @@ fn workload(
     // Templates are checked as the pods their controller will create (which the mutating webhook may still fix).
     let ctx = PodContext::creating(namespace, now);
     let d = evaluate_pod(&view, &ctx, policy, index);
-    validation_answer(d.effective.validation, d.allowed, &d.findings, false)
+    validation_answer(&d, false, &policy.registries)
 }
 
-fn validation_answer(
-    mode: Validation,
-    allowed: bool,
-    findings: &[Finding],
-    static_pod: bool,
-) -> Answer {
+/// The would-deny label of an error finding: the pattern that made its image need credentials.
+fn would_deny_pattern(f: &Finding, d: &Decision<'_>, registries: &Registries) -> String {
+    f.image
+        .as_deref()
+        .and_then(|image| d.images.iter().find(|i| i.image == image))
+        .and_then(|i| i.reference.as_ref())
+        .and_then(|r| registries.credential_pattern(&MatchTarget::new(r.name())))
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned())
+}
+
+fn validation_answer(d: &Decision<'_>, static_pod: bool, registries: &Registries) -> Answer {
+    let (mode, allowed, findings) = (d.effective.validation, d.allowed, &d.findings);
     let mut a = Answer::allow();
     if mode == Validation::Off {
         return a;
@@ -573,15 +580,17 @@ fn validation_answer(
         a.warnings.push(warning(f));
         a.warning_codes.push(f.code);
         if f.severity == Severity::Error && !static_pod {
-            a.would_deny_registries
-                .push(f.registry.clone().unwrap_or_default());
+            let pattern = would_deny_pattern(f, d, registries);
+            if !a.would_deny_patterns.contains(&pattern) {
+                a.would_deny_patterns.push(pattern);
+            }
         }
     }
     if !a.warning_codes.is_empty() {
         a.audit
             .insert("findings", codes(a.warning_codes.iter().copied()));
     }
-    if !a.would_deny_registries.is_empty() {
+    if !a.would_deny_patterns.is_empty() {
         a.audit.insert("would-deny", "true".to_owned());
     }
     a

@@ -7,7 +7,8 @@ use super::podview::{ContainerKind, PodView, WorkloadKind};
 use super::reference::ImageRef;
 use crate::policy::{Effective, Policy, Validation};
 use crate::store::index::{
-    ClusterIndex, CredentialStatus, NamespaceInfo, SecretInfo, MAX_ELSEWHERE_CANDIDATES,
+    ClusterIndex, CredentialStatus, NamespaceInfo, OtherSecret, SecretInfo,
+    MAX_ELSEWHERE_CANDIDATES,
 };
 
 /// The admission operation being decided.
@@ -125,7 +126,7 @@ impl Source<'_> {
 enum Resolved<'a> {
     Usable(&'a SecretInfo),
     Missing(&'a str),
-    WrongType(&'a SecretInfo),
+    WrongType(&'a OtherSecret),
     Unusable(&'a SecretInfo),
 }
 
@@ -514,7 +515,7 @@ fn uncovered_finding<'a>(
             }
             Resolved::WrongType(s) => {
                 blamed.push(&s.name);
-                return mk(Code::WrongSecretType, wrong_type_message(s));
+                return mk(Code::WrongSecretType, wrong_type_message(s, ctx.namespace));
             }
             Resolved::Unusable(s) => {
                 blamed.push(&s.name);
@@ -598,10 +599,12 @@ fn uncovered_finding<'a>(
 
 fn resolve<'a>(ns: &'a NamespaceInfo, name: &'a str) -> Resolved<'a> {
     match ns.secrets.get(name) {
-        None => Resolved::Missing(name),
-        Some(s) if !s.is_pull_type() => Resolved::WrongType(s),
         Some(s) if s.payload.is_err() => Resolved::Unusable(s),
         Some(s) => Resolved::Usable(s),
+        None => match ns.other_secrets.get(name) {
+            Some(o) => Resolved::WrongType(o),
+            None => Resolved::Missing(name),
+        },
     }
 }
 
@@ -617,7 +620,8 @@ fn name_level_findings(
 ) {
     let name = match r {
         Resolved::Missing(n) => *n,
-        Resolved::Usable(s) | Resolved::WrongType(s) | Resolved::Unusable(s) => &s.name,
+        Resolved::Usable(s) | Resolved::Unusable(s) => &s.name,
+        Resolved::WrongType(o) => &o.name,
     };
     if let Resolved::Usable(s) | Resolved::Unusable(s) = r {
         if s.is_dockercfg() {
@@ -652,10 +656,10 @@ fn name_level_findings(
             Severity::Warning,
             missing_message(ns, index, ctx, n, source, None),
         ),
-        Resolved::WrongType(s) => Finding::general(
+        Resolved::WrongType(o) => Finding::general(
             Code::WrongSecretType,
             Severity::Warning,
-            wrong_type_message(s),
+            wrong_type_message(o, ctx.namespace),
         ),
         Resolved::Unusable(s) if s.payload.as_ref().is_err_and(|e| !e.is_fatal()) => {
             let err = s
@@ -726,10 +730,14 @@ fn missing_message(
     )
 }
 
-fn wrong_type_message(s: &SecretInfo) -> String {
+fn wrong_type_message(s: &OtherSecret, namespace: &str) -> String {
+    let what = match &s.secret_type {
+        Some(t) => format!("has type {t:?}, which the kubelet ignores for image pulls"),
+        None => "is not of a pull-secret type (kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg), so the kubelet ignores it for image pulls".to_owned(),
+    };
     format!(
-        "secret {:?} has type {:?}, which the kubelet ignores for image pulls: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry {} -n {} …)",
-        s.name, s.secret_type, s.name, s.namespace
+        "secret {:?} {what}: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry {} -n {namespace} …)",
+        s.name, s.name
     )
 }
 

@@ -72,6 +72,7 @@ fn build(dir: &Path) -> Result<ClusterIndex, FileStoreError> {
     let docs = load_paths(&[dir.to_owned()])?;
     let (index, errors) = index_documents(&docs, DEFAULT_NAMESPACE);
     if !errors.is_empty() {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(FileStoreError::Objects(errors.join("; ")));
     }
     Ok(index)

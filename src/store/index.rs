@@ -87,6 +87,18 @@ impl SecretInfo {
     }
 }
 
+/// A secret of a type the kubelet reads no pull credentials from, as an index keeps it: its
+/// name and, when known, its type; never anything of its data. A pod naming it gets
+/// `WrongSecretType` rather than `SecretNotFound`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherSecret {
+    /// Name.
+    pub name: Arc<str>,
+    /// `type`; `None` when the index only knows that it is not a pull type (the cluster store
+    /// reads such secrets' metadata only, which does not carry the type).
+    pub secret_type: Option<Cow<'static, str>>,
+}
+
 /// Whether a secret type carries pull credentials.
 pub fn is_pull_type(secret_type: &str) -> bool {
     secret_type == DOCKER_CONFIG_JSON_TYPE || secret_type == DOCKERCFG_TYPE
@@ -146,6 +158,12 @@ pub trait Named {
 }
 
 impl Named for SecretInfo {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for OtherSecret {
     fn name(&self) -> &str {
         &self.name
     }
@@ -251,8 +269,10 @@ impl<V> NameMap<V> {
 pub struct NamespaceInfo {
     /// Overrides from the namespace's labels.
     pub overrides: NamespaceOverrides,
-    /// Secrets by name (all types seen; pull types have keys).
+    /// Pull secrets by name.
     pub secrets: NameMap<SecretInfo>,
+    /// Secrets of other types by name (names and types only).
+    pub other_secrets: NameMap<OtherSecret>,
     /// ServiceAccounts by name.
     pub service_accounts: NameMap<ServiceAccountInfo>,
 }
@@ -366,6 +386,7 @@ pub struct ClusterIndex {
     /// Pull secrets with a glob key (few in practice; checked one by one).
     globbed: BTreeSet<Held>,
     secrets: usize,
+    other_secrets: usize,
     service_accounts: usize,
     /// Credential verification results, kept only while their secret's resourceVersion is current.
     verifications: Verifications,
@@ -415,9 +436,14 @@ impl ClusterIndex {
         self.namespaces.keys().map(|k| &**k)
     }
 
-    /// Number of secrets indexed.
+    /// Number of pull secrets indexed.
     pub fn secret_count(&self) -> usize {
         self.secrets
+    }
+
+    /// Number of secrets of other types indexed (by name).
+    pub fn other_secret_count(&self) -> usize {
+        self.other_secrets
     }
 
     /// Number of ServiceAccounts indexed.
@@ -518,8 +544,17 @@ impl ClusterIndex {
             .is_empty()
     }
 
-    /// Add or replace a secret; a verification survives only a re-delivery at the same resourceVersion.
+    /// Add or replace a secret; a verification survives only a re-delivery at the same
+    /// resourceVersion. A secret of another type keeps only its name and type.
     pub fn upsert_secret(&mut self, mut secret: SecretInfo) {
+        if !secret.is_pull_type() {
+            let other = OtherSecret {
+                name: secret.name,
+                secret_type: Some(secret.secret_type),
+            };
+            self.upsert_other_secret(&secret.namespace, other);
+            return;
+        }
         // Relists and resyncs re-deliver unchanged secrets: their verification still holds.
         let sref = (secret.namespace.to_string(), secret.name.to_string());
         let kept = self
@@ -532,6 +567,8 @@ impl ClusterIndex {
                 v.resource_version.is_some() && v.resource_version == secret.resource_version
             });
         self.remove_secret(&secret.namespace, &secret.name);
+        // One object per name: a secret recreated under a pull type replaces the other one.
+        self.remove_other_secret(&secret.namespace, &secret.name);
         if let Some(v) = kept {
             self.verifications
                 .0
@@ -609,6 +646,33 @@ impl ClusterIndex {
                 }
             }
         }
+        self.prune(namespace);
+        Some(old)
+    }
+
+    /// Add or replace a secret of a type that is not a pull type (one replaces a pull secret of
+    /// the same name: the secret was recreated under another type).
+    pub fn upsert_other_secret(&mut self, namespace: &str, secret: OtherSecret) {
+        self.remove_secret(namespace, &secret.name);
+        if self
+            .namespace_entry(namespace)
+            .1
+            .other_secrets
+            .insert(secret)
+            .is_none()
+        {
+            self.other_secrets += 1;
+        }
+    }
+
+    /// Remove a secret of another type; returns it if it was known.
+    pub fn remove_other_secret(&mut self, namespace: &str, name: &str) -> Option<OtherSecret> {
+        let old = self
+            .namespaces
+            .get_mut(namespace)?
+            .other_secrets
+            .remove(name)?;
+        self.other_secrets -= 1;
         self.prune(namespace);
         Some(old)
     }
@@ -725,6 +789,7 @@ impl ClusterIndex {
     fn prune(&mut self, name: &str) {
         if self.namespaces.get(name).is_some_and(|n| {
             n.secrets.is_empty()
+                && n.other_secrets.is_empty()
                 && n.service_accounts.is_empty()
                 && n.overrides == NamespaceOverrides::default()
         }) {
@@ -831,6 +896,47 @@ pub(crate) mod tests {
         assert_eq!(idx.secret_count(), 0);
         assert_eq!(idx.namespace_count(), 0);
         assert_eq!(idx.namespaces_with_secret("regcred", "").count(), 0);
+    }
+
+    #[test]
+    fn other_secrets_are_names_only_and_one_object_per_name() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(SecretInfo::new(
+            "a",
+            "regcred",
+            "Opaque",
+            Some(1),
+            Some("9".into()),
+            &BTreeMap::from([(".dockerconfigjson".to_owned(), b"{}".to_vec())]),
+        ));
+        assert_eq!((idx.secret_count(), idx.other_secret_count()), (0, 1));
+        assert_eq!(
+            idx.namespace("a").other_secrets.get("regcred"),
+            Some(&OtherSecret {
+                name: "regcred".into(),
+                secret_type: Some(Cow::Borrowed("Opaque"))
+            })
+        );
+        assert_eq!(
+            idx.namespaces_with_secret("regcred", "b").count(),
+            0,
+            "copying a secret of another type helps no pod"
+        );
+        // Recreated as a pull secret, then as another type again: one object per name.
+        idx.upsert_secret(pull_secret("a", "regcred", &["r.io"], 2));
+        assert_eq!((idx.secret_count(), idx.other_secret_count()), (1, 0));
+        idx.upsert_other_secret(
+            "a",
+            OtherSecret {
+                name: "regcred".into(),
+                secret_type: None,
+            },
+        );
+        assert_eq!((idx.secret_count(), idx.other_secret_count()), (0, 1));
+        assert!(idx.by_name.is_empty() && idx.by_host.is_empty());
+        assert!(idx.remove_other_secret("a", "regcred").is_some());
+        assert!(idx.remove_other_secret("a", "regcred").is_none());
+        assert_eq!(idx.namespace_count(), 0);
     }
 
     #[test]

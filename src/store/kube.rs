@@ -2,14 +2,18 @@
 //! [`ClusterIndex`] current in place.
 //!
 //! One watcher runs per resource (and per pull-secret type, selected server-side with
-//! `type=…`), cluster-wide or once per watched namespace. Each event is converted to an index
+//! `type=…`), cluster-wide or once per watched namespace. Secrets of other types are watched as
+//! metadata only (`PartialObjectMetadata`: their data never leaves the API server), so that a pod
+//! naming one is told it has the wrong type rather than that it does not exist; metadata does not
+//! carry the type, so one such watcher selects `type=Opaque` (the usual mistake) and another every
+//! remaining type, and the index keeps their names only. Each event is converted to an index
 //! entry outside the lock and applied with a short write lock, so admission reads are never
 //! blocked for long. A relist (`Init` … `InitDone`, after a 410 or a restart) removes whatever
 //! that watcher no longer sees, so the index converges even when deletions were missed.
 //! Secret data is decoded only to parse registry keys and is dropped at once: the index keeps
 //! what [`SecretInfo`] keeps, and nothing here logs or formats an object.
 
-use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
+use super::index::{ClusterIndex, OtherSecret, SecretInfo, ServiceAccountInfo};
 use super::{Store, View};
 use crate::engine::pullsecret::{DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE};
 use crate::metrics::{KindLabels, Metrics, ResourceLabels};
@@ -18,17 +22,18 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config, Resource};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn, Instrument};
 
@@ -159,7 +164,9 @@ impl Shared {
 
     fn publish_counts(&self, idx: &ClusterIndex) {
         let n = |c: usize| i64::try_from(c).unwrap_or(i64::MAX);
-        self.gauges.secrets.set(n(idx.secret_count()));
+        self.gauges
+            .secrets
+            .set(n(idx.secret_count() + idx.other_secret_count()));
         self.gauges
             .service_accounts
             .set(n(idx.service_account_count()));
@@ -178,6 +185,8 @@ impl Shared {
 enum Target {
     /// Secrets of one pull type.
     Secrets(&'static str),
+    /// The metadata of secrets of one other type, or (`None`) of every type not watched by name.
+    OtherSecrets(Option<&'static str>),
     /// ServiceAccounts.
     ServiceAccounts,
     /// Namespaces (their labels).
@@ -188,7 +197,7 @@ impl Target {
     /// The `resource` label of `store_last_sync`.
     fn resource(self) -> &'static str {
         match self {
-            Target::Secrets(_) => "secrets",
+            Target::Secrets(_) | Target::OtherSecrets(_) => "secrets",
             Target::ServiceAccounts => "serviceaccounts",
             Target::Namespaces => "namespaces",
         }
@@ -200,6 +209,23 @@ impl Target {
 struct Watch {
     target: Target,
     namespace: Option<String>,
+}
+
+/// Non-pull secret types watched by name, so the index knows their type; every other type is
+/// watched by one more watcher and known only as "not a pull type".
+const NAMED_OTHER_TYPES: [&str; 1] = ["Opaque"];
+
+/// The field selector of a secrets watcher.
+fn secret_selector(target: Target) -> String {
+    match target {
+        Target::Secrets(t) | Target::OtherSecrets(Some(t)) => format!("type={t}"),
+        _ => [DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE]
+            .iter()
+            .chain(&NAMED_OTHER_TYPES)
+            .map(|t| format!("type!={t}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
 }
 
 /// Move a Secret's decoded bytes out of its ByteStrings: no copy is made, and none is left in the
@@ -230,6 +256,8 @@ fn plan(namespaces: &[String]) -> Vec<Watch> {
     let targets = [
         Target::Secrets(DOCKER_CONFIG_JSON_TYPE),
         Target::Secrets(DOCKERCFG_TYPE),
+        Target::OtherSecrets(Some(NAMED_OTHER_TYPES[0])),
+        Target::OtherSecrets(None),
         Target::ServiceAccounts,
         Target::Namespaces,
     ];
@@ -251,6 +279,7 @@ type Key = (String, String);
 #[derive(Debug)]
 enum Entry {
     Secret(SecretInfo),
+    OtherSecret(String, OtherSecret),
     ServiceAccount(String, ServiceAccountInfo),
     Namespace(String, NamespaceOverrides),
 }
@@ -259,6 +288,7 @@ impl Entry {
     fn key(&self) -> Key {
         match self {
             Entry::Secret(s) => (s.namespace.to_string(), s.name.to_string()),
+            Entry::OtherSecret(ns, o) => (ns.clone(), o.name.to_string()),
             Entry::ServiceAccount(ns, sa) => (ns.clone(), sa.name.clone()),
             Entry::Namespace(name, _) => (String::new(), name.clone()),
         }
@@ -267,6 +297,7 @@ impl Entry {
     fn apply(self, idx: &mut ClusterIndex) {
         match self {
             Entry::Secret(s) => idx.upsert_secret(s),
+            Entry::OtherSecret(ns, o) => idx.upsert_other_secret(&ns, o),
             Entry::ServiceAccount(ns, sa) => idx.upsert_service_account(&ns, sa),
             Entry::Namespace(name, o) => idx.upsert_namespace(&name, o),
         }
@@ -277,12 +308,13 @@ impl Entry {
 trait Watched:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static
 {
-    /// The entry, or `None` when the object lacks a name (or namespace) the API always sets.
-    fn into_entry(self) -> Option<Entry>;
+    /// The entry for an object `target`'s watcher delivered, or `None` when the object lacks a
+    /// name (or namespace) the API always sets.
+    fn into_entry(self, target: Target) -> Option<Entry>;
 }
 
 impl Watched for Secret {
-    fn into_entry(mut self) -> Option<Entry> {
+    fn into_entry(mut self, _: Target) -> Option<Entry> {
         let namespace = self.metadata.namespace.take()?;
         let name = self.metadata.name.take()?;
         let created = self
@@ -305,8 +337,28 @@ impl Watched for Secret {
     }
 }
 
+impl Watched for PartialObjectMeta<Secret> {
+    /// Only the name is kept: the metadata's labels and annotations (which hold the data of a
+    /// secret written with `kubectl apply`) are dropped here.
+    fn into_entry(self, target: Target) -> Option<Entry> {
+        let namespace = self.metadata.namespace?;
+        let name = self.metadata.name?;
+        let secret_type = match target {
+            Target::OtherSecrets(t) => t.map(Cow::Borrowed),
+            _ => None,
+        };
+        Some(Entry::OtherSecret(
+            namespace,
+            OtherSecret {
+                name: Arc::from(name),
+                secret_type,
+            },
+        ))
+    }
+}
+
 impl Watched for ServiceAccount {
-    fn into_entry(self) -> Option<Entry> {
+    fn into_entry(self, _: Target) -> Option<Entry> {
         let namespace = self.metadata.namespace?;
         let name = self.metadata.name?;
         let annotations = self.metadata.annotations.unwrap_or_default();
@@ -322,7 +374,7 @@ impl Watched for ServiceAccount {
 }
 
 impl Watched for Namespace {
-    fn into_entry(self) -> Option<Entry> {
+    fn into_entry(self, _: Target) -> Option<Entry> {
         let name = self.metadata.name?;
         let overrides = NamespaceOverrides::from_labels(&self.metadata.labels.unwrap_or_default());
         Some(Entry::Namespace(name, overrides))
@@ -345,6 +397,12 @@ impl Watch {
                         .values()
                         .filter(|s| s.secret_type == t)
                         .map(|s| (ns.to_owned(), s.name.to_string())),
+                ),
+                Target::OtherSecrets(t) => keys.extend(
+                    info.other_secrets
+                        .values()
+                        .filter(|o| o.secret_type.as_deref() == t)
+                        .map(|o| (ns.to_owned(), o.name.to_string())),
                 ),
                 Target::ServiceAccounts => {
                     keys.extend(
@@ -378,6 +436,16 @@ impl Watch {
                     idx.remove_secret(ns, name);
                 }
             }
+            Target::OtherSecrets(t) => {
+                if idx
+                    .namespace(ns)
+                    .other_secrets
+                    .get(name)
+                    .is_some_and(|o| o.secret_type.as_deref() == t)
+                {
+                    idx.remove_other_secret(ns, name);
+                }
+            }
             Target::ServiceAccounts => {
                 idx.remove_service_account(ns, name);
             }
@@ -403,6 +471,8 @@ struct Follower {
     /// During a relist: the keys this watcher held before it that the relist has not yet shown.
     unseen: Option<HashSet<Key>>,
     listed_once: bool,
+    /// Namespaces seen deleted since the last drain, whose metric series are to go too.
+    deleted_namespaces: Vec<String>,
 }
 
 impl Follower {
@@ -411,6 +481,7 @@ impl Follower {
             watch,
             unseen: None,
             listed_once: false,
+            deleted_namespaces: Vec::new(),
         }
     }
 
@@ -428,7 +499,7 @@ impl Follower {
             }
             Event::InitApply(obj) | Event::Apply(obj) => {
                 // Convert (and parse secret payloads) before taking the lock.
-                if let Some(entry) = obj.into_entry() {
+                if let Some(entry) = obj.into_entry(self.watch.target) {
                     if let Some(unseen) = &mut self.unseen {
                         unseen.remove(&entry.key());
                     }
@@ -442,8 +513,12 @@ impl Follower {
                 Progress::Changed
             }
             Event::Delete(obj) => {
-                if let Some(entry) = obj.into_entry() {
-                    self.watch.remove(&mut write(), &entry.key());
+                if let Some(entry) = obj.into_entry(self.watch.target) {
+                    let key = entry.key();
+                    self.watch.remove(&mut write(), &key);
+                    if self.watch.target == Target::Namespaces {
+                        self.deleted_namespaces.push(key.1);
+                    }
                 }
                 Progress::Changed
             }
@@ -454,6 +529,10 @@ impl Follower {
                     let mut idx = write();
                     for key in &gone {
                         self.watch.remove(&mut idx, key);
+                    }
+                    if self.watch.target == Target::Namespaces {
+                        self.deleted_namespaces
+                            .extend(gone.into_iter().map(|(_, name)| name));
                     }
                 }
                 let first = !self.listed_once;
@@ -551,17 +630,29 @@ fn spawn_watch(shared: &Arc<Shared>, client: &Client, watch: Watch) -> AbortHand
         resource,
         namespace = watch.namespace.as_deref().unwrap_or("*"),
         secret_type = match watch.target {
-            Target::Secrets(t) => t,
+            Target::Secrets(t) | Target::OtherSecrets(Some(t)) => t,
+            Target::OtherSecrets(None) => "other",
             _ => "",
         },
     );
     let task = match watch.target {
-        Target::Secrets(t) => {
+        Target::Secrets(_) => {
             let api: Api<Secret> = match &watch.namespace {
                 Some(ns) => Api::namespaced(observed, ns),
                 None => Api::all(observed),
             };
-            let config = watcher::Config::default().fields(&format!("type={t}"));
+            let config = watcher::Config::default().fields(&secret_selector(watch.target));
+            tokio::spawn(
+                follow(shared.clone(), health, Follower::new(watch), api, config).instrument(span),
+            )
+        }
+        Target::OtherSecrets(_) => {
+            // `PartialObjectMeta` makes every list and watch ask for metadata only.
+            let api: Api<PartialObjectMeta<Secret>> = match &watch.namespace {
+                Some(ns) => Api::namespaced(observed, ns),
+                None => Api::all(observed),
+            };
+            let config = watcher::Config::default().fields(&secret_selector(watch.target));
             tokio::spawn(
                 follow(shared.clone(), health, Follower::new(watch), api, config).instrument(span),
             )
@@ -597,6 +688,60 @@ fn spawn_watch(shared: &Arc<Shared>, client: &Client, watch: Watch) -> AbortHand
     task.abort_handle()
 }
 
+/// Delay before the first reconnection after an error.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+
+/// The longest delay between reconnections. kube's default backoff (client-go's) grows to 30 s,
+/// so after an outage of a minute a watcher noticed the API server's return up to ~40 s late;
+/// capped, the store is current again within this plus one list of the API server's return.
+const RECONNECT_MAX: Duration = Duration::from_secs(4);
+
+/// Capped exponential backoff between a watcher's reconnections: the n-th delay in a row is
+/// drawn uniformly from [d/2, d] with d = min(RECONNECT_FIRST * 2^n, RECONNECT_MAX), so that
+/// the watchers of every replica do not all return to a recovering API server at once.
+#[derive(Debug, Default)]
+struct Reconnect {
+    /// Errors in a row so far.
+    attempt: u32,
+}
+
+impl Reconnect {
+    /// The delay before the next attempt; `unit` in [0, 1] picks it within the jitter range.
+    fn next_delay(&mut self, unit: f64) -> Duration {
+        let ceiling = RECONNECT_FIRST
+            .saturating_mul(2u32.saturating_pow(self.attempt))
+            .min(RECONNECT_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        ceiling.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// A uniformly distributed number in [0, 1) for jitter: std's per-instance random SipHash keys
+/// are randomness enough here, without a dependency for it.
+fn jitter_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    // The top 53 bits, exactly representable in an f64.
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether a watcher error is the API server's 410 Gone: the resourceVersion (or a list's
+/// continue token) expired, and the watcher relists.
+fn is_expired(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
+}
+
 /// Run one watcher for as long as the store lives. `watcher::Config::default()` already asks
 /// for bookmarks (so reconnects resume instead of relisting) and lists in pages of 500.
 async fn follow<K: Watched>(
@@ -606,13 +751,21 @@ async fn follow<K: Watched>(
     api: Api<K>,
     config: watcher::Config,
 ) {
-    // Exponential backoff with jitter between retries, reset by any success.
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    // The watcher retries on the next poll after an error: the delay is slept here, between polls.
+    let mut events = watcher::watcher(api, config).boxed();
+    let mut backoff = Reconnect::default();
+    let mut expired_last = false;
     while let Some(item) = events.next().await {
+        let expired = matches!(&item, Err(e) if is_expired(e));
+        let expired_before = std::mem::replace(&mut expired_last, expired);
         match item {
             Ok(event) => {
+                backoff.reset();
                 health.recovered();
                 let progress = follower.on_event(&shared.index, event);
+                for ns in follower.deleted_namespaces.drain(..) {
+                    shared.metrics.forget_namespace(&ns);
+                }
                 health.synced();
                 shared.publish_counts(&shared.read());
                 match progress {
@@ -639,18 +792,27 @@ async fn follow<K: Watched>(
                     }
                 }
             }
-            // The server expired our resourceVersion: routine (history is compacted); the
-            // watcher relists at once and the store stays correct up to the relist.
-            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
-                debug!(message = %status.message, "resourceVersion expired; relisting");
+            // The server expired our resourceVersion: routine (history is compacted, and an API
+            // server that restarted answers so to every watcher). Relist at once, as the state
+            // is stale until then; only a relist that expires again waits like any error.
+            Err(e) if expired => {
+                debug!(error = %e, "resourceVersion expired; relisting");
+                if expired_before {
+                    tokio::time::sleep(backoff.next_delay(jitter_unit())).await;
+                }
             }
             Err(e) => {
+                // The API server answered since the last error: this is a new outage.
+                if !health.failing.load(Ordering::Acquire) {
+                    backoff.reset();
+                }
                 health.failed();
                 warn!(error = %e, "watch failed; serving the last known state until it recovers");
+                tokio::time::sleep(backoff.next_delay(jitter_unit())).await;
             }
         }
     }
-    // `default_backoff` never gives up, so the stream only ends if kube changes that.
+    // The watcher retries forever, so the stream only ends if kube changes that.
     warn!("watch stream ended; this resource is no longer updated");
 }
 
@@ -761,7 +923,7 @@ mod tests {
             DOCKER_CONFIG_JSON_TYPE,
             "registry.example.com",
         )
-        .into_entry() else {
+        .into_entry(Target::Secrets(DOCKER_CONFIG_JSON_TYPE)) else {
             panic!("not a secret entry")
         };
         assert_eq!((&*s.namespace, &*s.name), ("ns", "regcred"));
@@ -785,7 +947,7 @@ mod tests {
             &["a", ""],
             &[(MANAGED_ANNOTATION, "a, b"), (INJECT_ANNOTATION, "False")],
         );
-        let Some(Entry::ServiceAccount(ns, info)) = sa.into_entry() else {
+        let Some(Entry::ServiceAccount(ns, info)) = sa.into_entry(Target::ServiceAccounts) else {
             panic!("not a ServiceAccount entry")
         };
         assert_eq!(ns, "ns");
@@ -794,25 +956,149 @@ mod tests {
         assert!(info.inject_opt_out);
 
         let n = namespace("ci", &[("pullgate.io/validation", "deny")]);
-        let Some(Entry::Namespace(name, o)) = n.into_entry() else {
+        let Some(Entry::Namespace(name, o)) = n.into_entry(Target::Namespaces) else {
             panic!("not a Namespace entry")
         };
         assert_eq!(name, "ci");
         assert_eq!(o.validation, Some(crate::policy::Validation::Deny));
 
         let nameless = Secret::default();
-        assert!(nameless.into_entry().is_none());
+        assert!(nameless
+            .into_entry(Target::Secrets(DOCKERCFG_TYPE))
+            .is_none());
+    }
+
+    #[test]
+    fn reconnect_delays_grow_to_a_cap_of_a_few_seconds_with_jitter() {
+        let mut low = Reconnect::default();
+        let mut high = Reconnect::default();
+        let lows: Vec<Duration> = (0..8).map(|_| low.next_delay(0.0)).collect();
+        let highs: Vec<Duration> = (0..8).map(|_| high.next_delay(1.0)).collect();
+        let ms = |v: &[Duration]| v.iter().map(|d| d.as_millis()).collect::<Vec<_>>();
+        assert_eq!(ms(&highs), [500, 1000, 2000, 4000, 4000, 4000, 4000, 4000]);
+        assert_eq!(ms(&lows), [250, 500, 1000, 2000, 2000, 2000, 2000, 2000]);
+        // However long the outage, no delay exceeds the cap.
+        let mut long = Reconnect::default();
+        for _ in 0..10_000 {
+            assert!(long.next_delay(jitter_unit()) <= RECONNECT_MAX);
+        }
+        long.reset();
+        assert_eq!(long.next_delay(1.0), RECONNECT_FIRST);
+        let units: Vec<f64> = (0..64).map(|_| jitter_unit()).collect();
+        assert!(units.iter().all(|u| (0.0..1.0).contains(u)));
+        assert!(
+            units.iter().any(|u| *u < 0.5) && units.iter().any(|u| *u >= 0.5),
+            "spread: {units:?}"
+        );
+    }
+
+    #[test]
+    fn secret_selectors_split_pull_named_and_other_types() {
+        assert_eq!(
+            secret_selector(Target::Secrets(DOCKERCFG_TYPE)),
+            "type=kubernetes.io/dockercfg"
+        );
+        assert_eq!(
+            secret_selector(Target::OtherSecrets(Some("Opaque"))),
+            "type=Opaque"
+        );
+        assert_eq!(
+            secret_selector(Target::OtherSecrets(None)),
+            "type!=kubernetes.io/dockerconfigjson,type!=kubernetes.io/dockercfg,type!=Opaque"
+        );
+    }
+
+    fn metadata(ns: &str, name: &str) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                annotations: Some(BTreeMap::from([(
+                    "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+                    format!(r#"{{"data":{{"password":"{PLANTED}"}}}}"#),
+                )])),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn other_secrets_keep_their_names_and_watched_type_only() {
+        let index = RwLock::new(ClusterIndex::new());
+        let mut opaque = follower(Target::OtherSecrets(Some("Opaque")), None);
+        let mut rest = follower(Target::OtherSecrets(None), None);
+        opaque.on_event::<PartialObjectMeta<Secret>>(&index, Event::Init);
+        opaque.on_event(&index, Event::InitApply(metadata("a", "regcred")));
+        opaque.on_event(&index, Event::InitApply(metadata("a", "app")));
+        opaque.on_event::<PartialObjectMeta<Secret>>(&index, Event::InitDone);
+        rest.on_event::<PartialObjectMeta<Secret>>(&index, Event::Init);
+        rest.on_event(
+            &index,
+            Event::InitApply(metadata("a", "sh.helm.release.v1.x.v1")),
+        );
+        rest.on_event::<PartialObjectMeta<Secret>>(&index, Event::InitDone);
+        {
+            let idx = index.read().unwrap();
+            let a = idx.namespace("a");
+            assert_eq!(
+                a.other_secrets
+                    .get("regcred")
+                    .and_then(|o| o.secret_type.as_deref()),
+                Some("Opaque")
+            );
+            assert_eq!(
+                a.other_secrets
+                    .get("sh.helm.release.v1.x.v1")
+                    .map(|o| o.secret_type.is_none()),
+                Some(true)
+            );
+            assert_eq!((idx.secret_count(), idx.other_secret_count()), (0, 3));
+            assert!(!format!("{idx:?}").contains(PLANTED));
+        }
+
+        // A delete from the other watcher leaves the Opaque one alone; a relist of the Opaque
+        // watcher that no longer shows "app" removes it.
+        rest.on_event(&index, Event::Delete(metadata("a", "regcred")));
+        assert!(index
+            .read()
+            .unwrap()
+            .namespace("a")
+            .other_secrets
+            .contains_key("regcred"));
+        opaque.on_event::<PartialObjectMeta<Secret>>(&index, Event::Init);
+        opaque.on_event(&index, Event::InitApply(metadata("a", "regcred")));
+        assert_eq!(
+            opaque.on_event::<PartialObjectMeta<Secret>>(&index, Event::InitDone),
+            Progress::Listed {
+                first: false,
+                removed: 1
+            }
+        );
+
+        // Recreated as a pull secret: the pull watcher's ADDED may arrive before the Opaque
+        // watcher's DELETED, which must then not remove the pull secret.
+        let mut json = follower(Target::Secrets(DOCKER_CONFIG_JSON_TYPE), None);
+        json.on_event(
+            &index,
+            Event::Apply(secret("a", "regcred", DOCKER_CONFIG_JSON_TYPE, "r.io")),
+        );
+        opaque.on_event(&index, Event::Delete(metadata("a", "regcred")));
+        let idx = index.read().unwrap();
+        assert!(idx.namespace("a").secrets.contains_key("regcred"));
+        assert!(!idx.namespace("a").other_secrets.contains_key("regcred"));
+        assert_eq!((idx.secret_count(), idx.other_secret_count()), (1, 1));
     }
 
     #[test]
     fn plan_is_cluster_wide_or_per_namespace() {
-        assert_eq!(plan(&[]).len(), 4);
+        assert_eq!(plan(&[]).len(), 6);
         assert!(plan(&[]).iter().all(|w| w.namespace.is_none()));
         let p = plan(&["b".into(), "a".into(), "b".into(), " ".into()]);
-        assert_eq!(p.len(), 8);
+        assert_eq!(p.len(), 12);
         assert_eq!(p[0].namespace.as_deref(), Some("a"));
         assert_eq!(
-            p[7],
+            p[11],
             Watch {
                 target: Target::Namespaces,
                 namespace: Some("b".into())

@@ -2,7 +2,7 @@
 
 pub use super::index::parse_managed;
 use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
-use crate::manifests::Document;
+use crate::manifests::{Document, Problem};
 use crate::policy::NamespaceOverrides;
 use base64::Engine;
 use serde::Deserialize;
@@ -157,7 +157,7 @@ pub fn namespace_from_value(
 }
 
 /// The index formed by the Secrets, ServiceAccounts and Namespaces among `docs`; errors name their document.
-pub fn index_documents(docs: &[Document], default_ns: &str) -> (ClusterIndex, Vec<String>) {
+pub fn index_documents(docs: &[Document], default_ns: &str) -> (ClusterIndex, Vec<Problem>) {
     let mut idx = ClusterIndex::new();
     let mut errors = Vec::new();
     for d in docs {
@@ -169,7 +169,11 @@ pub fn index_documents(docs: &[Document], default_ns: &str) -> (ClusterIndex, Ve
             _ => Ok(()),
         };
         if let Err(e) = res {
-            errors.push(format!("{d}: {e}"));
+            errors.push(Problem {
+                file: d.source.clone(),
+                document: Some(d.index),
+                message: e.to_string(),
+            });
         }
     }
     (idx, errors)

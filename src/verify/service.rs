@@ -336,25 +336,28 @@ impl VerifyLoop {
     }
 
     fn publish_metrics(&self, secret: &SecretRef, key: &str, status: CredentialStatus, at: i64) {
+        // Gauges beyond the family's cap are not exported (their values do not add up into one series).
         for s in CredentialStatus::ALL {
-            self.metrics
-                .credential_status
-                .get_or_create(&CredentialLabels {
-                    namespace: secret.0.clone(),
-                    secret: secret.1.clone(),
-                    registry: key.to_owned(),
-                    status: s.as_str(),
-                })
-                .set(i64::from(s == status));
+            if let Some(g) = self.metrics.credential_status.series(&CredentialLabels {
+                namespace: secret.0.clone(),
+                secret: secret.1.clone(),
+                registry: key.to_owned(),
+                status: s.as_str(),
+            }) {
+                g.set(i64::from(s == status));
+            }
         }
-        self.metrics
+        if let Some(g) = self
+            .metrics
             .credential_last_verified
-            .get_or_create(&CredentialKeyLabels {
+            .series(&CredentialKeyLabels {
                 namespace: secret.0.clone(),
                 secret: secret.1.clone(),
                 registry: key.to_owned(),
             })
-            .set(at as f64);
+        {
+            g.set(at as f64);
+        }
     }
 
     fn forget_metrics<'k>(&self, secret: &SecretRef, keys: impl Iterator<Item = &'k String>) {

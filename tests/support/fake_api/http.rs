@@ -32,6 +32,8 @@ pub struct LoggedRequest {
     pub query: Vec<(String, String)>,
     /// Whether the request carried the expected bearer token.
     pub authorized: bool,
+    /// The `Accept` header.
+    pub accept: Option<String>,
     /// The status answered (set when the response starts).
     pub status: Option<u16>,
 }
@@ -234,6 +236,11 @@ async fn handle(AxumState(app): AxumState<Arc<App>>, req: Request) -> Response {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Bearer {}", app.token));
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let entry = {
         let mut log = app.logged();
         log.push(LoggedRequest {
@@ -241,6 +248,7 @@ async fn handle(AxumState(app): AxumState<Arc<App>>, req: Request) -> Response {
             path: req.uri().path().to_owned(),
             query: query.clone(),
             authorized,
+            accept,
             status: None,
         });
         log.len() - 1
@@ -325,6 +333,15 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     let route = route(req.uri().path())?;
     let dry_run = param(query, "dryRun") == Some("All");
+    let output = if req.method() == Method::GET {
+        Output::negotiate(
+            req.headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+        )?
+    } else {
+        Output::Object
+    };
     match (req.method().clone(), route) {
         (Method::GET, Route::Version) => Ok(json_response(
             StatusCode::OK,
@@ -333,7 +350,7 @@ async fn dispatch(
         (Method::GET, Route::Collection { res, ns }) => {
             let filter = filter_of(res, ns, query)?;
             if param(query, "watch").is_some_and(parse_bool) {
-                return start_watch(app, filter, query, entry);
+                return start_watch(app, filter, query, entry, output);
             }
             let limit = match param(query, "limit") {
                 None | Some("") => None,
@@ -346,11 +363,12 @@ async fn dispatch(
                 resource_version_match: param(query, "resourceVersionMatch").map(str::to_owned),
             };
             let body = app.state().list(&filter, &q)?;
-            Ok(json_response(StatusCode::OK, body))
+            Ok(json_response(StatusCode::OK, output.list(&RESOURCES[res], body)?))
         }
         (Method::GET, Route::Object { res, ns, name }) => {
             let o = app.state().get(res, &ns, &name)?;
-            Ok(object_response(StatusCode::OK, o.typed(&RESOURCES[res])))
+            let rt = &RESOURCES[res];
+            Ok(object_response(StatusCode::OK, output.object(rt, o.typed(rt))?))
         }
         (Method::POST, Route::Collection { res, ns }) => {
             let ns = match (RESOURCES[res].namespaced, ns) {
@@ -406,6 +424,7 @@ fn start_watch(
     filter: Filter,
     query: &[(String, String)],
     entry: usize,
+    output: Output,
 ) -> Result<Response, ApiError> {
     let q = WatchQuery {
         resource_version: param(query, "resourceVersion").map(str::to_owned),
@@ -426,6 +445,7 @@ fn start_watch(
         bookmarks: q.bookmarks,
         timeout,
         entry,
+        output,
     };
     tokio::spawn(run_watch(app.clone(), start, spec, tx));
     let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
@@ -447,9 +467,14 @@ impl Drop for OpenWatch {
     }
 }
 
-async fn send(app: &App, tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, line: Bytes) -> bool {
+async fn send(
+    app: &App,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    output: Output,
+    line: Bytes,
+) -> bool {
     app.unstalled().await;
-    tx.send(Ok(line)).await.is_ok()
+    tx.send(Ok(output.event(line))).await.is_ok()
 }
 
 /// What a watch streams, and how.
@@ -459,16 +484,19 @@ struct WatchSpec {
     timeout: Option<Duration>,
     /// The watch request's index in the request log.
     entry: usize,
+    /// The negotiated form of the events' objects.
+    output: Output,
 }
 
 async fn send_bookmark(
     app: &App,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
-    entry: usize,
+    spec: (usize, Output),
     rt: &ResourceType,
     rv: u64,
 ) -> bool {
-    let sent = send(app, tx, bookmark_line(rt, rv, false)).await;
+    let (entry, output) = spec;
+    let sent = send(app, tx, output, bookmark_line(rt, rv, false)).await;
     if sent {
         app.bookmarks
             .lock()
@@ -493,6 +521,7 @@ async fn run_watch(
         bookmarks,
         timeout,
         entry,
+        output,
     } = spec;
     app.open_watches.fetch_add(1, Ordering::AcqRel);
     let _open = OpenWatch(app.clone());
@@ -508,7 +537,7 @@ async fn run_watch(
     } = start;
     let rt = &RESOURCES[filter.resource];
     for line in lines {
-        if !send(&app, &tx, line).await {
+        if !send(&app, &tx, output, line).await {
             return;
         }
     }
@@ -532,7 +561,7 @@ async fn run_watch(
             _ = ends.changed() => return,
             () = &mut deadline => {
                 if bookmarks {
-                    send_bookmark(&app, &tx, entry, rt, last_rv).await;
+                    send_bookmark(&app, &tx, (entry, output), rt, last_rv).await;
                 }
                 return;
             }
@@ -541,7 +570,7 @@ async fn run_watch(
                 Ok(c) => {
                     last_rv = last_rv.max(c.rv);
                     if let Some(line) = filter.event_for(&c) {
-                        if !send(&app, &tx, line).await {
+                        if !send(&app, &tx, output, line).await {
                             return;
                         }
                     }
@@ -549,12 +578,128 @@ async fn run_watch(
                 Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => return,
             },
             _ = tick.tick(), if bookmarks => {
-                if !send_bookmark(&app, &tx, entry, rt, last_rv).await {
+                if !send_bookmark(&app, &tx, (entry, output), rt, last_rv).await {
                     return;
                 }
             }
         }
     }
+}
+
+/// The form a GET answers in, negotiated from `Accept` as the API server does
+/// (`negotiation.NegotiateOutputMediaType`, then `handlers.doTransformObject`): the object
+/// itself, or its metadata only (`as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The object as stored.
+    Object,
+    /// `PartialObjectMetadata`: kind, apiVersion and the whole `metadata`, nothing else.
+    Metadata,
+    /// `PartialObjectMetadataList`.
+    MetadataList,
+}
+
+/// The apiVersion of the metadata-only forms.
+const META_V1: &str = "meta.k8s.io/v1";
+
+impl Output {
+    /// The first acceptable clause of an `Accept` header (none or `*/*`: JSON). The fake speaks
+    /// JSON only and converts to the metadata forms of meta.k8s.io/v1 only (the server also
+    /// knows YAML, protobuf, v1beta1 and Table): any other clause is skipped, and a header with
+    /// none acceptable is 406 as on the server.
+    pub fn negotiate(accept: Option<&str>) -> Result<Output, ApiError> {
+        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+            return Ok(Output::Object);
+        };
+        for clause in accept.split(',') {
+            let mut parts = clause.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            if !matches!(media, "application/json" | "application/*" | "*/*") {
+                continue;
+            }
+            let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+            let get = |k: &str| params.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+            let target = match get("as") {
+                None => return Ok(Output::Object),
+                Some("PartialObjectMetadata") => Output::Metadata,
+                Some("PartialObjectMetadataList") => Output::MetadataList,
+                Some(_) => continue,
+            };
+            if get("g") == Some("meta.k8s.io") && get("v") == Some("v1") {
+                return Ok(target);
+            }
+        }
+        Err(ApiError::not_acceptable(
+            "only the following media types are accepted: application/json, application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        ))
+    }
+
+    /// A single object (typed JSON) in this form.
+    fn object(self, rt: &ResourceType, typed: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        match self {
+            Output::Object => Ok(typed),
+            Output::Metadata => Ok(partial(&parse(&typed)).to_string().into_bytes()),
+            Output::MetadataList => Err(ApiError::not_acceptable(format!(
+                "you requested PartialObjectMetadataList, but the requested object is not a list (*core.{})",
+                rt.kind
+            ))),
+        }
+    }
+
+    /// A list body in this form.
+    fn list(self, rt: &ResourceType, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        match self {
+            Output::Object => Ok(body),
+            Output::Metadata => Err(ApiError::not_acceptable(format!(
+                "you requested PartialObjectMetadata, but the requested object is a list (*core.{}List)",
+                rt.kind
+            ))),
+            Output::MetadataList => {
+                let list = parse(&body);
+                let items: Vec<Value> = list["items"]
+                    .as_array()
+                    .map(|items| items.iter().map(partial).collect())
+                    .unwrap_or_default();
+                let out = json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": META_V1,
+                    "metadata": list["metadata"],
+                    "items": items,
+                });
+                Ok(out.to_string().into_bytes())
+            }
+        }
+    }
+
+    /// A watch event line in this form. Bookmarks are converted like objects; `ERROR` Statuses
+    /// are not. A watch asking for the list form gets whole objects: the server's watch encoder
+    /// logs the failed conversion and sends the object untransformed.
+    fn event(self, line: Bytes) -> Bytes {
+        if self != Output::Metadata {
+            return line;
+        }
+        let mut event = parse(&line);
+        if event["type"] == "ERROR" {
+            return line;
+        }
+        event["object"] = partial(&event["object"]);
+        let mut out = event.to_string().into_bytes();
+        out.push(b'\n');
+        out.into()
+    }
+}
+
+fn parse(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or(Value::Null)
+}
+
+/// `meta.AsPartialObjectMetadata`: the object's whole `metadata`, under the meta.k8s.io kind.
+fn partial(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": META_V1,
+        "metadata": object["metadata"],
+    })
 }
 
 #[cfg(test)]

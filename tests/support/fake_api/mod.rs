@@ -21,8 +21,14 @@
 //! mid-stream, [`FakeApi::end_watches`] ends them cleanly, [`FakeApi::fail_next`] answers the next requests with 500,
 //! [`FakeApi::race_writes`] lets another client's update land just before the next writes (which
 //! then get 409 Conflict from their resourceVersion precondition), [`FakeApi::compact`]
-//! makes every older resourceVersion expire, and [`FakeApi::set_stalled`] holds requests and
-//! watch events until released.
+//! makes every older resourceVersion expire, [`FakeApi::set_stalled`] holds requests and
+//! watch events until released, and [`FakeApi::go_away`] / [`FakeApi::come_back`] take the
+//! server off its port (connections refused, open ones cut) and back on the same port with the
+//! same storage, as an API server restart does (with [`FakeApi::compact`] in between, clients
+//! resuming from before then get 410 and relist, as after a restart's fresh watch cache).
+//!
+//! GETs honour `Accept`: `as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` answers metadata
+//! only, as the server does for kube's `PartialObjectMeta` (and client-go's metadata informers).
 
 mod http;
 mod select;
@@ -71,7 +77,37 @@ pub struct FakeApi {
     addr: SocketAddr,
     _dir: tempfile::TempDir,
     kubeconfig: PathBuf,
-    server: tokio::task::JoinHandle<()>,
+    router: axum::Router,
+    /// The accept loop, which owns every connection; `None` while away.
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Serve connections until aborted; aborting drops every connection (their tasks are in the set).
+async fn serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                connections.spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// A listener on `addr`, reusable at once after a previous one on it closed.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 impl FakeApi {
@@ -82,9 +118,8 @@ impl FakeApi {
 
     /// Start on a free port of 127.0.0.1 and write a kubeconfig for it.
     pub async fn start_with(options: Options) -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake API server");
+        let listener =
+            listen(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind the fake API server");
         let addr = listener.local_addr().expect("fake API address");
         let app = Arc::new(App {
             state: Mutex::new(State::new(1000, options.history_limit)),
@@ -100,9 +135,7 @@ impl FakeApi {
             races: Mutex::new(Vec::new()),
         });
         let router = http::router(app.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let server = tokio::spawn(serve(listener, router.clone()));
         let dir = tempfile::tempdir().expect("kubeconfig dir");
         let kubeconfig = dir.path().join("kubeconfig");
         let config = format!(
@@ -117,7 +150,8 @@ impl FakeApi {
             addr,
             _dir: dir,
             kubeconfig,
-            server,
+            router,
+            server: Mutex::new(Some(server)),
         }
     }
 
@@ -280,6 +314,44 @@ impl FakeApi {
             .clone()
     }
 
+    /// Go away as a stopped API server does: the port refuses connections and every open
+    /// connection (watches included) is cut. The storage stays, and changes made through the
+    /// handle meanwhile are there when the server comes back.
+    pub async fn go_away(&self) {
+        let server = self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(server) = server {
+            server.abort();
+            // Once the accept loop is dropped its listener is closed and its connections aborted.
+            let _ = server.await;
+        }
+        self.drop_watches();
+    }
+
+    /// Serve again on the same port after [`FakeApi::go_away`].
+    pub fn come_back(&self) {
+        let listener = listen(self.addr)
+            .unwrap_or_else(|e| panic!("rebind the fake API server on {}: {e}", self.addr));
+        let server = tokio::spawn(serve(listener, self.router.clone()));
+        let old = self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(server);
+        assert!(old.is_none(), "come_back without go_away");
+    }
+
+    /// Whether the port accepts connections (false between go_away and come_back).
+    pub fn is_up(&self) -> bool {
+        self.server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
     /// Watch streams currently open.
     pub fn open_watches(&self) -> usize {
         self.app.open_watches.load(Ordering::Acquire)
@@ -288,7 +360,14 @@ impl FakeApi {
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = self
+            .server
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            server.abort();
+        }
         self.drop_watches();
     }
 }

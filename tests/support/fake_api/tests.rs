@@ -50,12 +50,37 @@ impl Raw {
         self.send(reqwest::Method::GET, path, None).await
     }
 
+    /// A GET with an `Accept` header: the status and the body as text.
+    async fn get_accepting(&self, path: &str, accept: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("accept", accept)
+            .send()
+            .await
+            .expect("request to the fake");
+        let code = resp.status().as_u16();
+        (code, resp.text().await.expect("body"))
+    }
+
     /// Open a watch and read lines until `done` says enough (or the stream ends).
-    async fn watch_until(&self, path: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+    async fn watch_until(&self, path: &str, done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        self.watch_accepting(path, "application/json", done).await
+    }
+
+    /// [`Raw::watch_until`] with an `Accept` header.
+    async fn watch_accepting(
+        &self,
+        path: &str,
+        accept: &str,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let mut resp = self
             .http
             .get(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
+            .header("accept", accept)
             .send()
             .await
             .expect("watch request");
@@ -606,4 +631,165 @@ async fn a_raced_write_meets_the_real_precondition() {
             .get("late")
             .is_none()
     );
+}
+
+const META: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+const META_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+
+#[tokio::test]
+async fn accept_negotiates_metadata_only_as_the_server_does() {
+    let fake = FakeApi::start_with(Options {
+        bookmark_interval: Duration::from_millis(50),
+        ..Options::default()
+    })
+    .await;
+    let planted = "Planted-Metadata-Pw-7rT";
+    fake.apply(fixtures::opaque_secret("a", "app", "password", planted));
+    fake.apply(fixtures::pull_secret("a", "regcred", &["r.io"], planted));
+    let encoded = fixtures::b64(planted);
+    let raw = Raw::new(&fake);
+    let no_data = |text: &str| {
+        !text.contains(planted) && !text.contains(&encoded) && !text.contains("\"data\"")
+    };
+
+    let (code, text) = raw
+        .get_accepting("/api/v1/secrets?limit=1", META_LIST)
+        .await;
+    assert_eq!(code, 200, "{text}");
+    assert!(no_data(&text), "{text}");
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert_eq!(list["apiVersion"], "meta.k8s.io/v1");
+    assert!(
+        list["metadata"]["continue"].is_string() && list["metadata"]["resourceVersion"].is_string()
+    );
+    assert_eq!(list["items"][0]["kind"], "PartialObjectMetadata");
+    assert_eq!(list["items"][0]["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(list["items"][0]["metadata"]["name"], "app");
+    assert!(list["items"][0].get("type").is_none());
+
+    let (code, text) = raw
+        .get_accepting("/api/v1/namespaces/a/secrets/regcred", META)
+        .await;
+    assert_eq!(code, 200);
+    assert!(no_data(&text), "{text}");
+    let one: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (one["kind"].as_str(), one["metadata"]["name"].as_str()),
+        (Some("PartialObjectMetadata"), Some("regcred"))
+    );
+
+    // The single form for a list and the list form for an object are 406, as on the server.
+    for (path, accept) in [
+        ("/api/v1/secrets", META),
+        ("/api/v1/namespaces/a/secrets/app", META_LIST),
+    ] {
+        let (code, text) = raw.get_accepting(path, accept).await;
+        assert_eq!(code, 406, "{path}: {text}");
+        assert!(text.contains("NotAcceptable"), "{text}");
+    }
+    // The first clause that can be served wins; a header with none is 406.
+    let (code, text) = raw
+        .get_accepting(
+            "/api/v1/secrets",
+            &format!("application/json;as=Nothing;g=meta.k8s.io;v=v1, {META_LIST}"),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert!(text.contains("PartialObjectMetadataList"));
+    let (code, _) = raw
+        .get_accepting(
+            "/api/v1/secrets",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v9",
+        )
+        .await;
+    assert_eq!(code, 406);
+    let (code, text) = raw.get_accepting("/api/v1/secrets", "*/*").await;
+    assert_eq!(code, 200);
+    assert!(text.contains(&encoded), "whole objects by default");
+
+    // Watch events and bookmarks carry metadata only; an ERROR keeps its Status.
+    let from = fake.resource_version();
+    let path = format!(
+        "/api/v1/namespaces/a/secrets?watch=1&resourceVersion={from}&allowWatchBookmarks=true"
+    );
+    let watching = raw.watch_accepting(&path, META, |e| {
+        types(e).contains(&"DELETED") && types(e).last() == Some(&"BOOKMARK")
+    });
+    let writer = async {
+        crate::support::eventually("the watch to open", || fake.open_watches() > 0).await;
+        fake.apply(fixtures::opaque_secret("a", "later", "password", planted));
+        fake.delete("secrets", "a", "later");
+    };
+    let (events, ()) = tokio::join!(watching, writer);
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(no_data(&text), "{text}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["object"]["kind"] == "PartialObjectMetadata"),
+        "{text}"
+    );
+    assert_eq!(events[0]["object"]["metadata"]["name"], "later");
+    fake.compact();
+    let events = raw
+        .watch_accepting(
+            &format!("/api/v1/secrets?watch=true&resourceVersion={from}"),
+            META,
+            |_| false,
+        )
+        .await;
+    assert_eq!(types(&events), ["ERROR"]);
+    assert_eq!(events[0]["object"]["kind"], "Status");
+    assert_eq!(events[0]["object"]["code"], 410);
+
+    // kube's PartialObjectMeta asks for exactly this.
+    let metas: Api<kube::core::PartialObjectMeta<Secret>> = Api::all(fake.client().await);
+    let names: Vec<String> = metas
+        .list(&ListParams::default().fields("type=Opaque"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect();
+    assert_eq!(names, ["app"]);
+    let last = fake.request_log().pop().unwrap();
+    assert_eq!(last.accept.as_deref(), Some(META_LIST));
+}
+
+#[tokio::test]
+async fn goes_away_and_comes_back_on_the_same_port() {
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::pull_secret("a", "before", &["r.io"], "pw"));
+    let raw = Raw::new(&fake);
+    let watching = raw.watch_until("/api/v1/secrets?watch=true", |_| false);
+    let outage = async {
+        crate::support::eventually("the watch to open", || fake.open_watches() > 0).await;
+        fake.go_away().await;
+    };
+    let (events, ()) = tokio::join!(watching, outage);
+    assert_eq!(types(&events), ["ADDED"], "the open watch is cut");
+    assert!(!fake.is_up());
+    let refused = reqwest::Client::new()
+        .get(format!("{}/api/v1/secrets", fake.url()))
+        .send()
+        .await
+        .expect_err("connections are refused while away");
+    assert!(refused.is_connect(), "{refused}");
+
+    // Changed while away, served once back, at the same address.
+    fake.apply(fixtures::pull_secret("a", "during", &["r.io"], "pw"));
+    assert!(fake.delete("secrets", "a", "before"));
+    fake.come_back();
+    assert!(fake.is_up());
+    let (code, list) = raw.get("/api/v1/secrets").await;
+    assert_eq!(code, 200);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["during"]);
 }
