@@ -45,8 +45,11 @@ pub struct ImageResult {
     pub registry: Option<String>,
     /// Repository path.
     pub repository: Option<String>,
-    /// Whether the policy says it needs credentials.
+    /// Whether it needs credentials.
     pub requires_credentials: bool,
+    /// Why the registry counts as private or public (absent when the reference is invalid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_class: Option<String>,
     /// Secrets covering it, in the kubelet's order.
     pub matched_secrets: Vec<String>,
 }
@@ -209,11 +212,23 @@ fn to_result(view: &PodView, namespace: &str, d: &Decision<'_>) -> CheckResult {
                 registry: i.reference.as_ref().map(|r| r.domain().to_owned()),
                 repository: i.reference.as_ref().map(|r| r.path().to_owned()),
                 requires_credentials: i.requires_credentials,
+                registry_class: i
+                    .registry_class
+                    .zip(i.reference.as_ref())
+                    .map(|(c, r)| c.describe(hostname(r.domain()))),
                 matched_secrets: owned(&i.matched_secrets),
             })
             .collect(),
         findings: d.findings.clone(),
     }
+}
+
+/// A registry domain without its port: classes are about hosts.
+fn hostname(domain: &str) -> &str {
+    domain
+        .rsplit_once(':')
+        .filter(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(domain, |(host, _)| host)
 }
 
 /// The report as a compact human table followed by findings with their fixes.

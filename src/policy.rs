@@ -50,30 +50,35 @@ impl Validation {
     }
 }
 
-/// A registry pattern in kubelet key syntax, or `*` for every registry.
+/// A registry pattern in kubelet key syntax, `*` for every registry, or `auto`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryPattern {
     /// `*`: every registry (a kubelet key `*` would only match one-label hosts).
     All,
+    /// `auto`: the registries the cluster's pull secrets show to be private (see
+    /// `engine::registry_class`); every registry that a key itself names.
+    Auto,
     /// A kubelet-style key: globs per label, port, path prefix.
     Key(RegistryKey),
 }
 
 impl RegistryPattern {
-    /// Whether the pattern covers an image name (as the kubelet looks it up).
+    /// Whether the pattern covers an image name (as the kubelet looks it up); `auto` covers
+    /// any name here, since a registry key is itself the evidence it stands for.
     pub fn matches(&self, target: &MatchTarget<'_>) -> bool {
         match self {
-            RegistryPattern::All => true,
+            RegistryPattern::All | RegistryPattern::Auto => true,
             RegistryPattern::Key(k) => k.matches(target),
         }
     }
 }
 
 impl RegistryPattern {
-    /// The pattern as written in the policy (`*` for every registry).
+    /// The pattern as written in the policy (`*` for every registry, `auto`).
     pub fn as_str(&self) -> &str {
         match self {
             RegistryPattern::All => "*",
+            RegistryPattern::Auto => "auto",
             RegistryPattern::Key(k) => k.as_str(),
         }
     }
@@ -85,6 +90,9 @@ impl<'de> Deserialize<'de> for RegistryPattern {
         if s == "*" {
             return Ok(RegistryPattern::All);
         }
+        if s == "auto" {
+            return Ok(RegistryPattern::Auto);
+        }
         RegistryKey::parse(&s)
             .map(RegistryPattern::Key)
             .map_err(|e| serde::de::Error::custom(format!("invalid registry pattern {s:?}: {e}")))
@@ -95,6 +103,7 @@ impl Serialize for RegistryPattern {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             RegistryPattern::All => s.serialize_str("*"),
+            RegistryPattern::Auto => s.serialize_str("auto"),
             RegistryPattern::Key(k) => s.serialize_str(k.as_str()),
         }
     }
@@ -104,7 +113,7 @@ impl Serialize for RegistryPattern {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Registries {
-    /// Registries whose images need credentials.
+    /// Registries whose images need credentials (default `*`).
     #[serde(default = "all_registries")]
     pub private: Vec<RegistryPattern>,
     /// Exceptions that never need credentials.
@@ -126,7 +135,8 @@ impl Default for Registries {
 }
 
 impl Registries {
-    /// Whether an image name needs credentials under this policy.
+    /// Whether a registry key's registry needs credentials under this policy (images are
+    /// classified by `engine::registry_class::classify`, which also reads the cluster).
     pub fn requires_credentials(&self, target: &MatchTarget<'_>) -> bool {
         self.credential_pattern(target).is_some()
     }

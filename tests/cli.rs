@@ -760,3 +760,70 @@ fn handshake(ca: &str, cert: &str, key: &str, name: &str) -> Result<(), String> 
     }
     Err("handshake did not finish".to_owned())
 }
+
+/// `registries.private: [auto]` on a mixed cluster: public images (Artifact Registry, Docker
+/// Hub official and user images, registry.k8s.io) get no finding, while each classic mistake
+/// on the one private registry is still reported with its own code, and the JSON says why.
+#[test]
+fn auto_registries_leave_public_images_alone_and_catch_private_mistakes() {
+    let dir = scratch("auto-policy");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "validation: deny\nregistries:\n  private: [auto]\n",
+    )
+    .expect("policy");
+    let out = pullgate(&[
+        "check",
+        "--config",
+        policy.to_str().expect("utf-8 path"),
+        "-o",
+        "json",
+        "examples/mixed-cluster",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let results = report["results"].as_array().expect("results");
+    let codes = |name: &str| -> Vec<String> {
+        let r = results
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the report"));
+        r["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["severity"] != "info")
+            .map(|f| f["code"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let public: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["kind"] == "Deployment")
+        .collect();
+    assert_eq!(public.len(), 15);
+    for r in &public {
+        assert_eq!(r["allowed"], true, "{r}");
+        assert!(
+            codes(r["name"].as_str().unwrap_or_default()).is_empty(),
+            "{r}"
+        );
+        let class = r["images"][0]["registryClass"].as_str().unwrap_or_default();
+        assert!(class.starts_with("public ("), "{r}");
+    }
+    assert_eq!(codes("ok"), Vec::<String>::new());
+    assert_eq!(codes("name-mismatch"), ["SecretNotFound"]);
+    assert_eq!(codes("port-mismatch"), ["RegistryMismatch"]);
+    assert_eq!(codes("sa-not-patched"), ["ServiceAccountNotPatched"]);
+    assert_eq!(codes("other-namespace"), ["NoCredentials"]);
+    assert_eq!(codes("wrong-type"), ["WrongSecretType"]);
+    assert_eq!(codes("static-agent"), ["StaticPod"]);
+    let port = results
+        .iter()
+        .find(|r| r["name"] == "port-mismatch")
+        .expect("port-mismatch");
+    assert_eq!(
+        port["images"][0]["registryClass"],
+        "private (secret \"acme-pull\" in this namespace is for registry.acme.example)"
+    );
+}

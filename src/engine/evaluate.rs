@@ -5,6 +5,7 @@ use super::findings::{closest, Code, Finding, Severity};
 use super::keyring::{Keyring, MatchTarget, NearMiss, RegistryKey};
 use super::podview::{ContainerKind, PodView, WorkloadKind};
 use super::reference::ImageRef;
+use super::registry_class::{classify, RegistryClass};
 use crate::policy::{Effective, Policy, Validation};
 use crate::store::index::{
     ClusterIndex, CredentialStatus, NamespaceInfo, OtherSecret, SecretInfo,
@@ -66,8 +67,10 @@ pub struct ImageDetail<'a> {
     pub image: &'a str,
     /// Parsed reference (None when invalid).
     pub reference: Option<ImageRef>,
-    /// Whether the policy says this registry needs credentials.
+    /// Whether this registry needs credentials ([`RegistryClass::requires_credentials`]).
     pub requires_credentials: bool,
+    /// Why the registry counts as private or public (None when the reference is invalid).
+    pub registry_class: Option<RegistryClass<'a>>,
     /// Secrets whose keys cover the image, in the order the kubelet tries them.
     pub matched_secrets: Vec<&'a str>,
 }
@@ -200,6 +203,7 @@ pub fn evaluate_pod<'a>(
             image,
             reference,
             requires_credentials: false,
+            registry_class: None,
             matched_secrets: Vec::new(),
         });
     }
@@ -231,9 +235,10 @@ pub fn evaluate_pod<'a>(
         })
         .collect();
     for (img, t) in d.images.iter_mut().zip(&targets) {
-        img.requires_credentials = t
+        img.registry_class = t
             .as_ref()
-            .is_some_and(|t| policy.registries.requires_credentials(t));
+            .map(|t| classify(&policy.registries, t, index, ctx.namespace));
+        img.requires_credentials = img.registry_class.is_some_and(|c| c.requires_credentials());
     }
 
     if d.static_pod {
@@ -352,7 +357,8 @@ pub fn evaluate_pod<'a>(
             }
             _ => {
                 let (container, image) = (img.container, img.image);
-                let f = uncovered_finding(
+                let certain = img.registry_class.is_none_or(|c| c.is_certain());
+                let mut f = uncovered_finding(
                     ns,
                     index,
                     ctx,
@@ -366,6 +372,10 @@ pub fn evaluate_pod<'a>(
                     container,
                     image,
                 );
+                if !certain {
+                    f.severity = Severity::Warning;
+                    f.message.push_str(" (Docker Hub serves public and private repositories alike, so this is a warning: list docker.io in registries.private to make it an error)");
+                }
                 findings.push(f);
             }
         }

@@ -185,6 +185,23 @@ impl RegistryKey {
         }
     }
 
+    /// Whether the key is for the image's registry host whatever the port, path or letter case:
+    /// the host a secret shows the cluster treats as private (near misses included).
+    pub fn claims_host(&self, target: &MatchTarget<'_>) -> bool {
+        let (Some(key), Some(image)) = (self.parts(), target.parts()) else {
+            return false;
+        };
+        if key.labels == image.labels {
+            if key.glob {
+                labels_match(&key, &image, true)
+            } else {
+                key.hostname.eq_ignore_ascii_case(image.hostname)
+            }
+        } else {
+            key.glob && literal_suffix_agrees(&key, &image)
+        }
+    }
+
     /// Whether the host URLsMatch compares has glob metacharacters (so it is not an exact-host key).
     pub fn is_glob(&self) -> bool {
         self.matcher.is_some_and(|m| m.glob)

@@ -7,6 +7,7 @@ pub mod keyring;
 pub mod podview;
 pub mod pullsecret;
 pub mod reference;
+pub mod registry_class;
 
 pub use evaluate::{
     evaluate_pod, evaluate_service_account, Decision, ImageDetail, Operation, PodContext,

@@ -1,7 +1,7 @@
 //! The in-memory cluster index the engine reads: pull secrets (keys only), ServiceAccounts and
 //! namespace overrides, with the cross-namespace lookups diagnostics need. Pure data, no I/O.
 
-use crate::engine::keyring::{is_default_registry_match, keys_cover, MatchTarget};
+use crate::engine::keyring::{is_default_registry_match, keys_cover, MatchTarget, RegistryKey};
 use crate::engine::pullsecret::{
     parse_pull_secret, PayloadError, PullSecretKeys, DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE,
 };
@@ -385,6 +385,9 @@ pub struct ClusterIndex {
     by_host: HashMap<Box<[u8]>, BTreeSet<Held>>,
     /// Pull secrets with a glob key (few in practice; checked one by one).
     globbed: BTreeSet<Held>,
+    /// Lower-cased hostname of every non-glob key -> how many keys name it: the registries the
+    /// cluster's pull secrets show to be private, whatever port, path or case a key gives.
+    hostnames: HashMap<Box<[u8]>, u32>,
     secrets: usize,
     other_secrets: usize,
     service_accounts: usize,
@@ -392,6 +395,17 @@ pub struct ClusterIndex {
     verifications: Verifications,
     /// The ServiceAccount label keys kept ([`ClusterIndex::keeping_labels`]); all when `None`.
     kept_labels: Option<Arc<BTreeSet<String>>>,
+}
+
+/// Which pull secret, if any, shows a registry host to be private ([`ClusterIndex::host_claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostClaim<'a> {
+    /// A secret of the pod's own namespace has a key for the host.
+    Here(&'a SecretInfo),
+    /// Only secrets of other namespaces do.
+    Elsewhere,
+    /// No pull secret of the cluster names the host.
+    None,
 }
 
 /// A secret as the cross-namespace tables hold it: (namespace, name), both shared with the keys
@@ -534,6 +548,61 @@ impl ClusterIndex {
         }
     }
 
+    /// Which pull secret shows that the image's registry host is private (a key for that host,
+    /// any port, path or letter case): one of `namespace` if there is one, else whether any
+    /// other namespace holds one.
+    pub fn host_claim<'a>(&'a self, target: &MatchTarget<'_>, namespace: &str) -> HostClaim<'a> {
+        let here = self
+            .namespace(namespace)
+            .secrets
+            .values()
+            .find(|s| s.usable_keys().any(|k| k.claims_host(target)));
+        if let Some(s) = here {
+            return HostClaim::Here(s);
+        }
+        let named = target.host_and_port().is_some_and(|(hostname, _)| {
+            self.hostnames
+                .contains_key(hostname.to_ascii_lowercase().as_slice())
+        });
+        let globbed = || {
+            self.globbed.iter().any(|(ns, name)| {
+                self.namespace(ns).secrets.get(name).is_some_and(|s| {
+                    s.usable_keys()
+                        .any(|k| k.is_glob() && k.claims_host(target))
+                })
+            })
+        };
+        if named || globbed() {
+            HostClaim::Elsewhere
+        } else {
+            HostClaim::None
+        }
+    }
+
+    /// [`ClusterIndex::host_claim`] for Docker Hub, whose keys name `docker.io` or
+    /// `index.docker.io` while its images are all normalised to `docker.io`.
+    pub fn docker_hub_claim<'a>(&'a self, namespace: &str) -> HostClaim<'a> {
+        let hub = |k: &RegistryKey| {
+            k.host_and_port().is_some_and(|(h, _)| {
+                h.eq_ignore_ascii_case(b"docker.io") || h.eq_ignore_ascii_case(b"index.docker.io")
+            })
+        };
+        let here = self
+            .namespace(namespace)
+            .secrets
+            .values()
+            .find(|s| s.usable_keys().any(hub));
+        if let Some(s) = here {
+            HostClaim::Here(s)
+        } else if self.hostnames.contains_key(&b"docker.io"[..])
+            || self.hostnames.contains_key(&b"index.docker.io"[..])
+        {
+            HostClaim::Elsewhere
+        } else {
+            HostClaim::None
+        }
+    }
+
     /// Whether any credential verification result is recorded (none unless `verify` is on).
     pub fn has_verifications(&self) -> bool {
         !self
@@ -594,6 +663,10 @@ impl ClusterIndex {
                     .entry(host_key(hostname, port))
                     .or_default()
                     .insert(held.clone());
+                *self
+                    .hostnames
+                    .entry(hostname.to_ascii_lowercase().into_boxed_slice())
+                    .or_default() += 1;
             }
         }
         self.secrets += 1;
@@ -642,6 +715,13 @@ impl ClusterIndex {
                     set.remove(&held);
                     if set.is_empty() {
                         self.by_host.remove(&host);
+                    }
+                }
+                let lower = hostname.to_ascii_lowercase();
+                if let Some(n) = self.hostnames.get_mut(lower.as_slice()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.hostnames.remove(lower.as_slice());
                     }
                 }
             }

@@ -134,6 +134,7 @@ impl Settings {
             .filter(|r| r.insecure)
             .map(|r| match &r.pattern {
                 RegistryPattern::All => "*".to_owned(),
+                RegistryPattern::Auto => "auto".to_owned(),
                 RegistryPattern::Key(k) => k.as_str().to_owned(),
             })
             .collect()
