@@ -15,7 +15,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// Deadline of one DELETE request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after the first failed attempt, doubled after each further one up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest pause between two attempts.
