@@ -7,8 +7,9 @@ Usage:
     PULLGATE_RENDERED_POLICY_DIR=/tmp/policies python3 scripts/lint-chart.py
         # also writes every rendered policy file there, for `cargo test --test chart`
     echo '{"case": {values...}}' | python3 scripts/lint-chart.py --render-json
-        # renders each case (as step 3 below) and prints {"case": {"objects": [...], "error": null}} as
-        # JSON, the objects being the manifest's documents; what tests/chart.rs renders the chart with
+        # renders each case (as step 3 below) and prints {"case": {"objects": [...], "hooks": [...],
+        # "error": null}} as JSON, the objects being the manifest's documents and the hooks the hook
+        # documents; what tests/chart.rs renders the chart with
 
 What it checks:
 1. Static: Chart.yaml appVersion equals the crate version; every value in values.yaml has a `# --` comment;
@@ -720,16 +721,22 @@ def check_hooks(r: Report, case: str, release: dict, v: dict) -> None:
     r.check(ann.get("helm.sh/hook") == "pre-delete" and "hook-succeeded" in ann.get("helm.sh/hook-delete-policy", ""),
             f"[{case}] Job is a pre-delete hook, deleted on success")
     c = job["spec"]["template"]["spec"]["containers"][0]
-    img = v["hooks"]["kubectl"]["image"]
-    r.check(c["image"].startswith(img["repository"]), f"[{case}] hook uses hooks.kubectl.image")
+    image = v["image"]
+    r.check(c["image"].startswith(image["repository"] + ("@" if image["digest"] else ":")),
+            f"[{case}] hook runs the pullgate image (no separate kubectl image to pull)")
+    r.check(c.get("imagePullPolicy") == image["pullPolicy"], f"[{case}] hook pulls as the Deployment does")
     words = c.get("command", []) + c.get("args", [])
-    r.check(words[:2] == ["kubectl", "delete"] and f"mutatingwebhookconfiguration/{RELEASE}-mutating" in words
-            and f"validatingwebhookconfiguration/{RELEASE}-validating" in words and "--ignore-not-found" in words,
-            f"[{case}] hook deletes both webhook configurations")
+    r.check(words[:1] == ["uninstall-webhooks"] and f"--mutating={RELEASE}-mutating" in words
+            and f"--validating={RELEASE}-validating" in words,
+            f"[{case}] hook runs `pullgate uninstall-webhooks` on both webhook configurations")
+    r.check(job["spec"]["activeDeadlineSeconds"] == v["hooks"]["preDelete"]["activeDeadlineSeconds"] <= 300,
+            f"[{case}] hook Job has a short activeDeadlineSeconds")
     sa = job["spec"]["template"]["spec"]["serviceAccountName"]
     roles = find(docs, "ClusterRole")
-    r.check(len(roles) == 1 and all(set(x["verbs"]) <= {"get", "delete"} and x.get("resourceNames") for x in roles[0]["rules"]),
-            f"[{case}] hook ClusterRole: get/delete by name only")
+    r.check(len(roles) == 1 and all(x["verbs"] == ["delete"]
+                                    and sorted(x.get("resourceNames") or []) == [f"{RELEASE}-mutating", f"{RELEASE}-validating"]
+                                    for x in roles[0]["rules"]),
+            f"[{case}] hook ClusterRole: delete on exactly the two configuration names")
     r.check(bool(find(docs, "ServiceAccount", sa)) and any(b["subjects"][0]["name"] == sa for b in find(docs, "ClusterRoleBinding")),
             f"[{case}] hook has its own ServiceAccount and binding")
     for d in docs:
@@ -956,8 +963,8 @@ def check_renders(report: Report, out_dir: Path | None) -> None:
 
 def render_json() -> int:
     """--render-json: render each case of the JSON object on stdin with the real Helm (as check_renders does)
-    and print, as one JSON object, each case's manifest documents (`objects`) or the render's error message
-    (`error`). Exit 0 whenever every case was attempted: a refused render is an answer, not a failure."""
+    and print, as one JSON object, each case's manifest documents (`objects`) and hook documents (`hooks`) or
+    the render's error message (`error`). Exit 0 whenever every case was attempted: a refused render is an answer, not a failure."""
     try:
         cases = json.load(sys.stdin)
     except ValueError as e:
@@ -970,9 +977,10 @@ def render_json() -> int:
     for case, values in cases.items():
         try:
             release = render(values)
-            out[case] = {"objects": load_docs(release.get("manifest", "")), "error": None}
+            hooks = [d for h in release.get("hooks") or [] for d in load_docs(h.get("manifest", ""))]
+            out[case] = {"objects": load_docs(release.get("manifest", "")), "hooks": hooks, "error": None}
         except helm_sdkpy.HelmError as e:
-            out[case] = {"objects": [], "error": str(e)}
+            out[case] = {"objects": [], "hooks": [], "error": str(e)}
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -27,11 +27,32 @@ pub enum Command {
     Certs(CertsArgs),
     /// Diagnose a live pod's image pulls, check by check, with the exact fixes.
     Doctor(DoctorArgs),
+    /// Delete the release's webhook configurations by name (the chart's pre-delete hook); exit 0
+    /// once all are gone, 2 if one could not be deleted.
+    UninstallWebhooks(UninstallArgs),
     /// Validate a policy file and exit (0 valid, 2 invalid).
     ValidateConfig {
         /// The policy file.
         file: PathBuf,
     },
+}
+
+/// `pullgate uninstall-webhooks`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("targets").required(true).multiple(true).args(["mutating", "validating"]))]
+pub struct UninstallArgs {
+    /// A MutatingWebhookConfiguration to delete (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub mutating: Vec<String>,
+    /// A ValidatingWebhookConfiguration to delete (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub validating: Vec<String>,
+    /// Attempts per configuration when the API server fails transiently (5xx, 429, no answer).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
+    /// Kubeconfig (default: the usual KUBECONFIG lookup, then in-cluster config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// `pullgate serve`.

@@ -20,4 +20,5 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod uninstall;
 pub mod verify;

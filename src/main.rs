@@ -120,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::UninstallWebhooks(args) => uninstall_webhooks(args),
         Command::ValidateConfig { file } => {
             let policy = load_policy(Some(&file))?;
             println!(
@@ -131,6 +132,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Delete the named webhook configurations; every one is tried, each result printed.
+fn uninstall_webhooks(args: pullgate::cli::UninstallArgs) -> anyhow::Result<ExitCode> {
+    use pullgate::uninstall::{Kind, Removed, Target};
+    // Retries are logged (JSON on stdout, as `serve` logs), so a Job's log shows why it was slow.
+    pullgate::telemetry::init();
+    let targets: Vec<Target> = (args.mutating.iter().map(|n| (Kind::Mutating, n)))
+        .chain(args.validating.iter().map(|n| (Kind::Validating, n)))
+        .map(|(kind, name)| Target {
+            kind,
+            name: name.clone(),
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let results = rt.block_on(async {
+        let client = pullgate::store::kube::client(args.kubeconfig.as_deref())
+            .await
+            .context("connecting to the API server")?;
+        anyhow::Ok(pullgate::uninstall::delete_all(&client, &targets, args.attempts).await)
+    })?;
+    let mut failed = 0;
+    for (target, result) in results {
+        match result {
+            Ok(Removed::Deleted) => emit(&format!("{target} deleted\n"))?,
+            Ok(Removed::AlreadyGone) => emit(&format!("{target} already gone\n"))?,
+            Err(e) => {
+                failed += 1;
+                eprintln!("pullgate: {e}");
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.

@@ -195,12 +195,9 @@ fn parse_into(source: &str, text: &str, out: &mut Manifests) {
     if text.trim_start().starts_with(['{', '[']) {
         let mut json = Manifests::default();
         parse_json(source, text, &mut json);
-        // Not JSON at its first value but YAML in flow style (`{a: 1}`): read as YAML.
-        if json
-            .unreadable
-            .first()
-            .is_some_and(|p| p.document == Some(0))
-        {
+        // Not JSON but YAML in flow style (`{a: 1}`, or JSON then `---`): read as YAML, unless
+        // the file says it is JSON (YAML would forgive its errors, a trailing comma say).
+        if !source.ends_with(".json") && !json.unreadable.is_empty() {
             let mut yaml = Manifests::default();
             parse_yaml(source, text, &mut yaml, MAX_ALIAS_NODES_PER_FILE);
             if yaml.unreadable.is_empty() {
@@ -827,6 +824,16 @@ mod tests {
             "{kind: Pod, metadata: {name: a}}\n---\n{kind: B}\n",
         );
         assert_eq!(kinds(&m), ["Pod", "B"]);
+        let m = parse_documents("f.yaml", "{\"kind\": \"A\"}\n---\nkind: B\n");
+        assert_eq!(kinds(&m), ["A", "B"]);
+        // A .json file stays JSON: YAML would forgive the trailing comma.
+        assert_eq!(
+            parse_documents("f.json", "{\"kind\": \"A\",}")
+                .unreadable
+                .len(),
+            1
+        );
+        assert_eq!(kinds(&parse_documents("-", "{\"kind\": \"A\",}")), ["A"]);
         let m = parse_documents(
             "t.json",
             "{\"kind\": \"Pod\", \"image\": {{ .Values.image }}}",

@@ -478,13 +478,15 @@ fn text_scanners_work() {
 // Renders with the real Helm: credential verification and pull-failure attribution.
 
 /// One case's render: the manifest's objects, or the message Helm refused it with.
-type Rendered = Result<Vec<serde_json::Value>, String>;
+/// A case's manifest documents and hook documents, or why Helm refused it.
+type Rendered = Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), String>;
 
 /// The values of every case the tests below render.
 fn render_cases() -> serde_json::Value {
     serde_json::json!({
         "default": {},
         "workers": {"server": {"workerThreads": 3}},
+        "digest": {"image": {"digest": format!("sha256:{}", "ab".repeat(32))}},
         "verify": {"policy": {"verify": {"enabled": true}}},
         "attribution": {"policy": {"attribution": {"enabled": true}}},
         "restart": {"policy": {"attribution": {"enabled": true, "restartStuckPods": true}}},
@@ -590,7 +592,10 @@ fn render_all() -> Result<BTreeMap<String, Rendered>, String> {
     for (case, r) in answer {
         let rendered = match r["error"].as_str() {
             Some(e) => Err(e.to_owned()),
-            None => Ok(r["objects"].as_array().cloned().unwrap_or_default()),
+            None => Ok((
+                r["objects"].as_array().cloned().unwrap_or_default(),
+                r["hooks"].as_array().cloned().unwrap_or_default(),
+            )),
         };
         all.insert(case.clone(), rendered);
     }
@@ -600,7 +605,15 @@ fn render_all() -> Result<BTreeMap<String, Rendered>, String> {
 /// The objects of a case that must render.
 fn objects(case: &str) -> Result<&'static [serde_json::Value], String> {
     match rendered(case)? {
-        Ok(objects) => Ok(objects),
+        Ok((objects, _)) => Ok(objects),
+        Err(e) => Err(format!("case {case} was refused: {e}")),
+    }
+}
+
+/// The hook documents of a case that must render.
+fn hooks(case: &str) -> Result<&'static [serde_json::Value], String> {
+    match rendered(case)? {
+        Ok((_, hooks)) => Ok(hooks),
         Err(e) => Err(format!("case {case} was refused: {e}")),
     }
 }
@@ -1071,4 +1084,79 @@ fn worker_threads_flag_only_when_set() -> TestResult {
         ));
     }
     Ok(())
+}
+
+/// The pre-delete hook runs pullgate's own image (an air-gapped cluster has nothing else to pull)
+/// with `uninstall-webhooks` on both configurations, passing only flags the subcommand has, and its
+/// ServiceAccount may delete exactly those two names.
+#[test]
+fn pre_delete_hook_runs_pullgate_uninstall_webhooks() -> TestResult {
+    let help = run(&["uninstall-webhooks", "--help"])?;
+    if !help.status.success() {
+        return Err(format!(
+            "`pullgate uninstall-webhooks --help` failed: {}",
+            text_of(&help)
+        ));
+    }
+    let known = flags_in(&text_of(&help));
+    let mut failures = Vec::new();
+    for case in ["default", "digest"] {
+        let deployment = of_kind(objects(case)?, "Deployment")
+            .next()
+            .ok_or_else(|| format!("{case}: no Deployment"))?;
+        let pullgate = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let hooks = hooks(case)?;
+        let Some(job) = of_kind(hooks, "Job").next() else {
+            failures.push(format!("{case}: no pre-delete Job"));
+            continue;
+        };
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        if c["image"] != pullgate["image"] || c["imagePullPolicy"] != pullgate["imagePullPolicy"] {
+            failures.push(format!(
+                "{case}: hook image {} ({}), pullgate's {} ({})",
+                c["image"], c["imagePullPolicy"], pullgate["image"], pullgate["imagePullPolicy"]
+            ));
+        }
+        if c.get("command").is_some() {
+            failures.push(format!(
+                "{case}: the hook must use the image's pullgate entrypoint, not {}",
+                c["command"]
+            ));
+        }
+        let args = strings(&c["args"]);
+        if args
+            != [
+                "uninstall-webhooks",
+                "--mutating=pullgate-mutating",
+                "--validating=pullgate-validating",
+            ]
+        {
+            failures.push(format!("{case}: hook args {args:?}"));
+        }
+        let used = flags_in(&args.join("\n"));
+        let unknown: Vec<_> = used.difference(&known).collect();
+        if !unknown.is_empty() {
+            failures.push(format!("{case}: hook flags `pullgate uninstall-webhooks --help` does not list: {unknown:?}"));
+        }
+        let deadline = job["spec"]["activeDeadlineSeconds"].as_u64().unwrap_or(0);
+        if !(1..=120).contains(&deadline) {
+            failures.push(format!(
+                "{case}: activeDeadlineSeconds {deadline} is not short"
+            ));
+        }
+        for role in of_kind(hooks, "ClusterRole") {
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                let mut names = strings(&rule["resourceNames"]);
+                names.sort_unstable();
+                if strings(&rule["verbs"]) != ["delete"]
+                    || names != ["pullgate-mutating", "pullgate-validating"]
+                {
+                    failures.push(format!(
+                        "{case}: hook rule grants more than delete on the two names: {rule}"
+                    ));
+                }
+            }
+        }
+    }
+    check_all("pre-delete hook", failures)
 }

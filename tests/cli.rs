@@ -311,13 +311,23 @@ fn check_exit_codes() {
         "{}",
         stderr(&missing)
     );
-    // 2: not UTF-8.
+    // 2: not UTF-8, named in the report; the other input is still evaluated.
     let tmp = scratch("cli-bytes");
     let bin_file = tmp.path().join("binary.yaml");
     std::fs::write(&bin_file, [0xff, 0xfe, 0x00, 0x41]).expect("write");
-    let o = pullgate(&["check", &bin_file.to_string_lossy()]);
+    let o = pullgate(&[
+        "check",
+        "examples/cluster",
+        "examples/pods/ok.yaml",
+        &bin_file.to_string_lossy(),
+    ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("binary.yaml"), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("binary.yaml: not UTF-8 text"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("1 checked"), "{}", stdout(&o));
     // 2: an object that cannot be read as a pod.
     let bad_pod = tmp.path().join("bad-pod.yaml");
     std::fs::write(
@@ -352,12 +362,11 @@ fn malformed_yaml_names_the_file_and_the_document_index() {
     .expect("write");
     let o = pullgate(&["check", &f.to_string_lossy()]);
     assert_eq!(code(&o), 2);
-    let err = stderr(&o);
-    assert!(err.contains("three-docs.yaml"), "{err}");
+    let out = stdout(&o);
     // The third document (index 2) is the broken one.
     assert!(
-        err.contains("document 2"),
-        "the error does not name document 2: {err}"
+        out.contains("three-docs.yaml (document 2): "),
+        "the error does not name document 2: {out}"
     );
 }
 
@@ -372,12 +381,12 @@ fn malformed_yaml_error_does_not_print_secret_lines() {
     .expect("write");
     let o = pullgate(&["check", &f.to_string_lossy()]);
     assert_eq!(code(&o), 2);
-    let err = stderr(&o);
+    let out = stdout(&o);
     assert!(
-        err.contains("secret.yaml") && err.contains("line 6"),
-        "{err}"
+        out.contains("secret.yaml (document 0): ") && out.contains("line 6"),
+        "{out}"
     );
-    assert_no_secrets("stderr", &err);
+    assert_no_secrets("stderr", &stderr(&o));
     assert_no_secrets("stdout", &stdout(&o));
 }
 
@@ -404,7 +413,11 @@ fn check_reads_stdin() {
     // Malformed stdin is named `-`.
     let o = run_with_stdin(&["check"], Some(b"a: [\n"));
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains('-'), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("error: - (document 0): "),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -527,6 +527,355 @@ async fn an_outage_keeps_serving_and_marks_the_store_stale() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_of_other_types_come_and_go_by_name_without_their_data() {
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::namespace("a", &[]));
+    let (store, metrics) = synced(&fake, &[]).await;
+    let other = |name: &str| {
+        store
+            .view()
+            .namespace("a")
+            .other_secrets
+            .get(name)
+            .map(|o| o.secret_type.as_deref().map(str::to_owned))
+    };
+    let secret_gauge = || {
+        metrics
+            .store_objects
+            .get_or_create(&KindLabels { kind: "Secret" })
+            .get()
+    };
+
+    fake.apply(fixtures::opaque_secret("a", "regcred", "password", PLANTED));
+    eventually("the Opaque secret's name", || {
+        other("regcred") == Some(Some("Opaque".to_owned()))
+    })
+    .await;
+    let helm = fixtures::helm_release_secret("a", "web", 1, 64 * 1024);
+    let helm_data = helm["data"]["release"]
+        .as_str()
+        .expect("release")
+        .to_owned();
+    fake.apply(helm);
+    eventually("the Helm release secret's name, type unknown", || {
+        other("sh.helm.release.v1.web.v1") == Some(None)
+    })
+    .await;
+    assert_eq!(secret_gauge(), 2);
+    assert!(!has_secret(&store, "a", "regcred"));
+
+    // Recreated as a pull secret: one object, now whole; then deleted.
+    assert!(fake.delete("secrets", "a", "regcred"));
+    fake.apply_secret("a", "regcred", &["registry.example.com"], PLANTED);
+    eventually("regcred as a pull secret", || {
+        has_secret(&store, "a", "regcred") && other("regcred").is_none()
+    })
+    .await;
+    assert!(fake.delete("secrets", "a", "regcred"));
+    assert!(fake.delete("secrets", "a", "sh.helm.release.v1.web.v1"));
+    eventually("both gone", || {
+        !has_secret(&store, "a", "regcred") && other("sh.helm.release.v1.web.v1").is_none()
+    })
+    .await;
+    assert_eq!(store.view().namespace_count(), 0, "nothing left of it");
+    assert_eq!(secret_gauge(), 0);
+
+    // Every request for secrets of other types asked for metadata only, so the fake (which
+    // honours Accept as the API server does) never sent their data.
+    let log = fake.request_log();
+    let metadata_requests: Vec<&LoggedRequest> = log
+        .iter()
+        .filter(|r| {
+            r.path == "/api/v1/secrets"
+                && r.param("fieldSelector")
+                    .is_some_and(|f| f.contains("Opaque"))
+        })
+        .collect();
+    assert!(
+        metadata_requests.len() >= 4,
+        "a list and a watch each: {log:#?}"
+    );
+    assert!(metadata_requests.iter().all(|r| r
+        .accept
+        .as_deref()
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))));
+    assert!(!format!("{:?}", *store.view()).contains(&helm_data[..64]));
+}
+
+/// An AdmissionReview of a pod in `namespace` naming `secret` in spec.imagePullSecrets.
+fn review_naming(namespace: &str, secret: &str) -> Value {
+    let mut review: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/admission-reviews/admissionreview-pod-create-mutate.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("fixture JSON");
+    review["request"]["uid"] = serde_json::json!(format!("uid-{secret}"));
+    review["request"]["namespace"] = serde_json::json!(namespace);
+    review["request"]["object"]["metadata"]["namespace"] = serde_json::json!(namespace);
+    review["request"]["object"]["spec"]["imagePullSecrets"] = serde_json::json!([{"name": secret}]);
+    review
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_cluster_names_a_secret_of_the_wrong_type_as_check_does() {
+    support::install_crypto();
+    let fake = FakeApi::start().await;
+    let objects = [
+        fixtures::namespace("shop", &[("pullgate.io/validation", "deny")]),
+        fixtures::service_account("shop", "default", &[]),
+        fixtures::opaque_secret("shop", "regcred", ".dockerconfigjson", PLANTED),
+        fixtures::helm_release_secret("shop", "web", 3, 32 * 1024),
+        // The same name as a pull secret elsewhere: what the store saw before, so it said
+        // SecretInOtherNamespace.
+        fixtures::pull_secret("elsewhere", "regcred", &["registry.example.com"], PLANTED),
+    ];
+    for o in &objects {
+        fake.apply(o.clone());
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_path = dir.path().join("ca.pem");
+    let served = ServeProcess::spawn(
+        [
+            OsStr::new("--cluster"),
+            OsStr::new("--self-signed"),
+            OsStr::new("--kubeconfig"),
+            fake.kubeconfig_path().as_os_str(),
+            OsStr::new("--ca-out"),
+            ca_path.as_os_str(),
+        ],
+        &[],
+        DEADLINE,
+    );
+    let ca_path = &ca_path;
+    let ca = poll("the CA file", DEADLINE, || async move {
+        std::fs::read(ca_path).ok()
+    })
+    .await;
+    let https = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA certificate"))
+        .build()
+        .expect("HTTPS client");
+    let (https, served) = (&https, &served);
+    // Ready once the store has synced.
+    poll("/readyz", DEADLINE, || async move {
+        https
+            .get(served.url("/readyz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+
+    // What `pullgate check` decides over the same objects: the index built from manifests.
+    let docs: Vec<pullgate::manifests::Document> = objects
+        .iter()
+        .enumerate()
+        .map(|(index, value)| pullgate::manifests::Document {
+            source: "objects".to_owned(),
+            index,
+            value: value.clone(),
+        })
+        .collect();
+    let (offline, errors) = pullgate::store::objects::index_documents(&docs, "default");
+    assert!(errors.is_empty(), "{errors:?}");
+
+    for (secret, wording) in [
+        ("regcred", "has type \"Opaque\""),
+        ("sh.helm.release.v1.web.v3", "is not of a pull-secret type"),
+    ] {
+        let review = review_naming("shop", secret);
+        let resp = https
+            .post(served.url("/validate?timeout=5s"))
+            .json(&review)
+            .send()
+            .await
+            .expect("POST /validate");
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.expect("AdmissionReview JSON");
+        let live = &v["response"];
+        assert_eq!(live["allowed"], false, "{live}");
+        let message = live["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("pullgate: WrongSecretType: ") && message.contains(wording),
+            "{message}"
+        );
+        let body = serde_json::to_vec(&review).expect("review");
+        let checked = pullgate::admission::review(
+            pullgate::admission::Endpoint::Validate,
+            &body,
+            &pullgate::policy::Policy::default(),
+            &offline,
+            jiff::Timestamp::now().as_second(),
+        )
+        .expect("offline review");
+        assert_eq!(
+            checked.denied_codes,
+            [pullgate::engine::Code::WrongSecretType],
+            "{secret}"
+        );
+        if secret == "regcred" {
+            let offline: Value = serde_json::from_slice(&checked.body).expect("JSON");
+            assert_eq!(
+                offline["response"]["status"]["message"], live["status"]["message"],
+                "the same words as check"
+            );
+        }
+    }
+}
+
+/// How soon after the API server answers again the store must be current and not stale.
+const RECOVERY_BOUND: Duration = Duration::from_secs(10);
+
+fn last_sync(metrics: &Metrics, resource: &'static str) -> f64 {
+    metrics
+        .store_last_sync
+        .get_or_create(&ResourceLabels { resource })
+        .get()
+}
+
+/// The API server goes away for `outage` while secrets, ServiceAccounts and namespace labels
+/// change, and comes back on the same port (with its history compacted when `compact`, as a
+/// restarted API server's fresh watch cache answers 410 to old resourceVersions). The store must
+/// notice within a few seconds, keep serving, and be current and fresh again within
+/// [`RECOVERY_BOUND`] of the server's return.
+async fn recovers_after(outage: Duration, compact: bool) {
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::namespace("a", &[("pullgate.io/inject", "false")]));
+    fake.apply_secret("a", "keep", &["r.io"], "pw");
+    fake.apply_secret("a", "gone", &["r.io"], "pw");
+    fake.apply(fixtures::opaque_secret("a", "config", "k", "v"));
+    fake.apply(fixtures::service_account("a", "old", &["keep"]));
+    let (store, metrics) = synced(&fake, &[]).await;
+    eventually("every watch to open", || fake.open_watches() == WATCHERS).await;
+
+    fake.go_away().await;
+    let went_away = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    poll("store_stale to turn 1", Duration::from_secs(5), || {
+        std::future::ready((stale(&metrics) == 1).then_some(()))
+    })
+    .await;
+    assert!(fake.delete("secrets", "a", "gone"));
+    fake.apply_secret("a", "keep", &["quay.io"], "pw");
+    fake.apply_secret("a", "new", &["r.io"], "pw");
+    assert!(fake.delete("secrets", "a", "config"));
+    fake.apply(fixtures::opaque_secret("a", "later", "k", "v"));
+    assert!(fake.delete("serviceaccounts", "a", "old"));
+    fake.apply(fixtures::service_account("a", "builder", &["new"]));
+    fake.apply(fixtures::namespace(
+        "a",
+        &[("pullgate.io/validation", "deny")],
+    ));
+    // The outage lasts this long (the scenario, not a wait for anything).
+    tokio::time::sleep(outage).await;
+    assert!(
+        store.ready() && has_secret(&store, "a", "gone"),
+        "the last state is served"
+    );
+    assert_eq!(stale(&metrics), 1);
+    // A watch response already on its way when the server went away may still count (within
+    // milliseconds); nothing later does, so the gauges tell how old the state is.
+    for resource in ["secrets", "serviceaccounts", "namespaces"] {
+        let synced = last_sync(&metrics, resource);
+        assert!(
+            synced <= went_away + 0.5,
+            "{resource} synced at {synced}, {}s after the server went away",
+            synced - went_away
+        );
+    }
+    let compacted_rv = fake.resource_version();
+    if compact {
+        fake.compact();
+    }
+    let back_at = fake.request_log().len();
+    fake.come_back();
+    let back = std::time::Instant::now();
+
+    let current = |store: &ClusterStore| {
+        let v = store.view();
+        let a = v.namespace("a");
+        let keys: Vec<String> = a
+            .secrets
+            .get("keep")
+            .map(|s| s.usable_keys().map(|k| k.as_str().to_owned()).collect())
+            .unwrap_or_default();
+        !a.secrets.contains_key("gone")
+            && a.secrets.contains_key("new")
+            && keys == ["quay.io"]
+            && !a.other_secrets.contains_key("config")
+            && a.other_secrets.contains_key("later")
+            && !a.service_accounts.contains_key("old")
+            && a.service_accounts.contains_key("builder")
+            && a.overrides.inject.is_none()
+            && a.overrides.validation == Some(pullgate::policy::Validation::Deny)
+    };
+    poll("the store to be current again", RECOVERY_BOUND, || {
+        std::future::ready(current(&store).then_some(()))
+    })
+    .await;
+    let remaining = RECOVERY_BOUND.saturating_sub(back.elapsed());
+    poll("store_stale back to 0", remaining, || {
+        std::future::ready((stale(&metrics) == 0).then_some(()))
+    })
+    .await;
+    let recovered_in = back.elapsed();
+    assert!(recovered_in < RECOVERY_BOUND, "{recovered_in:?}");
+    let back_wall = went_away + outage.as_secs_f64();
+    for resource in ["secrets", "serviceaccounts", "namespaces"] {
+        assert!(last_sync(&metrics, resource) >= back_wall, "{resource}");
+    }
+    let after = requests_since(&fake, back_at);
+    let expired = after.iter().any(|r| {
+        r.is_watch()
+            && r.param("resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v < compacted_rv)
+    });
+    assert!(
+        expired,
+        "the watchers resumed from where they were: {after:#?}"
+    );
+    if compact {
+        // Relisting is part of being current: within the bound too.
+        let remaining = RECOVERY_BOUND.saturating_sub(back.elapsed());
+        poll("every watcher to relist after the 410", remaining, || {
+            let relists = requests_since(&fake, back_at)
+                .iter()
+                .filter(|r| r.is_list() && r.param("continue").is_none())
+                .count();
+            std::future::ready((relists == WATCHERS).then_some(()))
+        })
+        .await;
+    } else {
+        let relists = after.iter().filter(|r| r.is_list()).count();
+        assert_eq!(
+            relists, 0,
+            "resumed from the history without a relist: {after:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_again_within_the_bound_after_a_short_outage() {
+    recovers_after(Duration::from_secs(1), false).await;
+}
+
+/// Long enough that kube's default backoff (0.8 s doubling to 30 s, client-go's) would be
+/// sleeping 12.8 s or more when the server returns, and before the 410 relist once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_again_within_the_bound_after_a_long_outage_and_compaction() {
+    recovers_after(Duration::from_secs(16), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_data_never_reaches_logs_or_debug_output() {
     logs::capture();
     let fake = FakeApi::start().await;

@@ -102,3 +102,45 @@ impl Store for FileStore {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str =
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: a, namespace: ns}\ntype: Opaque\n";
+
+    #[test]
+    fn a_broken_file_keeps_the_last_good_state() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), SECRET).unwrap();
+        let store = FileStore::load(dir.path()).unwrap();
+        assert_eq!(store.view().secret_count(), 1);
+        // The reader check shares: a duplicate key, a template, a scalar document, bad JSON.
+        for (i, broken) in [
+            "kind: Secret\nmetadata: {name: b, namespace: ns}\nmetadata: {name: c}\n",
+            "{{- if .Values.x }}\nkind: Secret\n{{- end }}\n",
+            "kind: Secret\nmetadata: {name: b, namespace: ns}\n---\njust text\n",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let f = dir.path().join(format!("b{i}.yaml"));
+            std::fs::write(&f, broken).unwrap();
+            assert!(store.reload_if_changed().is_err(), "{broken:?}");
+            assert_eq!(store.view().secret_count(), 1, "{broken:?}");
+            std::fs::remove_file(&f).unwrap();
+        }
+        std::fs::write(dir.path().join("c.json"), "{\"kind\": \"Secret\",}").unwrap();
+        assert!(store.reload_if_changed().is_err());
+        std::fs::remove_file(dir.path().join("c.json")).unwrap();
+        // Mended: the new state is read.
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            SECRET.replace("name: a", "name: b"),
+        )
+        .unwrap();
+        assert!(store.reload_if_changed().unwrap());
+        assert_eq!(store.view().secret_count(), 2);
+    }
+}

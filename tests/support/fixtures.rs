@@ -71,7 +71,7 @@ pub fn dockercfg_secret(ns: &str, name: &str, registries: &[&str], password: &st
     })
 }
 
-/// An Opaque Secret (which the store must not even receive).
+/// An Opaque Secret (the store may receive its metadata, never its data).
 pub fn opaque_secret(ns: &str, name: &str, key: &str, value: &str) -> Value {
     json!({
         "apiVersion": "v1",
@@ -79,6 +79,38 @@ pub fn opaque_secret(ns: &str, name: &str, key: &str, value: &str) -> Value {
         "metadata": { "name": name, "namespace": ns },
         "type": "Opaque",
         "data": { key: b64(value) },
+    })
+}
+
+/// A Helm release Secret as Helm 3 stores one: type `helm.sh/release.v1`, its four labels, and
+/// the release (chart, values, manifest; gzipped then base64-encoded by Helm) as `data.release`,
+/// here `size` bytes of base64 text that do not compress: real ones run from tens of KiB to ~1 MiB.
+pub fn helm_release_secret(ns: &str, release: &str, version: u32, size: usize) -> Value {
+    let mut x = (size as u64 ^ u64::from(version)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let blob: String = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(x % 64) as usize]
+                as char
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": format!("sh.helm.release.v1.{release}.v{version}"),
+            "namespace": ns,
+            "labels": {
+                "name": release,
+                "owner": "helm",
+                "status": "deployed",
+                "version": version.to_string(),
+            },
+        },
+        "type": "helm.sh/release.v1",
+        "data": { "release": b64(blob) },
     })
 }
 

@@ -7,13 +7,16 @@
 //! PATCH with `application/merge-patch+json` or `application/json-patch+json`, where a
 //! `metadata.resourceVersion` left in the patched object that differs from the stored one is a 409
 //! `Conflict`, and a `caBundle` that is not base64 is a 400 (the field is `[]byte`). Strategic merge
-//! patch answers 415. Not served: lists, watches, PUT, DELETE (the test drives those through the
-//! handle). Forwarded responses are buffered, so watches of other resources do not work through the
+//! patch answers 415. DELETE of one configuration answers the deleted object, or 404 when it is
+//! missing. Not served: lists, watches, PUT (the test drives those through the handle). Forwarded responses are buffered, so watches of other resources do not work through the
 //! proxy; pullgate's self-signed mode never watches.
 //!
 //! The test drives it through the handle: [`WebhookConfigs::put`] creates or replaces a
-//! configuration, [`WebhookConfigs::fail_next_patches`] answers the next patches with 500, and
-//! [`WebhookConfigs::patch_log`] lists the patches received.
+//! configuration, [`WebhookConfigs::fail_next_patches`] answers the next patches with 500,
+//! [`WebhookConfigs::patch_log`] lists the patches received, [`WebhookConfigs::fail_next_deletes`]
+//! answers the next deletes with 503, [`WebhookConfigs::forbid_deletes`] answers every delete with
+//! the API server's 403 for a ServiceAccount without the verb, and [`WebhookConfigs::delete_log`]
+//! lists the deletes received.
 
 use crate::support::fake_api::FakeApi;
 use axum::body::Body;
@@ -25,7 +28,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 const GROUP_PREFIX: &str = "/apis/admissionregistration.k8s.io/v1/";
@@ -117,6 +120,9 @@ struct Inner {
     http: reqwest::Client,
     fail_patches: AtomicUsize,
     patches: Mutex<Vec<(Kind, String, u16)>>,
+    fail_deletes: AtomicUsize,
+    forbid_deletes: AtomicBool,
+    deletes: Mutex<Vec<(Kind, String, u16)>>,
 }
 
 impl Inner {
@@ -152,6 +158,9 @@ impl WebhookConfigs {
             http: reqwest::Client::new(),
             fail_patches: AtomicUsize::new(0),
             patches: Mutex::new(Vec::new()),
+            fail_deletes: AtomicUsize::new(0),
+            forbid_deletes: AtomicBool::new(false),
+            deletes: Mutex::new(Vec::new()),
         });
         let router = Router::new().fallback(handle).with_state(inner.clone());
         let server = tokio::spawn(async move {
@@ -215,6 +224,25 @@ impl WebhookConfigs {
     /// Answer the next `n` patches with 500.
     pub fn fail_next_patches(&self, n: usize) {
         self.inner.fail_patches.store(n, Ordering::Release);
+    }
+
+    /// Answer the next `n` deletes with 503.
+    pub fn fail_next_deletes(&self, n: usize) {
+        self.inner.fail_deletes.store(n, Ordering::Release);
+    }
+
+    /// Answer every delete with 403 Forbidden (or stop doing so).
+    pub fn forbid_deletes(&self, forbid: bool) {
+        self.inner.forbid_deletes.store(forbid, Ordering::Release);
+    }
+
+    /// The deletes received: kind, name and the status answered.
+    pub fn delete_log(&self) -> Vec<(Kind, String, u16)> {
+        self.inner
+            .deletes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The patches received: kind, name and the status answered.
@@ -304,11 +332,55 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .push((kind, name.clone(), resp.status().as_u16()));
             resp
         }
+        Method::DELETE => {
+            let resp = delete(&inner, kind, &name, &qualified);
+            inner
+                .deletes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((kind, name.clone(), resp.status().as_u16()));
+            resp
+        }
         _ => status(
             405,
             "MethodNotAllowed",
-            "the proxy serves GET and PATCH only".into(),
+            "the proxy serves GET, PATCH and DELETE only".into(),
             json!({}),
+        ),
+    }
+}
+
+fn delete(inner: &Inner, kind: Kind, name: &str, qualified: &str) -> Response {
+    let details =
+        json!({"name": name, "group": "admissionregistration.k8s.io", "kind": kind.plural()});
+    if inner.forbid_deletes.load(Ordering::Acquire) {
+        // The API server's words for a ServiceAccount without the verb on this name.
+        return status(
+            403,
+            "Forbidden",
+            format!("{qualified} \"{name}\" is forbidden: User \"system:serviceaccount:pullgate:pullgate-pre-delete\" cannot delete resource \"{}\" in API group \"admissionregistration.k8s.io\" at the cluster scope", kind.plural()),
+            details,
+        );
+    }
+    if inner
+        .fail_deletes
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return status(
+            503,
+            "ServiceUnavailable",
+            "injected by the test".into(),
+            json!({}),
+        );
+    }
+    match inner.objects().remove(&(kind.plural(), name.to_owned())) {
+        Some(o) => object(StatusCode::OK, &o),
+        None => status(
+            404,
+            "NotFound",
+            format!("{qualified} \"{name}\" not found"),
+            details,
         ),
     }
 }

@@ -85,15 +85,6 @@ app.kubernetes.io/component: webhook
 {{- end -}}
 {{- end -}}
 
-{{- define "pullgate.kubectlImage" -}}
-{{- $img := .Values.hooks.kubectl.image -}}
-{{- if $img.digest -}}
-{{- printf "%s@%s" $img.repository $img.digest -}}
-{{- else -}}
-{{- printf "%s:%s" $img.repository $img.tag -}}
-{{- end -}}
-{{- end -}}
-
 {{/*
 Whether the pullgate container talks to the API server, and so needs a ServiceAccount token:
 cluster mode (watches), selfSigned (keeps its Secret, patches the caBundle) and the reconciler.
