@@ -107,8 +107,7 @@ impl Store for FileStore {
 mod tests {
     use super::*;
 
-    const SECRET: &str =
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: a, namespace: ns}\ntype: Opaque\n";
+    const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: a, namespace: ns}\ntype: kubernetes.io/dockerconfigjson\ndata: {.dockerconfigjson: eyJhdXRocyI6eyJyLmlvIjp7ImF1dGgiOiJkVHB3In19fQ==}\n";
 
     #[test]
     fn a_broken_file_keeps_the_last_good_state() {
