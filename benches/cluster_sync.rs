@@ -1,8 +1,10 @@
 //! Initial sync of the cluster store at scale, against the in-repo fake API server.
 //!
 //! The cluster: 10,000 namespaces, each with 5 `kubernetes.io/dockerconfigjson` pull secrets
-//! (the payloads `kubectl create secret docker-registry` writes, one with two registries) and 3
-//! ServiceAccounts (two of them with the four labels Helm charts set). Measured: time from
+//! (the payloads `kubectl create secret docker-registry` writes, one with two registries), 3
+//! secrets of other types as real namespaces hold them (two Opaque, one `helm.sh/release.v1` of
+//! `--helm-kib` KiB, 16 by default: which pullgate sees as metadata only) and 3 ServiceAccounts
+//! (two of them with the four labels Helm charts set). Measured: time from
 //! `ClusterStore::start` to `ready()`, the process's RSS before and after (and its peak), the
 //! index's size, the time of `store.view()` plus a namespace lookup, and one admission decision
 //! over the synced view against the same decision over a one-namespace index (admission latency
@@ -17,7 +19,7 @@
 //! Deployment's memory limit sees it.
 //!
 //! ```text
-//! cargo bench --bench cluster_sync -- [--namespaces 10000] [--lookups 1000000] [--reviews 20000] [--worker-threads N]
+//! cargo bench --bench cluster_sync -- [--namespaces 10000] [--helm-kib 16] [--lookups 1000000] [--reviews 20000] [--worker-threads N]
 //! ```
 
 #[path = "common/process.rs"]
@@ -73,7 +75,7 @@ fn namespace_name(i: usize) -> String {
 }
 
 /// Child role: serve the populated cluster until the parent closes our stdin.
-fn serve_fake(namespaces: usize) {
+fn serve_fake(namespaces: usize, helm_kib: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -89,6 +91,10 @@ fn serve_fake(namespaces: usize) {
             for (j, (name, registries)) in SECRETS.iter().enumerate() {
                 fake.apply(fixtures::pull_secret(&ns, name, registries, &token(i * 5 + j)));
             }
+            // Secrets of other types: an application's and a TLS-less config's, and a release.
+            fake.apply(fixtures::opaque_secret(&ns, "app-credentials", "password", &token(i)));
+            fake.apply(fixtures::opaque_secret(&ns, "db-connection", "url", &token(i + 1)));
+            fake.apply(fixtures::helm_release_secret(&ns, "app", 1, helm_kib * 1024));
             fake.apply(fixtures::service_account(&ns, "default", &["regcred"]));
             // The other two as a Helm chart creates them: with its four standard labels.
             for (name, refs) in [("builder", &["ghcr", "ecr"][..]), ("deployer", &[])] {
@@ -123,8 +129,9 @@ fn serve_fake(namespaces: usize) {
 
 fn main() {
     let namespaces = arg("--namespaces", 10_000);
+    let helm_kib = arg("--helm-kib", 16);
     if std::env::var_os(ROLE).is_some() {
-        serve_fake(namespaces);
+        serve_fake(namespaces, helm_kib);
         return;
     }
     let lookups = arg("--lookups", 1_000_000);
@@ -132,7 +139,12 @@ fn main() {
     let workers = arg("--worker-threads", 0);
     let exe = std::env::current_exe().expect("own executable");
     let mut child = Command::new(exe)
-        .args(["--namespaces", &namespaces.to_string()])
+        .args([
+            "--namespaces",
+            &namespaces.to_string(),
+            "--helm-kib",
+            &helm_kib.to_string(),
+        ])
         .env(ROLE, "fake-api")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -168,9 +180,9 @@ fn main() {
         let sync = started.elapsed();
         let rss_after = status_kib("self", "VmRSS:");
         let peak = status_kib("self", "VmHWM:");
-        let (secrets, sas, nss) = {
+        let (secrets, others, sas, nss) = {
             let v = store.view();
-            (v.secret_count(), v.service_account_count(), v.namespace_count())
+            (v.secret_count(), v.other_secret_count(), v.service_account_count(), v.namespace_count())
         };
 
         let names: Vec<String> = (0..namespaces).map(namespace_name).collect();
@@ -212,6 +224,9 @@ fn main() {
             for s in ns.secrets.values() {
                 small.upsert_secret(s.clone());
             }
+            for o in ns.other_secrets.values() {
+                small.upsert_other_secret(&names[namespaces / 2], o.clone());
+            }
             for sa in ns.service_accounts.values() {
                 small.upsert_service_account(&names[namespaces / 2], sa.clone());
             }
@@ -230,7 +245,7 @@ fn main() {
             decide(&view)
         };
 
-        println!("cluster_sync: {namespaces} namespaces, {secrets} pull secrets, {sas} ServiceAccounts ({nss} namespaces indexed)");
+        println!("cluster_sync: {namespaces} namespaces, {secrets} pull secrets, {others} other secrets (by name), {sas} ServiceAccounts ({nss} namespaces indexed)");
         println!("  initial sync           {:>8.2} s", sync.as_secs_f64());
         println!(
             "  RSS before / after     {:>8.1} / {:.1} MiB (store + kube client: {:.1} MiB); peak {:.1} MiB",
