@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,8 +58,8 @@ FAKE_CA = (
 )
 
 
-def ensure_packages() -> None:
-    """Install helm-sdkpy and PyYAML when missing (CI machines start fresh)."""
+def require_packages() -> None:
+    """Fail naming the install command when helm-sdkpy or PyYAML is missing (.ci/run installs them)."""
     missing = []
     try:
         import yaml  # noqa: F401
@@ -71,15 +70,16 @@ def ensure_packages() -> None:
     except ImportError:
         missing.append("helm-sdkpy")
     if missing:
-        # stderr: with --render-json, stdout carries only the JSON answer.
-        print(f"installing {' '.join(missing)} ...", file=sys.stderr, flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--ignore-requires-python", *missing],
-            check=True, stdout=sys.stderr,
+        print(
+            f"scripts/lint-chart.py needs {' '.join(missing)}: "
+            f"python3 -m pip install --ignore-requires-python {' '.join(missing)} (.ci/run installs them)",
+            file=sys.stderr,
+            flush=True,
         )
+        sys.exit(2)
 
 
-ensure_packages()
+require_packages()
 import helm_sdkpy  # noqa: E402
 import yaml  # noqa: E402
 

@@ -163,40 +163,33 @@ pub fn evaluate_pod<'a>(
     d.images.reserve_exact(spec.all_containers().count());
     for (kind, c) in spec.all_containers() {
         let image = c.image.as_deref().unwrap_or_default();
-        let reference = if image.is_empty() {
-            findings.push(Finding::for_image(
-                Code::InvalidImageReference,
-                Severity::Error,
-                &c.name,
-                image,
-                None,
+        let parsed = if image.is_empty() {
+            Err(format!(
+                "container {:?} has no image: the API server rejects it ({}: Required value); set the image",
+                c.name,
+                container_field(kind)
+            ))
+        } else {
+            ImageRef::parse(image).map_err(|e| {
                 format!(
-                    "container {:?} has no image: the API server rejects it ({}: Required value); set the image",
+                    "image {image:?} of container {:?} is not a valid reference ({e}): the kubelet cannot pull it; fix {}",
                     c.name,
                     container_field(kind)
-                ),
-            ));
-            None
-        } else {
-            match ImageRef::parse(image) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    findings.push(Finding::for_image(
-                        Code::InvalidImageReference,
-                        Severity::Error,
-                        &c.name,
-                        image,
-                        None,
-                        format!(
-                            "image {image:?} of container {:?} is not a valid reference ({e}): the kubelet cannot pull it; fix {}",
-                            c.name,
-                            container_field(kind)
-                        ),
-                    ));
-                    None
-                }
-            }
+                )
+            })
         };
+        let reference = parsed
+            .map_err(|message| {
+                findings.push(Finding::for_image(
+                    Code::InvalidImageReference,
+                    Severity::Error,
+                    &c.name,
+                    image,
+                    None,
+                    message,
+                ));
+            })
+            .ok();
         d.images.push(ImageDetail {
             container: &c.name,
             container_kind: kind,

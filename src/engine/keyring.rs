@@ -442,16 +442,6 @@ impl<'k, T: Copy + PartialEq> Keyring<'k, T> {
     pub fn covers(&self, target: &MatchTarget<'_>) -> bool {
         keys_cover(self.entries.iter().map(|(k, _, _)| *k), target)
     }
-
-    /// The number of entries (keys of all sources).
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no key was added.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 impl<T: Copy + PartialEq> Default for Keyring<'_, T> {

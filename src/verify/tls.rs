@@ -229,14 +229,18 @@ mod tests {
 
     #[test]
     fn the_validity_period_is_still_checked() {
-        let (expired, _) = self_signed_ca(&["registry.test"], -86_400, -60);
-        let err = check(
-            &verifier(std::slice::from_ref(&expired)),
-            &expired,
-            &[],
-            "registry.test",
-        )
-        .unwrap_err();
+        // The caFile's own certificate, valid from `from` to `to` seconds after now.
+        let refusal = |from, to| {
+            let (cert, _) = self_signed_ca(&["registry.test"], from, to);
+            check(
+                &verifier(std::slice::from_ref(&cert)),
+                &cert,
+                &[],
+                "registry.test",
+            )
+            .unwrap_err()
+        };
+        let err = refusal(-86_400, -60);
         assert!(
             matches!(
                 err,
@@ -244,14 +248,7 @@ mod tests {
             ),
             "{err}"
         );
-        let (early, _) = self_signed_ca(&["registry.test"], 3_600, 86_400);
-        let err = check(
-            &verifier(std::slice::from_ref(&early)),
-            &early,
-            &[],
-            "registry.test",
-        )
-        .unwrap_err();
+        let err = refusal(3_600, 86_400);
         assert!(
             matches!(
                 err,

@@ -214,29 +214,19 @@ pub enum Auth {
     },
 }
 
-/// Whether the real registry (and htpasswd) can run here. Absent outside CI: a loud skip
-/// message and `false`. Absent in CI (`CI` set): a failure, since `.ci/run` installs them.
-pub fn real_registry_available(test: &str) -> bool {
+/// Fails the test, naming the install command, unless the real registry and htpasswd are
+/// here: `.ci/run` installs them, and a test without its tool must not pass.
+pub fn require_real_registry(test: &str) {
     let bin = registry_bin();
-    let htpasswd = which("htpasswd");
-    if bin.exists() && htpasswd.is_some() {
-        return true;
+    if !bin.exists() {
+        panic!(
+            "{test}: {} is missing: apt-get install docker-registry (.ci/run installs it)",
+            bin.display()
+        );
     }
-    let missing = if bin.exists() {
-        "htpasswd (apt-get install apache2-utils)".to_owned()
-    } else {
-        format!("{} (apt-get install docker-registry)", bin.display())
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {missing} is missing, and CI must run the real-registry tests (.ci/run installs it)");
+    if which("htpasswd").is_none() {
+        panic!("{test}: htpasswd is missing: apt-get install apache2-utils (.ci/run installs it)");
     }
-    eprintln!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPING {test}: {missing} is not installed.\n\
-         !!! The real-registry tests did NOT run. Install it, or run .ci/run.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    false
 }
 
 fn registry_bin() -> PathBuf {
