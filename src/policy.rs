@@ -113,22 +113,22 @@ impl Serialize for RegistryPattern {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Registries {
-    /// Registries whose images need credentials (default `*`).
-    #[serde(default = "all_registries")]
+    /// Registries whose images need credentials (default `auto`).
+    #[serde(default = "auto_registries")]
     pub private: Vec<RegistryPattern>,
     /// Exceptions that never need credentials.
     #[serde(default)]
     pub public: Vec<RegistryPattern>,
 }
 
-fn all_registries() -> Vec<RegistryPattern> {
-    vec![RegistryPattern::All]
+fn auto_registries() -> Vec<RegistryPattern> {
+    vec![RegistryPattern::Auto]
 }
 
 impl Default for Registries {
     fn default() -> Self {
         Registries {
-            private: all_registries(),
+            private: auto_registries(),
             public: Vec::new(),
         }
     }
@@ -231,7 +231,7 @@ impl Serialize for HumanDuration {
 
 /// The policy: what pullgate injects and how it validates.
 ///
-/// Defaults without a file: inject on, validation `warn`, every registry private. Warn (not deny)
+/// Defaults without a file: inject on, validation `warn`, registries `auto` (private where the cluster's pull secrets name the host). Warn (not deny)
 /// because a webhook installed for the first time must not start rejecting pods before its owners
 /// have seen what it would reject (`pullgate_would_deny_total`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -481,6 +481,14 @@ pub enum PolicyError {
 }
 
 impl Policy {
+    /// This policy with `registries.private: ["*"]` (its `public` exceptions kept): for a pod
+    /// whose registry proved private by refusing an anonymous pull.
+    pub fn with_every_registry_private(&self) -> Policy {
+        let mut p = self.clone();
+        p.registries.private = vec![RegistryPattern::All];
+        p
+    }
+
     /// Parse a policy from YAML (or JSON) text, naming the path of any bad field.
     pub fn from_yaml(text: &str) -> Result<Policy, PolicyError> {
         if text.len() > MAX_POLICY_BYTES {
@@ -560,7 +568,7 @@ mod tests {
         assert_eq!(p, Policy::default());
         assert!(p.inject);
         assert_eq!(p.validation, Validation::Warn);
-        assert_eq!(p.registries.private, vec![RegistryPattern::All]);
+        assert_eq!(p.registries.private, vec![RegistryPattern::Auto]);
         assert!(p.excludes("kube-system"));
     }
 

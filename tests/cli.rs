@@ -9,6 +9,8 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
+const EVERY_REGISTRY_PRIVATE: &str = "tests/fixtures/policy/every-registry-private.yaml";
+
 fn pullgate(args: &[&str]) -> Output {
     run_with_stdin(args, None)
 }
@@ -17,7 +19,8 @@ fn run_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(bin())
         .args(args)
         .current_dir(root())
-        .env_remove("PULLGATE_CONFIG")
+        // The examples' mistakes include registries no secret names: checked with every one private.
+        .env("PULLGATE_CONFIG", EVERY_REGISTRY_PRIVATE)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

@@ -1621,7 +1621,8 @@ async fn metrics_count_requests_denials_injections_and_store_and_cert_state() {
         sample(
             &m,
             "pullgate_would_deny_total",
-            &[("namespace", "payments"), ("registry", "*")]
+            // The default policy's pattern: `auto`.
+            &[("namespace", "payments"), ("registry", "auto")]
         ),
         Some(1.0),
         "{m}"

@@ -5,6 +5,7 @@ use super::evaluate::{evaluate_pod, Decision, PodContext};
 use super::findings::{closest, Code, Finding, Severity};
 use super::keyring::MatchTarget;
 use super::podview::PodView;
+use super::registry_class::RegistryClass;
 use crate::policy::Policy;
 use crate::store::index::ClusterIndex;
 use serde::Serialize;
@@ -413,6 +414,25 @@ pub fn diagnose(
         .image
         .as_deref()
         .filter(|i| current.images.iter().any(|d| d.image == *i));
+    // `auto` took the registry for public because no secret names it; the registry refusing an
+    // anonymous pull says otherwise, so the pod is diagnosed as if every registry were private.
+    let guessed_public = current.images.iter().any(|d| {
+        image == Some(d.image)
+            && matches!(
+                d.registry_class,
+                Some(RegistryClass::Unclaimed | RegistryClass::HubOfficial)
+            )
+    });
+    if failure.auth_error && guessed_public {
+        return diagnose(
+            view,
+            namespace,
+            &policy.with_every_registry_private(),
+            index,
+            failure,
+            now,
+        );
+    }
     if current.static_pod {
         let message = current
             .findings

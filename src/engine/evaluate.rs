@@ -1073,9 +1073,14 @@ mod tests {
         }
     }
 
+    /// Deny mode with every registry private: these cases are about the mistakes, not `auto`.
     fn deny() -> Policy {
         Policy {
             validation: Validation::Deny,
+            registries: crate::policy::Registries {
+                private: vec![crate::policy::RegistryPattern::All],
+                public: Vec::new(),
+            },
             ..Policy::default()
         }
     }

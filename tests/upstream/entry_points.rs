@@ -65,11 +65,11 @@ fn view(value: &Value) -> PodView {
 }
 
 fn policy(inject: bool) -> Policy {
-    Policy {
-        inject,
-        validation: Validation::Deny,
-        ..Policy::default()
-    }
+    // The tables are about the lookup, on registries no other secret names: all are private.
+    let mut p = Policy::from_yaml("registries:\n  private: ['*']\n").expect("policy");
+    p.inject = inject;
+    p.validation = Validation::Deny;
+    p
 }
 
 /// The secrets the kubelet tries for `image` with the row's secrets on the pod, in its order:
@@ -218,6 +218,11 @@ fn check_binary(secrets: &[RowSecret], pods: &[Value]) -> Value {
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let mut child = Command::new(env!("CARGO_BIN_EXE_pullgate"))
         .args(["check", "--validation", "deny", "-o", "json", "-"])
+        .arg("--config")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/policy/every-registry-private.yaml"
+        ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
