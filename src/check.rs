@@ -1,7 +1,6 @@
 //! `pullgate check`: evaluate the Pods and workloads of manifests offline, against the Secrets,
 //! ServiceAccounts and Namespaces in the same input, as the mutating then validating webhook would.
 
-use crate::engine::keyring::MatchTarget;
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::{evaluate_pod, Decision, Finding, PodContext};
 use crate::manifests::{Document, Manifests, Problem};
@@ -213,14 +212,10 @@ fn to_result(view: &PodView, namespace: &str, d: &Decision<'_>) -> CheckResult {
                 registry: i.reference.as_ref().map(|r| r.domain().to_owned()),
                 repository: i.reference.as_ref().map(|r| r.path().to_owned()),
                 requires_credentials: i.requires_credentials,
-                registry_class: i.registry_class.zip(i.reference.as_ref()).map(|(c, r)| {
-                    // Classes are about hosts: the hostname URLsMatch compares, without port.
-                    let target = MatchTarget::new(r.name());
-                    let host = target
-                        .host_and_port()
-                        .map_or_else(|| r.domain().into(), |(h, _)| String::from_utf8_lossy(h));
-                    c.describe(&host)
-                }),
+                registry_class: i
+                    .registry_class
+                    .zip(i.reference.as_ref())
+                    .map(|(c, r)| c.describe_image(r)),
                 matched_secrets: owned(&i.matched_secrets),
             })
             .collect(),

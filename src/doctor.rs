@@ -164,6 +164,18 @@ pub fn diagnose(
         verdict,
         details,
     });
+    checks.push(Check {
+        check: "which images need credentials",
+        verdict: Verdict::Ok,
+        details: d
+            .images
+            .iter()
+            .filter_map(|i| {
+                let (class, r) = i.registry_class.zip(i.reference.as_ref())?;
+                Some(format!("{:?}: {}", i.image, class.describe_image(r)))
+            })
+            .collect(),
+    });
     let requires = d.images.iter().any(|i| i.requires_credentials);
     for (name, codes) in CHECKS {
         let hits: Vec<&Finding> = d
@@ -384,6 +396,17 @@ mod tests {
         ];
         let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
         assert!(r.has_problem());
+        let classes = r
+            .checks
+            .iter()
+            .find(|c| c.check == "which images need credentials")
+            .map(|c| c.details.clone());
+        assert_eq!(
+            classes,
+            Some(vec![
+                "\"registry.example.com:5000/a:1\": private (secret \"regcred\" in this namespace is for registry.example.com)".to_owned()
+            ])
+        );
         let registry = r
             .checks
             .iter()

@@ -10,6 +10,7 @@
 //! public images) that no secret covers is a warning while Hub secrets exist elsewhere.
 
 use super::keyring::{is_default_registry_match, MatchTarget};
+use super::reference::ImageRef;
 use crate::policy::{Registries, RegistryPattern};
 use crate::store::index::{ClusterIndex, HostClaim};
 use std::fmt;
@@ -64,6 +65,16 @@ impl RegistryClass<'_> {
     /// `private (secret "regcred" in this namespace is for registry.example.com)`.
     pub fn describe(&self, host: &str) -> String {
         Described(self, host).to_string()
+    }
+
+    /// [`RegistryClass::describe`] for an image: classes are about hosts, so without its port.
+    pub fn describe_image(&self, image: &ImageRef) -> String {
+        let target = MatchTarget::new(image.name());
+        let host = target.host_and_port().map_or_else(
+            || image.domain().into(),
+            |(h, _)| String::from_utf8_lossy(h),
+        );
+        self.describe(&host)
     }
 }
 
