@@ -7,7 +7,7 @@
 mod support;
 
 use pullgate::engine::pullsecret::{DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE};
-use pullgate::metrics::{KindLabels, Metrics, ResourceLabels};
+use pullgate::metrics::{KindLabels, Metrics, ResourceLabels, WouldDenyLabels};
 use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use serde_json::Value;
@@ -396,11 +396,26 @@ async fn changes_after_start_are_applied() {
         store.view().service_account_count() == 0
     })
     .await;
+    for ns in ["a", "b"] {
+        metrics
+            .would_deny
+            .get_or_create(&WouldDenyLabels {
+                namespace: ns.to_owned(),
+                registry: "*".to_owned(),
+            })
+            .inc();
+    }
     assert!(fake.delete("namespaces", "", "a"));
     eventually("everything of a deleted namespace to disappear", || {
         store.view().namespace_count() == 0
     })
     .await;
+    // Its metric series go too, so namespaces coming and going do not fill the series cap.
+    eventually("the deleted namespace's series to go", || {
+        metrics.would_deny.len() == 1
+    })
+    .await;
+    assert!(!metrics.encode().contains(r#"namespace="a""#));
     assert_eq!(
         metrics
             .store_objects

@@ -107,7 +107,7 @@ pub struct Finding {
     /// Image the finding is about, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Registry host of the image, if known (low-cardinality label for metrics).
+    /// Registry host of the image, if known (any pod author chooses it: never a metric label).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
     /// One line naming the cause and the fix.
