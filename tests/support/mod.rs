@@ -6,6 +6,8 @@
 // dead_code allowances (per item, so a crate may also allow it on its `mod support;`).
 
 #[allow(dead_code)]
+pub mod clock;
+#[allow(dead_code)]
 pub mod fake_api;
 #[allow(dead_code)]
 pub mod fixtures;
