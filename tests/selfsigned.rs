@@ -340,6 +340,57 @@ async fn a_corrupted_secret_is_regenerated() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_secret_is_replaced_and_served_at_the_next_check() {
+    let (fake, proxy) = cluster(true).await;
+    let clock = TestClock::new();
+    let mut s = settings();
+    s.clock = clock.clock();
+    s.check_interval = Duration::from_millis(100);
+    let managed = Managed::start(proxy.client().await, s, Arc::new(Metrics::new()))
+        .await
+        .expect("starts");
+    let (addr, server) = tls_server(managed.resolver()).await;
+    let task = tokio::spawn(managed.run());
+    let m0 = secret_material(&fake).expect("the Secret");
+
+    // A year and a day later (a cluster restored from an old backup, say): the CA and the
+    // certificate have expired, and neither is kept.
+    clock.advance(Duration::from_secs(366 * 86_400));
+    let m1 = poll("a new CA in the Secret", DEADLINE, || {
+        std::future::ready(secret_material(&fake).filter(|m| m.ca_bundle != m0.ca_bundle))
+    })
+    .await;
+    assert_eq!(certs(&m1.ca_bundle).len(), 1, "the expired CA is dropped");
+    assert_ne!(m1.tls_crt, m0.tls_crt);
+    eventually("the new bundle to be published", || {
+        published(&proxy, Kind::Validating, VALIDATING).as_deref() == Some(&m1.ca_bundle[..])
+    })
+    .await;
+    let leaf1 = certs(&m1.tls_crt)[0].clone();
+    poll("the new certificate to be served", DEADLINE, || async {
+        handshake_at(addr, &m1.ca_bundle, Arc::new(clock.clone()))
+            .await
+            .ok()
+            .filter(|c| *c == leaf1)
+    })
+    .await;
+    // The expired certificate is refused by a client at that time: the test's clock is the one
+    // the client verifies with.
+    let (old_addr, old_server) = tls_server(Arc::new(CertResolver::new(
+        m0.serving().expect("the old pair loads").key,
+    )))
+    .await;
+    assert!(
+        handshake_at(old_addr, &m0.ca_bundle, Arc::new(clock.clone()))
+            .await
+            .is_err_and(|e| e.contains("xpired"))
+    );
+    old_server.abort();
+    server.abort();
+    task.abort();
+}
+
 /// Probes like the API server, trusting whatever bundle the validating configuration carries at
 /// that moment; counts successes and failures and records the certificates seen.
 struct Prober {

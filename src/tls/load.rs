@@ -51,7 +51,7 @@ pub enum TlsError {
     Pair(#[source] rustls::Error),
     /// The leaf certificate cannot be read (so neither can its expiry).
     #[error("cannot read the certificate in {name}: {source}")]
-    Expiry {
+    BadCertificate {
         /// The file.
         name: String,
         /// The error.
@@ -89,7 +89,7 @@ pub fn load_pem_pair(
     let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate(cert_name.to_owned()));
     };
-    let not_after = x509::not_after(leaf).map_err(|source| TlsError::Expiry {
+    let not_after = x509::not_after(leaf).map_err(|source| TlsError::BadCertificate {
         name: cert_name.to_owned(),
         source,
     })?;
@@ -185,13 +185,13 @@ mod tests {
         let err = load(garbage.as_bytes(), a.tls_key_pem.as_bytes())
             .err()
             .unwrap();
-        assert!(matches!(err, TlsError::Expiry { .. }), "{err}");
+        assert!(matches!(err, TlsError::BadCertificate { .. }), "{err}");
         let der = CertificateDer::from_pem_slice(a.tls_cert_pem.as_bytes()).unwrap();
         let truncated = x509::pem_certificate(&der[..der.len() - 10]);
         let err = load(truncated.as_bytes(), a.tls_key_pem.as_bytes())
             .err()
             .unwrap();
-        assert!(matches!(err, TlsError::Expiry { .. }), "{err}");
+        assert!(matches!(err, TlsError::BadCertificate { .. }), "{err}");
         assert!(err.to_string().contains("in c:"), "{err}");
     }
 
