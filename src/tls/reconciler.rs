@@ -257,9 +257,17 @@ impl Reconciler {
                     return p;
                 }
                 attempts += 1;
-                if attempts > MAX_PATCH_ATTEMPTS || !patch_bundle(c, webhooks).await {
+                if attempts > MAX_PATCH_ATTEMPTS {
                     p.complete = false;
                     break;
+                }
+                match patch_bundle(c, webhooks).await {
+                    Patched::Recheck => {}
+                    Patched::Gone => break,
+                    Patched::Failed => {
+                        p.complete = false;
+                        break;
+                    }
                 }
             }
         }
@@ -405,9 +413,19 @@ impl Reconciler {
     }
 }
 
+/// What one patch attempt leaves to do.
+enum Patched {
+    /// Patched, or re-read after a conflict: look at the configuration again.
+    Recheck,
+    /// Deleted meanwhile: nothing left to patch.
+    Gone,
+    /// It cannot be patched in this check.
+    Failed,
+}
+
 /// Patch `c`'s `webhooks` to `webhooks` (its list with the new bundle), conditional on the
-/// resourceVersion read. `false` when the configuration cannot be patched in this check.
-async fn patch_bundle(c: &mut FoundConfig, webhooks: serde_json::Value) -> bool {
+/// resourceVersion read.
+async fn patch_bundle(c: &mut FoundConfig, webhooks: serde_json::Value) -> Patched {
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
@@ -422,29 +440,25 @@ async fn patch_bundle(c: &mut FoundConfig, webhooks: serde_json::Value) -> bool 
         Ok(obj) => {
             info!(kind = c.kind.as_str(), configuration = %c.name, "caBundle updated");
             c.obj = obj;
-            true
+            Patched::Recheck
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             debug!(kind = c.kind.as_str(), configuration = %c.name, "webhook configuration changed while patching; re-reading");
             match c.api.get_opt(&c.name).await {
                 Ok(Some(obj)) => {
                     c.obj = obj;
-                    true
+                    Patched::Recheck
                 }
-                // Deleted meanwhile: nothing left to patch, and nothing incomplete about it.
-                Ok(None) => {
-                    c.obj.data = json!({});
-                    true
-                }
+                Ok(None) => Patched::Gone,
                 Err(e) => {
                     warn!(kind = c.kind.as_str(), configuration = %c.name, error = %e, "cannot re-read the webhook configuration");
-                    false
+                    Patched::Failed
                 }
             }
         }
         Err(e) => {
             warn!(kind = c.kind.as_str(), configuration = %c.name, error = %e, "cannot update the caBundle");
-            false
+            Patched::Failed
         }
     }
 }
