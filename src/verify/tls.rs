@@ -104,8 +104,8 @@ impl ServerCertVerifier for CaFileVerifier {
     }
 }
 
-/// What still needs checking on a certificate trusted as is: its validity period (read by the
-/// DER walk that reads the webhook's own certificates), then the host name (by webpki).
+/// What still needs checking on a certificate trusted as is: its validity period (read with
+/// x509-parser, as the webhook's own certificates are), then the host name (by webpki).
 fn verify_trusted_as_is(
     cert: &CertificateDer<'_>,
     server_name: &ServerName<'_>,
