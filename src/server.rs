@@ -578,16 +578,16 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         metrics.cert_expiry.set(loaded.not_after as f64);
         (Arc::new(CertResolver::new(loaded.key)), None)
     } else if let Some(secret) = &args.self_signed_secret {
-        // The CA lives in a Secret shared by the replicas; see tls::managed.
+        // The CA lives in a Secret shared by the replicas; see tls::runner.
         let client = crate::store::kube::client(args.kubeconfig.as_deref())
             .await
             .map_err(|e| ServeError::Tls(e.to_string()))?;
-        let settings = tls::managed::Settings::new(
-            tls::managed::pod_namespace(&client),
+        let settings = tls::runner::Settings::new(
+            tls::runner::pod_namespace(&client),
             secret.clone(),
             args.webhook_configurations.clone(),
         );
-        let managed = tls::managed::Managed::start(client, settings, metrics.clone())
+        let managed = tls::runner::Managed::start(client, settings, metrics.clone())
             .await
             .map_err(|e| ServeError::Tls(e.to_string()))?;
         let resolver = managed.resolver();

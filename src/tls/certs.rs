@@ -1,10 +1,8 @@
-//! Certificate generation with rcgen: a CA and a serving certificate signed by it.
+//! The self-signed default of `pullgate serve` and `pullgate certs`: a CA and a serving certificate
+//! signed by it, issued through [`super::issue`] like the managed rotation's.
 
+use super::issue::{self, IssueError};
 use base64::Engine;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -19,12 +17,9 @@ pub const DEFAULT_DNS: [&str; 4] = [
 /// Why certificates could not be generated or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    /// rcgen refused the parameters.
-    #[error("generating certificate: {0}")]
-    Generate(#[from] rcgen::Error),
-    /// A DNS name is not valid in a certificate.
-    #[error("invalid DNS name {0:?}")]
-    DnsName(String),
+    /// The CA or the serving certificate could not be issued.
+    #[error(transparent)]
+    Issue(#[from] IssueError),
     /// Writing a file failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -57,77 +52,16 @@ impl GeneratedCerts {
 
 /// Generate a CA and a serving certificate for the given names, valid for `days` days.
 pub fn generate(dns: &[String], ips: &[IpAddr], days: u32) -> Result<GeneratedCerts, CertError> {
-    let now = time_now();
-    let until = now + time::Duration::days(i64::from(days.max(1)));
-
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.distinguished_name = name("pullgate webhook CA");
-    ca.not_before = now - time::Duration::minutes(5);
-    ca.not_after = until;
-    let ca_cert = ca.self_signed(&ca_key)?;
-
-    let mut sans = Vec::new();
-    for d in dns {
-        if !is_dns_name(d) {
-            return Err(CertError::DnsName(d.clone()));
-        }
-        let s = rcgen::string::Ia5String::try_from(d.as_str())
-            .map_err(|_| CertError::DnsName(d.clone()))?;
-        sans.push(SanType::DnsName(s));
-    }
-    sans.extend(ips.iter().copied().map(SanType::IpAddress));
-    let tls_key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
-    leaf.subject_alt_names = sans;
-    leaf.distinguished_name = name(dns.first().map_or("pullgate", String::as_str));
-    leaf.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.not_before = now - time::Duration::minutes(5);
-    leaf.not_after = until;
-    let issuer = Issuer::from_params(&ca, &ca_key);
-    let tls_cert = leaf.signed_by(&tls_key, &issuer)?;
-
+    let now = jiff::Timestamp::now().as_second();
+    let validity = i64::from(days.max(1)) * 86_400;
+    let ca = issue::new_ca(now, validity)?;
+    let leaf = issue::issue_leaf(&ca, dns, ips, now, validity)?;
     Ok(GeneratedCerts {
-        ca_cert_pem: ca_cert.pem(),
-        ca_key_pem: ca_key.serialize_pem(),
-        tls_cert_pem: tls_cert.pem(),
-        tls_key_pem: tls_key.serialize_pem(),
+        ca_cert_pem: super::x509::pem_certificate(&ca.der),
+        ca_key_pem: ca.key.serialize_pem(),
+        tls_cert_pem: leaf.cert_pem,
+        tls_key_pem: leaf.key_pem,
     })
-}
-
-/// RFC 1123 host name, optionally a leading `*.` wildcard: what a serving certificate may name.
-fn is_dns_name(name: &str) -> bool {
-    let host = name.strip_prefix("*.").unwrap_or(name);
-    !host.is_empty()
-        && name.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-fn name(cn: &str) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    dn.push(DnType::OrganizationName, "pullgate");
-    dn
-}
-
-fn time_now() -> time::OffsetDateTime {
-    time::OffsetDateTime::now_utc()
 }
 
 /// `pullgate certs`: write ca.crt, ca.key, tls.crt, tls.key into `out`; returns the caBundle.
@@ -174,31 +108,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dns_names_are_validated() {
-        for ok in [
-            "localhost",
-            "pullgate.pullgate.svc",
-            "*.example.com",
-            "a-b.c1",
-        ] {
-            assert!(is_dns_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "a,b",
-            "has space",
-            "-a.com",
-            "a-.com",
-            "a..b",
-            "*.",
-            "x".repeat(64).as_str(),
-            "é.com",
-        ] {
-            assert!(!is_dns_name(bad), "{bad}");
-            assert!(matches!(
-                generate(&[bad.to_owned()], &[], 1),
-                Err(CertError::DnsName(_))
-            ));
-        }
+    fn generated_certificates_verify_and_bad_names_are_refused() {
+        let g = generate(&["a.test".to_owned()], &[IpAddr::from([127, 0, 0, 1])], 2).unwrap();
+        let ca = rustls::pki_types::pem::PemObject::from_pem_slice(g.ca_cert_pem.as_bytes())
+            .map(rustls::pki_types::CertificateDer::into_owned)
+            .unwrap();
+        let leaf = rustls::pki_types::pem::PemObject::from_pem_slice(g.tls_cert_pem.as_bytes())
+            .map(rustls::pki_types::CertificateDer::into_owned)
+            .unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let names = ["a.test".to_owned(), "127.0.0.1".to_owned()];
+        assert_eq!(
+            super::super::x509::verify(&leaf, &ca, &names, now),
+            super::super::x509::Verdict::Valid
+        );
+        let days = (super::super::x509::not_after(&leaf).unwrap() - now) / 86_400;
+        assert!((1..=2).contains(&days), "{days}");
+        assert!(matches!(
+            generate(&["a b".to_owned()], &[], 1),
+            Err(CertError::Issue(IssueError::DnsName(_)))
+        ));
     }
 }

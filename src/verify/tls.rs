@@ -11,7 +11,7 @@
 //! validity period and host name. The handshake signature is verified by the WebPKI verifier as
 //! for any certificate.
 
-use crate::tls::managed::cert_info;
+use crate::tls::x509::cert_info;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_name, VerifierBuilderError, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
@@ -104,14 +104,14 @@ impl ServerCertVerifier for CaFileVerifier {
     }
 }
 
-/// What still needs checking on a certificate trusted as is: its validity period (read by the
-/// DER walk that reads the webhook's own certificates), then the host name (by webpki).
+/// What still needs checking on a certificate trusted as is: its validity period (read with
+/// x509-parser, as the webhook's own certificates are), then the host name (by webpki).
 fn verify_trusted_as_is(
     cert: &CertificateDer<'_>,
     server_name: &ServerName<'_>,
     now: UnixTime,
 ) -> Result<(), rustls::Error> {
-    let validity = cert_info(cert).ok_or(CertificateError::BadEncoding)?;
+    let validity = cert_info(cert).map_err(|_| CertificateError::BadEncoding)?;
     let time = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let at =
         |secs: i64| UnixTime::since_unix_epoch(Duration::from_secs(secs.max(0).unsigned_abs()));
@@ -273,14 +273,38 @@ mod tests {
             ),
             "{err}"
         );
-        // A leaf of another CA is not trusted, whatever its names; that CA has the same name as
-        // the trusted one, so webpki finds the issuer by name and refuses the signature.
+        // A leaf of another pullgate CA is not trusted: each CA has a name of its own.
         let other = crate::tls::certs::generate(&["r.test".into()], &[], 1).unwrap();
         let stranger = CertificateDer::from_pem_slice(other.tls_cert_pem.as_bytes()).unwrap();
         assert_eq!(
             check(&v, &stranger, &[], "r.test").unwrap_err(),
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        );
+        // Nor a leaf of a CA with the same name as the trusted one: webpki finds the issuer by
+        // name and refuses the signature.
+        let (ca, _) = named_ca_and_leaf("same name");
+        let (_, stranger) = named_ca_and_leaf("same name");
+        assert_eq!(
+            check(&verifier(&[ca]), &stranger, &[], "r.test").unwrap_err(),
             rustls::Error::InvalidCertificate(CertificateError::BadSignature)
         );
+    }
+
+    /// A CA named `cn` (pullgate's own CAs each have a name of their own) and a leaf for `r.test`.
+    fn named_ca_and_leaf(cn: &str) -> (CertificateDer<'static>, CertificateDer<'static>) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, cn);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["r.test".to_owned()]).unwrap();
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = leaf
+            .signed_by(&leaf_key, &Issuer::from_params(&ca, &ca_key))
+            .unwrap();
+        (ca_cert.der().clone(), leaf.der().clone())
     }
 
     /// Serves `cert` but signs the handshake with `key`, whatever the two are.

@@ -1,10 +1,12 @@
 //! Test support for the cluster store: an in-process fake Kubernetes API server speaking the
 //! real wire protocol ([`fake_api`]), object builders ([`fixtures`]), log capture ([`logs`]),
-//! the real `pullgate serve` as a child process ([`serve`]), and polling with a deadline (tests
-//! never sleep to synchronise).
+//! the real `pullgate serve` as a child process ([`serve`]), a clock tests move by hand
+//! ([`clock`]), and polling with a deadline (tests never sleep to synchronise).
 // Shared by several test crates and the cluster_sync bench, each using a part of it: hence the
 // dead_code allowances (per item, so a crate may also allow it on its `mod support;`).
 
+#[allow(dead_code)]
+pub mod clock;
 #[allow(dead_code)]
 pub mod fake_api;
 #[allow(dead_code)]
