@@ -4,6 +4,8 @@
 //! lose a race with another client (409 Conflict).
 //!
 //! Every wait polls against a deadline; nothing sleeps to synchronise.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -49,7 +51,9 @@ async fn start_with(
         every: Duration::from_millis(100),
         patch_interval: Duration::ZERO,
     };
-    tokio::spawn(run(fake.client().await, store, policy, cfg))
+    // The sender dropped at once: a reconciler that is never told to shut down.
+    let (_, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(run(fake.client().await, store, policy, cfg, shutdown))
 }
 
 fn pull_secrets(fake: &FakeApi, ns: &str, sa: &str) -> Vec<String> {

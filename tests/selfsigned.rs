@@ -4,6 +4,8 @@
 //! bundle never fails a handshake, and the real `pullgate serve` end to end.
 //!
 //! Every wait polls against a deadline; nothing sleeps to synchronise.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(dead_code)]
 mod support;

@@ -36,10 +36,7 @@ pub struct SecretData(pub BTreeMap<String, Vec<u8>>);
 
 impl Drop for SecretData {
     fn drop(&mut self) {
-        for v in self.0.values_mut() {
-            v.fill(0);
-            std::hint::black_box(v);
-        }
+        self.0.values_mut().for_each(zeroize::Zeroize::zeroize);
     }
 }
 
