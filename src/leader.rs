@@ -79,6 +79,13 @@ pub fn decide(
     }
 }
 
+/// `leaseDurationSeconds` for `d`: rounded up, and at least 1 (a zero would let any replica take
+/// the Lease at once).
+fn whole_seconds(d: Duration) -> i32 {
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    i32::try_from(secs.max(1)).unwrap_or(i32::MAX)
+}
+
 /// Leader election for one replica over one Lease.
 pub struct Elector {
     api: Api<Lease>,
@@ -153,7 +160,7 @@ impl Elector {
         let now = MicroTime(jiff::Timestamp::now());
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: i32::try_from(self.duration.as_secs()).ok(),
+            lease_duration_seconds: Some(whole_seconds(self.duration)),
             acquire_time: Some(acquired.unwrap_or_else(|| now.clone())),
             renew_time: Some(now),
             lease_transitions: Some(transitions),
@@ -339,6 +346,15 @@ mod tests {
             read(Some(obs), &record("other", 110), start, 25).1,
             Decision::Acquire
         );
+    }
+
+    #[test]
+    fn written_durations_are_whole_seconds_never_zero() {
+        assert_eq!(whole_seconds(Duration::from_millis(300)), 1);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(15_001)), 16);
+        assert_eq!(whole_seconds(Duration::from_secs(15)), 15);
+        assert_eq!(whole_seconds(Duration::MAX), i32::MAX);
     }
 
     #[test]
