@@ -42,14 +42,15 @@ impl Drop for SecretData {
 
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading secret {namespace}/{name}: {message}")]
+#[error("reading secret {namespace}/{name}: {source}")]
 pub struct SourceError {
     /// Namespace.
     pub namespace: String,
     /// Name.
     pub name: String,
     /// What failed (never secret data).
-    pub message: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// Where secret data is read at probe time (the API server in cluster mode).
