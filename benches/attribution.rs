@@ -13,6 +13,8 @@
 //! ```text
 //! cargo bench --bench attribution -- [--rate 500] [--seconds 20] [--namespaces 20] [--pods-per-ns 100]
 //! ```
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/process.rs"]
 mod process;
@@ -121,6 +123,7 @@ fn main() {
             Arc::new(policy),
             metrics.clone(),
             settings,
+            tokio::sync::watch::channel(false).1,
         ));
         // Leading and watching: offer a probe Event until attribution has queued it.
         let (probe_ns, probe_pod) = &pods[0];

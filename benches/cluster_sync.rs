@@ -21,6 +21,8 @@
 //! ```text
 //! cargo bench --bench cluster_sync -- [--namespaces 10000] [--helm-kib 16] [--lookups 1000000] [--reviews 20000] [--worker-threads N]
 //! ```
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/process.rs"]
 mod process;

@@ -3,6 +3,8 @@
 //! five-container pod review.
 //!
 //! Run with `cargo bench --bench engine` (optionally `-- <filter>`); see docs/performance.md.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pullgate::admission::{review, Endpoint};

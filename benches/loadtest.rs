@@ -21,6 +21,8 @@
 //!     [--rounds 2] [--max-secs 15] [--namespaces 10000] [--endpoint validate|mutate]
 //!     [--client-threads 2] [--server-threads 2] [--only floor|pullgate] [--out FILE]
 //! ```
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};

@@ -5,6 +5,8 @@
 //! stay at the cap plus one. Prints a table for docs/performance.md.
 //!
 //! `cargo bench --bench metrics_bounds [-- --pods N --namespaces M]`
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/process.rs"]
 mod process;

@@ -12,6 +12,8 @@
 //! cargo bench --bench verify -- [--secrets 5000] [--registries 50] [--per-registry 2]
 //!     [--latency-ms 20] [--threads 2]
 //! ```
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/support/registry.rs"]
 mod registry;

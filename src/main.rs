@@ -21,105 +21,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => {
-            pullgate::telemetry::init();
-            // Counts the container's CPU quota too (cgroup cpu.max), not only the node's cores.
-            let workers = args.workers(
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            );
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            rt.block_on(pullgate::server::run(args))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Check(args) => {
-            let mut policy = load_policy(args.config.as_deref())?;
-            if let Some(v) = args.validation {
-                policy.validation_override = Some(match v {
-                    ValidationArg::Deny => Validation::Deny,
-                    ValidationArg::Warn => Validation::Warn,
-                    ValidationArg::Off => Validation::Off,
-                });
-            }
-            let input = pullgate::manifests::read_paths(&args.paths)?;
-            let verified = if args.verify {
-                verify_offline(&input.documents, &policy, &args.namespace)?
-            } else {
-                Vec::new()
-            };
-            let now = jiff::Timestamp::now().as_second();
-            let report = pullgate::check::check_manifests(
-                &input,
-                &policy,
-                &args.namespace,
-                now,
-                &verified,
-                args.skip_invalid,
-            );
-            // A rejected credential fails the check under verify.deny or deny mode, even when no
-            // workload of the input uses the secret yet: it is about to be deployed.
-            let validation = policy.validation_override.unwrap_or(policy.validation);
-            let rejected = report.credentials_rejected()
-                && validation != Validation::Off
-                && (policy.verify.deny || validation == Validation::Deny);
-            let text = match args.output {
-                OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
-                OutputFormat::Text => pullgate::check::render_text(&report),
-            };
-            emit(&text)?;
-            Ok(if !report.errors.is_empty() {
-                ExitCode::from(2)
-            } else if report.all_allowed() && !rejected {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(args),
         Command::Certs(args) => {
             let bundle =
                 pullgate::tls::certs::write_dev_certs(&args.out, &args.dns, &args.ip, args.days)?;
             emit(&format!("{bundle}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor(args) => {
-            let policy = load_policy(args.config.as_deref())?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            let now = jiff::Timestamp::now().as_second();
-            let verifier = if args.verify {
-                Some(verifier(&policy)?)
-            } else {
-                None
-            };
-            let report = rt.block_on(async {
-                let client = pullgate::store::kube::client(args.kubeconfig.as_deref()).await?;
-                let report = pullgate::doctor::run(
-                    client,
-                    &args.namespace,
-                    &args.pod,
-                    &policy,
-                    now,
-                    verifier.as_ref(),
-                )
-                .await?;
-                anyhow::Ok(report)
-            })?;
-            let text = match args.output {
-                OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
-                OutputFormat::Text => pullgate::doctor::render_text(&report),
-            };
-            emit(&text)?;
-            Ok(if report.has_problem() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        Command::Doctor(args) => doctor(args),
         Command::UninstallWebhooks(args) => uninstall_webhooks(args),
         Command::ValidateConfig { file } => {
             let policy = load_policy(Some(&file))?;
@@ -132,6 +42,104 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `pullgate serve` on a runtime sized by [`pullgate::cli::ServeArgs::workers`].
+fn serve(args: pullgate::cli::ServeArgs) -> anyhow::Result<ExitCode> {
+    pullgate::telemetry::init();
+    // Counts the container's CPU quota too (cgroup cpu.max), not only the node's cores.
+    let workers =
+        args.workers(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(pullgate::server::run(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pullgate check`: exit 0 all allowed, 1 a finding or rejected credential, 2 unreadable input.
+fn check(args: pullgate::cli::CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut policy = load_policy(args.config.as_deref())?;
+    if let Some(v) = args.validation {
+        policy.validation_override = Some(match v {
+            ValidationArg::Deny => Validation::Deny,
+            ValidationArg::Warn => Validation::Warn,
+            ValidationArg::Off => Validation::Off,
+        });
+    }
+    let input = pullgate::manifests::read_paths(&args.paths)?;
+    let verified = if args.verify {
+        verify_offline(&input.documents, &policy, &args.namespace)?
+    } else {
+        Vec::new()
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let report = pullgate::check::check_manifests(
+        &input,
+        &policy,
+        &args.namespace,
+        now,
+        &verified,
+        args.skip_invalid,
+    );
+    // A rejected credential fails the check under verify.deny or deny mode, even when no
+    // workload of the input uses the secret yet: it is about to be deployed.
+    let validation = policy.validation_override.unwrap_or(policy.validation);
+    let rejected = report.credentials_rejected()
+        && validation != Validation::Off
+        && (policy.verify.deny || validation == Validation::Deny);
+    let text = match args.output {
+        OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        OutputFormat::Text => pullgate::check::render_text(&report),
+    };
+    emit(&text)?;
+    Ok(if !report.errors.is_empty() {
+        ExitCode::from(2)
+    } else if report.all_allowed() && !rejected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `pullgate doctor`: exit 0 fine, 1 a problem (2, through `main`, when the pod is unreadable).
+fn doctor(args: pullgate::cli::DoctorArgs) -> anyhow::Result<ExitCode> {
+    let policy = load_policy(args.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let now = jiff::Timestamp::now().as_second();
+    let verifier = if args.verify {
+        Some(verifier(&policy)?)
+    } else {
+        None
+    };
+    let report = rt.block_on(async {
+        let client = pullgate::store::kube::client(args.kubeconfig.as_deref()).await?;
+        let report = pullgate::doctor::run(
+            client,
+            &args.namespace,
+            &args.pod,
+            &policy,
+            now,
+            verifier.as_ref(),
+        )
+        .await?;
+        anyhow::Ok(report)
+    })?;
+    let text = match args.output {
+        OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        OutputFormat::Text => pullgate::doctor::render_text(&report),
+    };
+    emit(&text)?;
+    Ok(if report.has_problem() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Delete the named webhook configurations; every one is tried, each result printed.

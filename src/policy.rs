@@ -172,38 +172,75 @@ impl Default for Namespaces {
     }
 }
 
-/// A duration written as `90d`, `12h`, `30m` or `45s`.
+/// A duration, in the one syntax of the policy and the command line (jiff's spans): `90d`, `12h`,
+/// `30m`, `45s`, `500ms`, friendly `1h 30m`, or ISO 8601 `PT1H30M`. A day is 24 hours and a week
+/// 7 days; months and years have no fixed length, so they are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// Why a duration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    /// Not a span jiff reads, or out of its range.
+    #[error("duration {input:?}: {source} (write e.g. 90d, 12h, 30m, 45s, 500ms, \"1h 30m\" or PT1H30M)")]
+    Syntax {
+        /// The text.
+        input: String,
+        /// jiff's reason.
+        #[source]
+        source: jiff::Error,
+    },
+    /// Months or years.
+    #[error("duration {input:?}: months and years have no fixed length; use days or weeks")]
+    Calendar {
+        /// The text.
+        input: String,
+    },
+    /// Below zero.
+    #[error("duration {input:?} is negative")]
+    Negative {
+        /// The text.
+        input: String,
+    },
+}
+
 impl FromStr for HumanDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("duration {s:?} needs a unit (d, h, m or s)"))?;
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("duration {s:?} must start with a whole number"))?;
-        let mult = match unit {
-            "d" => 86_400,
-            "h" => 3_600,
-            "m" => 60,
-            "s" => 1,
-            _ => return Err(format!("duration {s:?}: unit must be d, h, m or s")),
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        let input = s.trim();
+        let syntax = |source| DurationError::Syntax {
+            input: input.to_owned(),
+            source,
         };
-        n.checked_mul(mult)
-            .map(|secs| HumanDuration(Duration::from_secs(secs)))
-            .ok_or_else(|| format!("duration {s:?} is too large"))
+        let span: jiff::Span = input.parse().map_err(syntax)?;
+        if span.get_years() != 0 || span.get_months() != 0 {
+            return Err(DurationError::Calendar {
+                input: input.to_owned(),
+            });
+        }
+        let signed = span
+            .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+            .map_err(syntax)?;
+        if signed.is_negative() {
+            return Err(DurationError::Negative {
+                input: input.to_owned(),
+            });
+        }
+        Ok(HumanDuration(signed.unsigned_abs()))
     }
 }
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0.as_secs();
-        if s.is_multiple_of(86_400) && s > 0 {
+        let nanos = self.0.subsec_nanos();
+        if nanos != 0 {
+            if nanos.is_multiple_of(1_000_000) {
+                write!(f, "{}ms", self.0.as_millis())
+            } else {
+                write!(f, "{}ns", self.0.as_nanos())
+            }
+        } else if s.is_multiple_of(86_400) && s > 0 {
             write!(f, "{}d", s / 86_400)
         } else if s.is_multiple_of(3_600) && s > 0 {
             write!(f, "{}h", s / 3_600)
@@ -593,7 +630,7 @@ mod tests {
         let cases = [
             ("registries:\n  privat: []\n", "registries"),
             ("validation: maybe\n", "validation"),
-            ("maxSecretAge: 90 days\n", "maxSecretAge"),
+            ("maxSecretAge: 90 parsecs\n", "maxSecretAge"),
             ("inject: 3\n", "inject"),
             ("namespaces:\n  exclude: {a: b}\n", "namespaces.exclude"),
             ("injekt: true\n", "injekt"),
@@ -632,14 +669,46 @@ mod tests {
             ("12h", 43_200),
             ("30m", 1_800),
             ("45s", 45),
+            ("2w", 14 * 86_400),
         ] {
             let d: HumanDuration = s.parse().unwrap();
             assert_eq!(d.0.as_secs(), secs);
-            assert_eq!(d.to_string(), s);
+            assert_eq!(d.to_string(), s.replace("2w", "14d"));
         }
-        for bad in ["", "d", "10", "10w", "-1d", "99999999999999999999d", "1.5d"] {
+        for (s, d) in [
+            ("1h 30m", Duration::from_secs(5_400)),
+            ("1h30m", Duration::from_secs(5_400)),
+            ("PT1H30M", Duration::from_secs(5_400)),
+            ("P1D", Duration::from_secs(86_400)),
+            ("1.5h", Duration::from_secs(5_400)),
+            ("1m0s", Duration::from_secs(60)),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(s.parse::<HumanDuration>().unwrap().0, d, "{s}");
+        }
+        let ms: HumanDuration = "1500ms".parse().unwrap();
+        assert_eq!(
+            (ms.0, ms.to_string()),
+            (Duration::from_millis(1_500), "1500ms".to_owned())
+        );
+        for bad in [
+            "",
+            "d",
+            "10",
+            "10 parsecs",
+            "-1d",
+            "99999999999999999999d",
+            "1.5d",
+            "1mo",
+            "1y",
+            "P1M",
+        ] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
         }
+        let err = "2mo".parse::<HumanDuration>().unwrap_err().to_string();
+        assert!(err.contains("months and years"), "{err}");
+        let err = "-1d".parse::<HumanDuration>().unwrap_err().to_string();
+        assert!(err.contains("negative"), "{err}");
     }
 
     #[test]

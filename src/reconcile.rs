@@ -4,16 +4,16 @@
 //! with resourceVersion preconditions, records Events, and only runs on the Lease holder.
 
 use crate::engine::evaluate_service_account;
+use crate::leader::{self, Elector};
 use crate::policy::Policy;
 use crate::store::index::{ClusterIndex, NamespaceInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
 use crate::store::Store;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// One ServiceAccount whose imagePullSecrets should change.
@@ -119,108 +119,6 @@ pub fn plan_namespace(index: &ClusterIndex, namespace: &str, policy: &Policy) ->
         .collect()
 }
 
-/// Whether `identity` may take or keep the lease at `now` (seconds).
-pub fn may_hold(
-    holder: Option<&str>,
-    renewed: Option<i64>,
-    duration_secs: i64,
-    identity: &str,
-    now: i64,
-) -> bool {
-    match (holder, renewed) {
-        (None, _) | (Some(""), _) => true,
-        (Some(h), _) if h == identity => true,
-        (Some(_), None) => true,
-        (Some(_), Some(r)) => now.saturating_sub(r) > duration_secs,
-    }
-}
-
-/// Leader election over a `coordination.k8s.io/v1` Lease.
-pub struct Elector {
-    api: Api<Lease>,
-    name: String,
-    identity: String,
-    duration: Duration,
-}
-
-impl Elector {
-    /// An elector for Lease `name` in `namespace`.
-    pub fn new(
-        client: Client,
-        namespace: &str,
-        name: &str,
-        identity: &str,
-        duration: Duration,
-    ) -> Self {
-        Elector {
-            api: Api::namespaced(client, namespace),
-            name: name.to_owned(),
-            identity: identity.to_owned(),
-            duration,
-        }
-    }
-
-    /// Take or renew the lease; `Ok(true)` while this instance leads. Writes carry the read
-    /// resourceVersion, so two instances cannot both win.
-    pub async fn try_lead(&self) -> Result<bool, kube::Error> {
-        let now = jiff::Timestamp::now();
-        let secs = i64::try_from(self.duration.as_secs()).unwrap_or(i64::MAX);
-        let existing = self.api.get_opt(&self.name).await?;
-        let spec = |acquire: Option<MicroTime>, transitions: i32| {
-            k8s_openapi::api::coordination::v1::LeaseSpec {
-                holder_identity: Some(self.identity.clone()),
-                lease_duration_seconds: i32::try_from(secs).ok(),
-                acquire_time: acquire,
-                renew_time: Some(MicroTime(now)),
-                lease_transitions: Some(transitions),
-                ..Default::default()
-            }
-        };
-        match existing {
-            None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
-                        ..Default::default()
-                    },
-                    spec: Some(spec(Some(MicroTime(now)), 0)),
-                };
-                match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-            Some(mut lease) => {
-                let s = lease.spec.clone().unwrap_or_default();
-                let holder = s.holder_identity.as_deref();
-                let renewed = s.renew_time.as_ref().map(|t| t.0.as_second());
-                let dur = s.lease_duration_seconds.map_or(secs, i64::from);
-                if !may_hold(holder, renewed, dur, &self.identity, now.as_second()) {
-                    return Ok(false);
-                }
-                let ours = holder == Some(self.identity.as_str());
-                let transitions = s.lease_transitions.unwrap_or(0) + i32::from(!ours);
-                let acquire = if ours {
-                    s.acquire_time
-                } else {
-                    Some(MicroTime(now))
-                };
-                lease.spec = Some(spec(acquire, transitions));
-                match self
-                    .api
-                    .replace(&self.name, &PostParams::default(), &lease)
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-        }
-    }
-}
-
 /// Apply one change: re-read the ServiceAccount, re-plan against it, patch with its resourceVersion.
 /// Returns whether the ServiceAccount was changed.
 async fn apply(
@@ -310,8 +208,15 @@ pub struct LoopConfig {
     pub patch_interval: Duration,
 }
 
-/// Reconcile forever: lead through the Lease, plan over the store, apply changes one by one.
-pub async fn run(client: Client, store: Arc<dyn Store>, policy: Arc<Policy>, cfg: LoopConfig) {
+/// Reconcile until `shutdown` turns true: lead through the Lease (released on shutdown), plan
+/// over the store, apply changes one by one.
+pub async fn run(
+    client: Client,
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    cfg: LoopConfig,
+    shutdown: watch::Receiver<bool>,
+) {
     let elector = Elector::new(
         client.clone(),
         &cfg.lease_namespace,
@@ -319,48 +224,31 @@ pub async fn run(client: Client, store: Arc<dyn Store>, policy: Arc<Policy>, cfg
         &cfg.identity,
         cfg.every * 3,
     );
+    let (leading, lead) = watch::channel(false);
+    tokio::select! {
+        () = leader::keep(elector, cfg.every, &leading, shutdown) => {}
+        () = reconcile_while_leading(&client, &*store, &policy, &cfg, lead) => {}
+    }
+}
+
+async fn reconcile_while_leading(
+    client: &Client,
+    store: &dyn Store,
+    policy: &Policy,
+    cfg: &LoopConfig,
+    leading: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(cfg.every);
-    let mut leading = false;
     loop {
         tick.tick().await;
-        let now_leading = match elector.try_lead().await {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(error = %e, "lease renewal failed");
-                false
-            }
-        };
-        if now_leading != leading {
-            info!(leading = now_leading, identity = %cfg.identity, "reconciler leadership changed");
-            leading = now_leading;
-        }
-        if !leading || !store.ready() {
+        if !*leading.borrow() || !store.ready() {
             continue;
         }
-        // Plan on the store, a view per batch of namespaces (yielding between batches, since a
-        // pass takes 70-90 ms at 10,000 namespaces), then apply on per-namespace copies: no lock
-        // is held across API calls. Sorted outside the lock: the order only makes passes
-        // reproducible.
-        let mut names = crate::store::namespace_names(&*store);
-        names.sort_unstable();
-        let mut work: Vec<(Change, ClusterIndex)> = Vec::new();
-        for batch in names.chunks(crate::store::WALK_BATCH) {
-            {
-                let view = store.view();
-                for n in batch {
-                    for c in plan_namespace(&view, n, &policy) {
-                        let idx = namespace_index(view.namespace(n), n);
-                        work.push((c, idx));
-                    }
-                }
-            }
-            tokio::task::yield_now().await;
-        }
-        for (change, idx) in work {
-            match apply(&client, &change, &idx, &policy).await {
+        for (change, idx) in planned(store, policy).await {
+            match apply(client, &change, &idx, policy).await {
                 Ok(Some(done)) => {
                     info!(namespace = %done.namespace, service_account = %done.service_account, added = ?done.added, removed = ?done.removed, "ServiceAccount reconciled");
-                    record_event(&client, &done).await;
+                    record_event(client, &done).await;
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -370,6 +258,28 @@ pub async fn run(client: Client, store: Arc<dyn Store>, policy: Arc<Policy>, cfg
             tokio::time::sleep(cfg.patch_interval).await;
         }
     }
+}
+
+/// Plan on the store, a view per batch of namespaces (yielding between batches, since a pass
+/// takes 70-90 ms at 10,000 namespaces), each change with a copy of its namespace so that no lock
+/// is held across API calls. Sorted outside the lock: the order only makes passes reproducible.
+async fn planned(store: &dyn Store, policy: &Policy) -> Vec<(Change, ClusterIndex)> {
+    let mut names = crate::store::namespace_names(store);
+    names.sort_unstable();
+    let mut work = Vec::new();
+    for batch in names.chunks(crate::store::WALK_BATCH) {
+        {
+            let view = store.view();
+            for n in batch {
+                for c in plan_namespace(&view, n, policy) {
+                    let idx = namespace_index(view.namespace(n), n);
+                    work.push((c, idx));
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    work
 }
 
 /// A one-namespace index, so re-planning during apply needs no lock on the shared store.
@@ -480,14 +390,5 @@ mod tests {
         assert!(plan(&idx, &policy())
             .iter()
             .all(|c| c.namespace != "kube-system"));
-    }
-
-    #[test]
-    fn lease_rules() {
-        assert!(may_hold(None, None, 15, "me", 100));
-        assert!(may_hold(Some("me"), Some(99), 15, "me", 100));
-        assert!(!may_hold(Some("other"), Some(90), 15, "me", 100));
-        assert!(may_hold(Some("other"), Some(80), 15, "me", 100));
-        assert!(may_hold(Some(""), Some(99), 15, "me", 100));
     }
 }

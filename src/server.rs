@@ -20,13 +20,14 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
@@ -60,10 +61,22 @@ pub enum ServeError {
     },
     /// The store could not be loaded.
     #[error("loading the store: {0}")]
-    Store(String),
+    Store(#[from] crate::store::files::FileStoreError),
+    /// No client for the API server.
+    #[error("{what}: connecting to the API server: {source}")]
+    Kube {
+        /// What needed it.
+        what: &'static str,
+        /// Error.
+        #[source]
+        source: kube::Error,
+    },
     /// Certificates could not be loaded or generated.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// No certificate source was given.
+    #[error("TLS: pass --tls-cert and --tls-key, --self-signed, or --self-signed-secret")]
+    NoCertificate,
     /// Binding or serving failed.
     #[error("{what} {addr}: {source}")]
     Bind {
@@ -83,9 +96,15 @@ pub enum ServeError {
     Verify(crate::verify::VerifyError),
 }
 
+impl ServeError {
+    fn tls(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ServeError::Tls(Box::new(e))
+    }
+}
+
 impl From<TlsError> for ServeError {
     fn from(e: TlsError) -> Self {
-        ServeError::Tls(e.to_string())
+        ServeError::tls(e)
     }
 }
 
@@ -279,7 +298,9 @@ async fn handle(endpoint: Endpoint, st: &AppState, headers: &HeaderMap, body: Bo
 
 fn review_error_kind(e: &ReviewError) -> String {
     match e {
-        ReviewError::Malformed(_) => "malformed AdmissionReview".to_owned(),
+        ReviewError::Malformed(_) | ReviewError::NotAnObject(_) => {
+            "malformed AdmissionReview".to_owned()
+        }
         other => other.to_string(),
     }
 }
@@ -533,150 +554,55 @@ fn publish_store_metrics(store: &dyn Store, metrics: &Metrics) {
         .set(jiff::Timestamp::now().as_second() as f64);
 }
 
+/// How long the leader tasks get after the termination signal to release their Leases.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the serving certificate comes from, and so what keeps it current.
+enum Certificate {
+    /// Generated in memory at start (`--self-signed`): nothing to refresh.
+    Generated,
+    /// Files reloaded on change (`--tls-cert`, `--tls-key`).
+    Files { cert: PathBuf, key: PathBuf },
+    /// A Secret shared by the replicas (`--self-signed-secret`), rotated by its runner.
+    Managed(Box<tls::runner::Managed>),
+}
+
+/// The background tasks of `serve`: `tasks` are stopped at exit; `leaders` hold Leases, are told
+/// through `terminating` at the termination signal, and get [`RELEASE_TIMEOUT`] to release them.
+struct Background {
+    tasks: JoinSet<()>,
+    leaders: JoinSet<()>,
+    terminating: watch::Receiver<bool>,
+}
+
+impl Background {
+    /// Wait (bounded) for the leader tasks to release their Leases, then stop everything.
+    async fn shut_down(mut self) {
+        let released = async { while self.leaders.join_next().await.is_some() {} };
+        if tokio::time::timeout(RELEASE_TIMEOUT, released)
+            .await
+            .is_err()
+        {
+            warn!("leases not released in time; the next leader waits for them to expire");
+        }
+        self.leaders.abort_all();
+        self.tasks.abort_all();
+    }
+}
+
 /// Run `pullgate serve` until SIGTERM/SIGINT.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
-    let policy = match &args.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| ServeError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
-            Policy::from_yaml(&text).map_err(|source| ServeError::Policy {
-                path: p.display().to_string(),
-                source,
-            })?
-        }
-        None => Policy::default(),
-    };
+    let policy = load_policy(args.config.as_deref())?;
     let metrics = Arc::new(Metrics::with_max_series(args.metrics_max_series));
-
-    let mut managed_cert = None;
-    let (resolver, cert_files) = if args.self_signed {
-        let ips = vec![
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-        ];
-        let dns: Vec<String> = tls::certs::DEFAULT_DNS
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let g =
-            tls::certs::generate(&dns, &ips, 365).map_err(|e| ServeError::Tls(e.to_string()))?;
-        if let Some(out) = &args.ca_out {
-            std::fs::write(out, &g.ca_cert_pem).map_err(|source| ServeError::Read {
-                path: out.display().to_string(),
-                source,
-            })?;
-            info!(path = %out.display(), "wrote the self-signed CA certificate");
-        }
-        let loaded = tls::load_pem_pair(
-            g.tls_cert_pem.as_bytes(),
-            g.tls_key_pem.as_bytes(),
-            "generated",
-            "generated",
-        )?;
-        metrics.cert_expiry.set(loaded.not_after as f64);
-        (Arc::new(CertResolver::new(loaded.key)), None)
-    } else if let Some(secret) = &args.self_signed_secret {
-        // The CA lives in a Secret shared by the replicas; see tls::runner.
-        let client = crate::store::kube::client(args.kubeconfig.as_deref())
-            .await
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
-        let settings = tls::runner::Settings::new(
-            tls::runner::pod_namespace(&client),
-            secret.clone(),
-            args.webhook_configurations.clone(),
-        );
-        let managed = tls::runner::Managed::start(client, settings, metrics.clone())
-            .await
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
-        let resolver = managed.resolver();
-        managed_cert = Some(managed);
-        (resolver, None)
-    } else {
-        let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-            return Err(ServeError::Tls(
-                "pass --tls-cert and --tls-key, --self-signed, or --self-signed-secret".to_owned(),
-            ));
-        };
-        let loaded = tls::load_pem_files(cert, key)?;
-        metrics.cert_expiry.set(loaded.not_after as f64);
-        (
-            Arc::new(CertResolver::new(loaded.key)),
-            Some((cert.clone(), key.clone())),
-        )
+    let (resolver, certificate) = certificate(&args, &metrics).await?;
+    let tls_config = tls::server_config(resolver.clone()).map_err(ServeError::tls)?;
+    let (terminate, terminating) = watch::channel(false);
+    let mut background = Background {
+        tasks: JoinSet::new(),
+        leaders: JoinSet::new(),
+        terminating,
     };
-    let tls_config =
-        tls::server_config(resolver.clone()).map_err(|e| ServeError::Tls(e.to_string()))?;
-
-    let mut tasks = tokio::task::JoinSet::new();
-    let store: Arc<dyn Store> = if let Some(dir) = &args.manifests {
-        let file_store =
-            Arc::new(FileStore::load(dir).map_err(|e| ServeError::Store(e.to_string()))?);
-        publish_store_metrics(&*file_store, &metrics);
-        if policy.verify.enabled || policy.attribution.enabled || policy.reconcile.service_accounts
-        {
-            warn!("verify, attribution and reconcile need --cluster: ignored with --manifests");
-        }
-        tasks.spawn(watch_manifests(
-            file_store.clone(),
-            metrics.clone(),
-            args.reload_interval,
-        ));
-        file_store
-    } else if args.cluster {
-        let client = crate::store::kube::client(args.kubeconfig.as_deref())
-            .await
-            .map_err(|e| ServeError::Store(e.to_string()))?;
-        let store: Arc<dyn Store> = crate::store::kube::ClusterStore::start(
-            client.clone(),
-            crate::store::kube::Scope::for_policy(args.watch_namespaces.clone(), &policy),
-            metrics.clone(),
-        );
-        if policy.verify.enabled {
-            let verify = crate::verify::kube::cluster_task(
-                client.clone(),
-                store.clone(),
-                &policy,
-                metrics.clone(),
-            )
-            .map_err(ServeError::Verify)?;
-            tasks.spawn(verify);
-        }
-        let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-        if policy.attribution.enabled {
-            let settings = crate::attribution::Settings::new(
-                env("POD_NAMESPACE", "default"),
-                env("POD_NAME", &env("HOSTNAME", "pullgate")),
-                args.watch_namespaces.clone(),
-            );
-            tasks.spawn(crate::attribution::run(
-                client.clone(),
-                store.clone(),
-                Arc::new(policy.clone()),
-                metrics.clone(),
-                settings,
-            ));
-        }
-        if policy.reconcile.service_accounts {
-            let cfg = crate::reconcile::LoopConfig {
-                lease_namespace: env("POD_NAMESPACE", "default"),
-                identity: env("POD_NAME", &env("HOSTNAME", "pullgate")),
-                every: Duration::from_secs(5),
-                patch_interval: Duration::from_millis(100),
-            };
-            tasks.spawn(crate::reconcile::run(
-                client,
-                store.clone(),
-                Arc::new(policy.clone()),
-                cfg,
-            ));
-        }
-        store
-    } else {
-        return Err(ServeError::NoStore);
-    };
-
+    let store = start_store(&args, &policy, &metrics, &mut background).await?;
     let state = Arc::new(AppState::new(
         policy,
         store,
@@ -684,11 +610,6 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         args.max_concurrent_requests,
         args.request_timeout,
     ));
-    let bind = |what, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { what, addr, source })
-    };
     let listener = bind("listen", args.listen).await?;
     let metrics_listener = bind("metrics-listen", args.metrics_listen).await?;
     // Log the bound addresses (port 0 picks a free one, which tests rely on).
@@ -696,49 +617,264 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let metrics_bound = metrics_listener.local_addr().unwrap_or(args.metrics_listen);
     info!(listen = %bound, metrics = %metrics_bound, "pullgate serving");
 
-    if let Some(managed) = managed_cert {
-        tasks.spawn(managed.run());
-    }
-    if let Some((cert, key)) = cert_files {
-        tasks.spawn(watch_certificate(
-            cert,
-            key,
-            resolver,
-            metrics.clone(),
-            args.reload_interval,
-        ));
-    }
-    let metrics_app = metrics_router(metrics.clone());
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
-            error!(error = %e, "metrics server failed");
-        }
-    });
-
-    let (tx, rx) = watch::channel(false);
-    let st = state.clone();
+    let every = args.reload_interval;
+    keep_certificate_current(
+        certificate,
+        resolver,
+        &metrics,
+        every,
+        &mut background.tasks,
+    );
+    background
+        .tasks
+        .spawn(serve_metrics(metrics_listener, metrics));
+    let (stop, stopping) = watch::channel(false);
     let delay = args.shutdown_delay;
-    tokio::spawn(async move {
-        termination_signal().await;
-        // Not ready first, and keep serving while endpoints and API servers catch up: a webhook
-        // that stops accepting at once makes in-transit admissions hit the failurePolicy.
-        st.serving.store(false, Ordering::Relaxed);
-        info!(
-            delay_seconds = delay.as_secs_f64(),
-            "termination signal: not ready, draining after the delay"
-        );
-        tokio::time::sleep(delay).await;
-        let _ = tx.send(true);
-    });
-    serve_tls(
-        listener,
-        TlsAcceptor::from(Arc::new(tls_config)),
-        router(state),
-        rx,
-        args.shutdown_grace_period,
-    )
-    .await;
-    tasks.abort_all();
+    tokio::spawn(terminate_on_signal(state.clone(), delay, terminate, stop));
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config));
+    let grace = args.shutdown_grace_period;
+    serve_tls(listener, acceptor, router(state), stopping, grace).await;
+    background.shut_down().await;
     info!("stopped");
     Ok(())
+}
+
+/// The policy file, or the default policy without one.
+fn load_policy(path: Option<&Path>) -> Result<Policy, ServeError> {
+    let Some(p) = path else {
+        return Ok(Policy::default());
+    };
+    let text = std::fs::read_to_string(p).map_err(|source| ServeError::Read {
+        path: p.display().to_string(),
+        source,
+    })?;
+    Policy::from_yaml(&text).map_err(|source| ServeError::Policy {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+/// The serving certificate's resolver, and where the certificate comes from.
+async fn certificate(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<CertResolver>, Certificate), ServeError> {
+    if args.self_signed {
+        let resolver = self_signed(args.ca_out.as_deref(), metrics)?;
+        return Ok((resolver, Certificate::Generated));
+    }
+    if let Some(secret) = &args.self_signed_secret {
+        let managed = managed_certificate(args, secret, metrics).await?;
+        return Ok((managed.resolver(), Certificate::Managed(Box::new(managed))));
+    }
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Err(ServeError::NoCertificate);
+    };
+    let loaded = tls::load_pem_files(cert, key)?;
+    metrics.cert_expiry.set(loaded.not_after as f64);
+    let files = Certificate::Files {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    Ok((Arc::new(CertResolver::new(loaded.key)), files))
+}
+
+/// An in-memory CA and serving certificate, the CA certificate written to `ca_out` if given.
+fn self_signed(ca_out: Option<&Path>, metrics: &Metrics) -> Result<Arc<CertResolver>, ServeError> {
+    let ips = [
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from(Ipv6Addr::LOCALHOST),
+    ];
+    let dns: Vec<String> = tls::certs::DEFAULT_DNS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let g = tls::certs::generate(&dns, &ips, 365).map_err(ServeError::tls)?;
+    if let Some(out) = ca_out {
+        std::fs::write(out, &g.ca_cert_pem).map_err(|source| ServeError::Read {
+            path: out.display().to_string(),
+            source,
+        })?;
+        info!(path = %out.display(), "wrote the self-signed CA certificate");
+    }
+    let loaded = tls::load_pem_pair(
+        g.tls_cert_pem.as_bytes(),
+        g.tls_key_pem.as_bytes(),
+        "generated",
+        "generated",
+    )?;
+    metrics.cert_expiry.set(loaded.not_after as f64);
+    Ok(Arc::new(CertResolver::new(loaded.key)))
+}
+
+/// The CA and serving certificate kept in a Secret shared by the replicas; see tls::runner.
+async fn managed_certificate(
+    args: &ServeArgs,
+    secret: &str,
+    metrics: &Arc<Metrics>,
+) -> Result<tls::runner::Managed, ServeError> {
+    let client = kube_client(args, "TLS").await?;
+    let settings = tls::runner::Settings::new(
+        tls::runner::pod_namespace(args.pod_namespace(), &client),
+        secret.to_owned(),
+        args.webhook_configurations.clone(),
+    );
+    tls::runner::Managed::start(client, settings, metrics.clone())
+        .await
+        .map_err(ServeError::tls)
+}
+
+/// Spawn what keeps the certificate current: a file watcher, or the managed Secret's runner.
+fn keep_certificate_current(
+    certificate: Certificate,
+    resolver: Arc<CertResolver>,
+    metrics: &Arc<Metrics>,
+    every: Duration,
+    tasks: &mut JoinSet<()>,
+) {
+    match certificate {
+        Certificate::Generated => {}
+        Certificate::Files { cert, key } => {
+            tasks.spawn(watch_certificate(
+                cert,
+                key,
+                resolver,
+                metrics.clone(),
+                every,
+            ));
+        }
+        Certificate::Managed(managed) => {
+            tasks.spawn(managed.run());
+        }
+    }
+}
+
+/// A client for the API server (`--kubeconfig`, else in-cluster); `what` names who needs it.
+async fn kube_client(args: &ServeArgs, what: &'static str) -> Result<kube::Client, ServeError> {
+    crate::store::kube::client(args.kubeconfig.as_deref())
+        .await
+        .map_err(|source| ServeError::Kube { what, source })
+}
+
+/// The store: the manifests directory (reloaded on change) or the cluster (watched).
+async fn start_store(
+    args: &ServeArgs,
+    policy: &Policy,
+    metrics: &Arc<Metrics>,
+    background: &mut Background,
+) -> Result<Arc<dyn Store>, ServeError> {
+    if let Some(dir) = &args.manifests {
+        let every = args.reload_interval;
+        return manifest_store(dir, policy, metrics, every, &mut background.tasks);
+    }
+    if args.cluster {
+        return cluster_store(args, policy, metrics, background).await;
+    }
+    Err(ServeError::NoStore)
+}
+
+/// The store read from `dir`, polled for changes every `every`.
+fn manifest_store(
+    dir: &Path,
+    policy: &Policy,
+    metrics: &Arc<Metrics>,
+    every: Duration,
+    tasks: &mut JoinSet<()>,
+) -> Result<Arc<dyn Store>, ServeError> {
+    let file_store = Arc::new(FileStore::load(dir)?);
+    publish_store_metrics(&*file_store, metrics);
+    if policy.verify.enabled || policy.attribution.enabled || policy.reconcile.service_accounts {
+        warn!("verify, attribution and reconcile need --cluster: ignored with --manifests");
+    }
+    tasks.spawn(watch_manifests(file_store.clone(), metrics.clone(), every));
+    Ok(file_store)
+}
+
+/// The watch-backed store, with the cluster-mode tasks the policy enables: verification,
+/// attribution and the ServiceAccount reconciler (the last two lead through Leases).
+async fn cluster_store(
+    args: &ServeArgs,
+    policy: &Policy,
+    metrics: &Arc<Metrics>,
+    background: &mut Background,
+) -> Result<Arc<dyn Store>, ServeError> {
+    let client = kube_client(args, "loading the store").await?;
+    let scope = crate::store::kube::Scope::for_policy(args.watch_namespaces.clone(), policy);
+    let store: Arc<dyn Store> =
+        crate::store::kube::ClusterStore::start(client.clone(), scope, metrics.clone());
+    if policy.verify.enabled {
+        let verify = crate::verify::kube::cluster_task(
+            client.clone(),
+            store.clone(),
+            policy,
+            metrics.clone(),
+        )
+        .map_err(ServeError::Verify)?;
+        background.tasks.spawn(verify);
+    }
+    let lease_namespace = args.pod_namespace().unwrap_or("default").to_owned();
+    let identity = args.identity().to_owned();
+    let policy = Arc::new(policy.clone());
+    if policy.attribution.enabled {
+        let settings = crate::attribution::Settings::new(
+            lease_namespace.clone(),
+            identity.clone(),
+            args.watch_namespaces.clone(),
+        );
+        background.leaders.spawn(crate::attribution::run(
+            client.clone(),
+            store.clone(),
+            policy.clone(),
+            metrics.clone(),
+            settings,
+            background.terminating.clone(),
+        ));
+    }
+    if policy.reconcile.service_accounts {
+        let cfg = crate::reconcile::LoopConfig {
+            lease_namespace,
+            identity,
+            every: Duration::from_secs(5),
+            patch_interval: Duration::from_millis(100),
+        };
+        let terminating = background.terminating.clone();
+        let reconcile = crate::reconcile::run(client, store.clone(), policy, cfg, terminating);
+        background.leaders.spawn(reconcile);
+    }
+    Ok(store)
+}
+
+/// A listener on `addr`; `what` names the flag in the error.
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+/// Serve `/metrics` over plain HTTP.
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    if let Err(e) = axum::serve(listener, metrics_router(metrics)).await {
+        error!(error = %e, "metrics server failed");
+    }
+}
+
+/// On SIGTERM/SIGINT: turn not ready, tell the leader tasks to release their Leases, keep serving
+/// for `delay`, then `stop` the server.
+async fn terminate_on_signal(
+    state: Arc<AppState>,
+    delay: Duration,
+    terminate: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+) {
+    termination_signal().await;
+    // Not ready first, and keep serving while endpoints and API servers catch up: a webhook
+    // that stops accepting at once makes in-transit admissions hit the failurePolicy.
+    state.serving.store(false, Ordering::Relaxed);
+    terminate.send_replace(true);
+    info!(
+        delay_seconds = delay.as_secs_f64(),
+        "termination signal: not ready, draining after the delay"
+    );
+    tokio::time::sleep(delay).await;
+    stop.send_replace(true);
 }

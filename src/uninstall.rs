@@ -86,9 +86,32 @@ pub enum UninstallError {
         target: Target,
         /// Attempts made.
         attempts: u32,
-        /// The last error, as text.
-        last: String,
+        /// The last error.
+        #[source]
+        last: TransientError,
     },
+}
+
+/// A failure worth another attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum TransientError {
+    /// The API server answered 5xx or 429.
+    #[error("{}", status_text(.0))]
+    Status(#[source] kube::Error),
+    /// Transport, TLS, authentication-exec and decoding errors: the connection may recover.
+    #[error(transparent)]
+    Client(kube::Error),
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("no answer within {REQUEST_TIMEOUT:?}")]
+    Timeout(#[source] tokio::time::error::Elapsed),
+}
+
+/// `503 ServiceUnavailable: message` for an API answer, kube's own text otherwise.
+fn status_text(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
+    }
 }
 
 fn hint(code: u16) -> &'static str {
@@ -102,7 +125,7 @@ fn hint(code: u16) -> &'static str {
 /// What one attempt showed.
 enum Attempt {
     Done(Removed),
-    Retry(String),
+    Retry(TransientError),
     Refused {
         code: u16,
         reason: String,
@@ -115,8 +138,8 @@ fn classify<T>(result: Result<Result<T, kube::Error>, tokio::time::error::Elapse
     match result {
         Ok(Ok(_)) => Attempt::Done(Removed::Deleted),
         Ok(Err(kube::Error::Api(s))) if s.is_not_found() => Attempt::Done(Removed::AlreadyGone),
-        Ok(Err(kube::Error::Api(s))) if s.code == 429 || s.code >= 500 => {
-            Attempt::Retry(format!("{} {}: {}", s.code, s.reason, s.message))
+        Ok(Err(e @ kube::Error::Api(_))) if is_transient(&e) => {
+            Attempt::Retry(TransientError::Status(e))
         }
         Ok(Err(kube::Error::Api(s))) => Attempt::Refused {
             code: s.code,
@@ -124,9 +147,14 @@ fn classify<T>(result: Result<Result<T, kube::Error>, tokio::time::error::Elapse
             message: s.message,
         },
         // Transport, TLS, authentication-exec and decoding errors: the connection may recover.
-        Ok(Err(e)) => Attempt::Retry(e.to_string()),
-        Err(_) => Attempt::Retry(format!("no answer within {REQUEST_TIMEOUT:?}")),
+        Ok(Err(e)) => Attempt::Retry(TransientError::Client(e)),
+        Err(elapsed) => Attempt::Retry(TransientError::Timeout(elapsed)),
     }
+}
+
+/// 429 and 5xx answers: the API server may answer differently soon.
+fn is_transient(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 429 || s.code >= 500)
 }
 
 /// The pause before attempt `n + 1` (after `n` failed ones, `n >= 1`).
@@ -157,8 +185,8 @@ pub async fn delete(
     attempts: u32,
 ) -> Result<Removed, UninstallError> {
     let attempts = attempts.max(1);
-    let mut last = String::new();
-    for n in 1..=attempts {
+    let mut n = 1;
+    loop {
         match delete_once(client, target).await {
             Attempt::Done(r) => return Ok(r),
             Attempt::Refused {
@@ -173,20 +201,20 @@ pub async fn delete(
                     message,
                 })
             }
-            Attempt::Retry(e) => {
-                tracing::warn!(%target, attempt = n, error = %e, "deleting the webhook configuration failed");
-                last = e;
-                if n < attempts {
-                    tokio::time::sleep(backoff(n)).await;
+            Attempt::Retry(last) => {
+                tracing::warn!(%target, attempt = n, error = %last, "deleting the webhook configuration failed");
+                if n >= attempts {
+                    return Err(UninstallError::GaveUp {
+                        target: target.clone(),
+                        attempts,
+                        last,
+                    });
                 }
+                tokio::time::sleep(backoff(n)).await;
+                n += 1;
             }
         }
     }
-    Err(UninstallError::GaveUp {
-        target: target.clone(),
-        attempts,
-        last,
-    })
 }
 
 /// Delete every target (each is tried even when an earlier one failed); one result per target.
@@ -227,10 +255,16 @@ mod tests {
             Attempt::Done(Removed::AlreadyGone)
         ));
         for code in [429, 500, 503] {
-            assert!(
-                matches!(classify(api(code, "x")), Attempt::Retry(_)),
-                "{code}"
-            );
+            match classify(api(code, "x")) {
+                Attempt::Retry(e) => {
+                    assert_eq!(e.to_string(), format!("{code} x: m"));
+                    assert!(
+                        std::error::Error::source(&e).is_some(),
+                        "{code}: source lost"
+                    );
+                }
+                _ => panic!("{code} not retried"),
+            }
         }
         for code in [400, 401, 403, 409, 422] {
             assert!(

@@ -4,6 +4,8 @@
 //! pods that injection now fixes are restarted within the limits, bare pods never.
 //!
 //! Every wait polls against a deadline; nothing sleeps to synchronise.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -50,6 +52,7 @@ async fn start(fake: &FakeApi, policy: Policy) -> Running {
         Arc::new(policy),
         metrics.clone(),
         settings,
+        tokio::sync::watch::channel(false).1,
     ));
     eventually("the attribution lease taken", || {
         fake.get(

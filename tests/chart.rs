@@ -15,6 +15,8 @@
 //!   contradictory settings are refused; the schema's bounds are the binary's.
 //!
 //! The chart files are scanned as text; rendered policies are read with the crate's own YAML parser.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -1,5 +1,7 @@
 //! The real binary's command line: `check` (JSON schema, expected codes of every example, exit
 //! codes, stdin, overrides, text output), `validate-config` and `certs`.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! and the real `pullgate serve --cluster` answering AdmissionReviews end to end.
 //!
 //! Every wait polls against a deadline; nothing sleeps to synchronise.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! `pullgate check` over a realistic repository of manifests (tests/fixtures/corpus): every
 //! readable document is evaluated, every unreadable one is named with its file and document in
 //! words for people, nothing stops the run, and the exit code tells errors from findings.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

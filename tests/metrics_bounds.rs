@@ -1,6 +1,8 @@
 //! Metric series stay bounded whatever pods claim: 100,000 pods with made-up registries, through the
 //! router the server serves (`server::router`, in-process), leave `pullgate_would_deny_total` with
 //! the policy's registry patterns as labels and at most its cap of series.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

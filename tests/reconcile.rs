@@ -4,6 +4,8 @@
 //! lose a race with another client (409 Conflict).
 //!
 //! Every wait polls against a deadline; nothing sleeps to synchronise.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -14,11 +16,13 @@ use pullgate::policy::Policy;
 use pullgate::reconcile::{run, LoopConfig};
 use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::fake_api::FakeApi;
-use support::{eventually, fixtures};
+use support::serve::ServeProcess;
+use support::{eventually, fixtures, DEADLINE};
 
 fn policy() -> Arc<Policy> {
     let mut p = Policy::default();
@@ -49,7 +53,9 @@ async fn start_with(
         every: Duration::from_millis(100),
         patch_interval: Duration::ZERO,
     };
-    tokio::spawn(run(fake.client().await, store, policy, cfg))
+    // The sender dropped at once: a reconciler that is never told to shut down.
+    let (_, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(run(fake.client().await, store, policy, cfg, shutdown))
 }
 
 fn pull_secrets(fake: &FakeApi, ns: &str, sa: &str) -> Vec<String> {
@@ -352,4 +358,41 @@ async fn selector_picks_service_accounts_by_label_among_helm_labels() {
     assert!(pull_secrets(&fake, "team", "worker").is_empty());
     assert!(pull_secrets(&fake, "team", "default").is_empty());
     task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_releases_the_reconciler_lease_on_sigterm() {
+    support::install_crypto();
+    let fake = FakeApi::start().await;
+    fake.apply(fixtures::namespace("pullgate", &[]));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(&config, "reconcile:\n  serviceAccounts: true\n").expect("policy file");
+    // The pod's namespace and name come from the environment, as the chart's downward API sets them.
+    let mut served = ServeProcess::spawn(
+        [
+            OsStr::new("--cluster"),
+            OsStr::new("--self-signed"),
+            OsStr::new("--kubeconfig"),
+            fake.kubeconfig_path().as_os_str(),
+            OsStr::new("--config"),
+            config.as_os_str(),
+        ],
+        &[("POD_NAMESPACE", "pullgate"), ("POD_NAME", "pullgate-0")],
+        DEADLINE,
+    );
+    eventually("serve to take the reconciler lease", || {
+        holder(&fake).as_deref() == Some("pullgate-0")
+    })
+    .await;
+    served.sigterm();
+    // Released, not left to expire: the next replica leads at once.
+    eventually("the lease released", || {
+        holder(&fake).as_deref() == Some("")
+    })
+    .await;
+    let status = tokio::task::spawn_blocking(move || served.finish(DEADLINE))
+        .await
+        .expect("waiting for serve");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }

@@ -6,6 +6,8 @@
 //! Every wait polls against a deadline; nothing sleeps to synchronise. The rotation runs on a
 //! [`TestClock`] the test moves (the checks decide with it, the probing client verifies with it):
 //! no test waits for a certificate to age.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(dead_code)]
 mod support;

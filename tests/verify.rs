@@ -5,6 +5,8 @@
 //!
 //! Every test that needs the real registry fails, naming the install command, when it is not
 //! installed; `.ci/run` installs it.
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 // Shared with the cluster tests; this binary uses only part of it.
 #[allow(dead_code)]

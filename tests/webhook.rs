@@ -3,6 +3,8 @@
 //! In-process tests serve `server::router` through `server::serve_tls` on 127.0.0.1:0 with
 //! certificates made by `pullgate certs`; the binary tests run `pullgate serve` itself (certificate
 //! rotation, SIGTERM drain, metrics, secrecy of credentials in its output).
+// Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

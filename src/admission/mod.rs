@@ -41,11 +41,14 @@ impl Endpoint {
 }
 
 /// Why a body is not an AdmissionReview pullgate can answer (HTTP 400).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
     /// Not JSON, or not the shape of an AdmissionReview.
     #[error("body is not a valid AdmissionReview: {0}")]
-    Malformed(String),
+    Malformed(#[from] serde_json::Error),
+    /// The body, or its `request`, is JSON but not an object.
+    #[error("body is not a valid AdmissionReview: {0}")]
+    NotAnObject(&'static str),
     /// apiVersion/kind are not admission.k8s.io/v1 or v1beta1 AdmissionReview.
     #[error("unsupported apiVersion/kind {0:?}: expected admission.k8s.io/v1 or v1beta1 AdmissionReview")]
     Unsupported(String),
@@ -342,15 +345,14 @@ pub fn review(
 ) -> Result<Outcome, ReviewError> {
     // serde reads a JSON array into a struct by position: only objects are reviews.
     if !is_json_object(body) {
-        return Err(ReviewError::Malformed("expected a JSON object".to_owned()));
+        return Err(ReviewError::NotAnObject("expected a JSON object"));
     }
     // One pass for a well-formed review (any the API server sends); whatever that reader refuses
     // is read again step by step, which finds the precise error or answer.
     let (api_version, kind, request) = match serde_json::from_slice::<OnePassReview>(body) {
         Ok(r) => (r.api_version, r.kind, Ok(r.request.map(|r| r.0))),
         Err(_) => {
-            let r: ReviewIn =
-                serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+            let r: ReviewIn = serde_json::from_slice(body)?;
             (r.api_version, r.kind, Err(r.request))
         }
     };
@@ -367,11 +369,9 @@ pub fn review(
                 return Err(ReviewError::NoRequest);
             }
             if !is_json_object(raw.get().as_bytes()) {
-                return Err(ReviewError::Malformed(
-                    "request is not an object".to_owned(),
-                ));
+                return Err(ReviewError::NotAnObject("request is not an object"));
             }
-            serde_json::from_str(raw.get()).map_err(|e| ReviewError::Malformed(e.to_string()))?
+            serde_json::from_str(raw.get())?
         }
     };
     if req.uid.is_empty() {
@@ -776,11 +776,14 @@ mod tests {
                     &idx,
                     0,
                 )
-                .map_err(|e| match e {
-                    ReviewError::Malformed(m) => {
-                        ReviewError::Malformed(m.split(" at line ").next().unwrap_or("").to_owned())
+                .map_err(|e| {
+                    let message = e.to_string();
+                    match e {
+                        ReviewError::Malformed(_) => {
+                            message.split(" at line ").next().unwrap_or("").to_owned()
+                        }
+                        _ => message,
                     }
-                    e => e,
                 })
             };
             prop_assert_eq!(read(false), read(true), "{} {}", kind, object);

@@ -18,9 +18,9 @@ use crate::engine::diagnosis::{
 };
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::events::{event, EventSpec};
+use crate::leader::{self, Elector};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels};
 use crate::policy::Policy;
-use crate::reconcile::Elector;
 use crate::store::Store;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -96,13 +96,14 @@ struct Shared {
     writes: mpsc::Sender<Event>,
 }
 
-/// Run attribution until the task is aborted.
+/// Run attribution until `shutdown` turns true (then the Lease is released).
 pub async fn run(
     client: Client,
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
     metrics: Arc<Metrics>,
     settings: Settings,
+    shutdown: leadership::Receiver<bool>,
 ) {
     let cfg = &policy.attribution;
     let per_minute = f64::from(cfg.restarts_per_minute);
@@ -126,7 +127,6 @@ pub async fn run(
         policy: policy.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(lead(shared.clone(), settings.clone()));
     tasks.spawn(write_events(
         client.clone(),
         rx,
@@ -145,11 +145,7 @@ pub async fn run(
     for api in scopes {
         tasks.spawn(watch(shared.clone(), api));
     }
-    while tasks.join_next().await.is_some() {}
-}
-
-/// Hold the Lease; only the holder acts on Events.
-async fn lead(shared: Arc<Shared>, settings: Settings) {
+    // Only the holder acts on Events. Once the Lease is released, dropping `tasks` stops the rest.
     let elector = Elector::new(
         shared.client.clone(),
         &settings.lease_namespace,
@@ -157,17 +153,7 @@ async fn lead(shared: Arc<Shared>, settings: Settings) {
         &settings.identity,
         settings.lease_every * 3,
     );
-    let mut tick = tokio::time::interval(settings.lease_every);
-    loop {
-        tick.tick().await;
-        let leading = elector.try_lead().await.unwrap_or_else(|e| {
-            warn!(error = %e, "attribution lease renewal failed");
-            false
-        });
-        if shared.leading.send_replace(leading) != leading {
-            info!(leading, identity = %settings.identity, "attribution leadership changed");
-        }
-    }
+    leader::keep(elector, settings.lease_every, &shared.leading, shutdown).await;
 }
 
 /// Watch Pod Events (server-side `involvedObject.kind=Pod`) and queue the pull failures, while

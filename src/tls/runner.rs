@@ -94,13 +94,10 @@ impl Settings {
     }
 }
 
-/// The namespace of the Secret: `$POD_NAMESPACE` (the chart sets it from the downward API), else
+/// The namespace of the Secret: the pod's (`--pod-namespace`, `$POD_NAMESPACE`), else
 /// the client's default (the in-cluster namespace file, or the kubeconfig context's namespace).
-pub fn pod_namespace(client: &kube::Client) -> String {
-    std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_owned())
+pub fn pod_namespace(configured: Option<&str>, client: &kube::Client) -> String {
+    configured.map_or_else(|| client.default_namespace().to_owned(), str::to_owned)
 }
 
 /// The intervals between checks.

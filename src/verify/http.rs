@@ -46,12 +46,15 @@ pub enum TransportError {
     /// The HTTP exchange failed.
     #[error("HTTP: {0}")]
     Http(#[source] hyper::Error),
-    /// The request could not be built (an invalid path or header value).
+    /// The request could not be built (an invalid path).
     #[error("invalid request: {0}")]
-    Request(String),
+    Request(#[source] hyper::http::Error),
+    /// The credentials do not make a valid header value (the error never holds the value).
+    #[error("invalid request: authorization header: {0}")]
+    Authorization(#[source] hyper::header::InvalidHeaderValue),
     /// Reading the body failed.
     #[error("reading the response body: {0}")]
-    Body(String),
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A connection task that is aborted when the exchange ends or is dropped (on timeout).
@@ -110,15 +113,12 @@ where
         .header(USER_AGENT, AGENT)
         .header(ACCEPT, "application/json");
     if let Some(value) = authorization {
-        let mut value = HeaderValue::from_bytes(value)
-            .map_err(|_| TransportError::Request("authorization header".to_owned()))?;
+        let mut value = HeaderValue::from_bytes(value).map_err(TransportError::Authorization)?;
         // Marked sensitive: hyper's Debug shows "Sensitive" instead of the value.
         value.set_sensitive(true);
         req = req.header(AUTHORIZATION, value);
     }
-    let req = req
-        .body(Empty::new())
-        .map_err(|e| TransportError::Request(e.to_string()))?;
+    let req = req.body(Empty::new()).map_err(TransportError::Request)?;
     let resp = sender
         .send_request(req)
         .await
@@ -138,7 +138,7 @@ where
         Ok(collected) => collected.to_bytes().to_vec(),
         // Too long for a token response: judged as having no token.
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Vec::new(),
-        Err(e) => return Err(TransportError::Body(e.to_string())),
+        Err(e) => return Err(TransportError::Body(e)),
     };
     Ok(Incoming {
         status,

@@ -52,7 +52,7 @@ impl SecretSource for KubeSecrets {
                 Err(e) => Err(SourceError {
                     namespace: namespace.to_owned(),
                     name: name.to_owned(),
-                    message: e.to_string(),
+                    source: Box::new(e),
                 }),
             }
         })

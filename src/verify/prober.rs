@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
 
 /// Probes of one registry at once, unless configured otherwise: enough to get through thousands
 /// of secrets in minutes, few enough that no registry sees pullgate as a burst.
@@ -221,32 +222,20 @@ fn client_config(
     Ok(Arc::new(config))
 }
 
-/// Bytes zeroed before they are freed (the Basic authorization header value).
-struct Sensitive(Vec<u8>);
-
-impl Drop for Sensitive {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        std::hint::black_box(&mut self.0);
-    }
-}
-
-/// `Basic base64(username:password)`, built in buffers that are zeroed afterwards.
-fn basic_authorization(c: &Credential) -> Sensitive {
-    let mut plain = Sensitive(Vec::with_capacity(
+/// `Basic base64(username:password)`, built in buffers that are zeroed when dropped.
+fn basic_authorization(c: &Credential) -> Zeroizing<Vec<u8>> {
+    let mut plain = Zeroizing::new(Vec::with_capacity(
         c.username().len() + 1 + c.password().len(),
     ));
-    plain.0.extend_from_slice(c.username());
-    plain.0.push(b':');
-    plain.0.extend_from_slice(c.password());
+    plain.extend_from_slice(c.username());
+    plain.push(b':');
+    plain.extend_from_slice(c.password());
     let engine = &base64::engine::general_purpose::STANDARD;
-    let encoded_len = base64::encoded_len(plain.0.len(), true).unwrap_or(0);
-    let mut header = Sensitive(vec![0; 6 + encoded_len]);
-    header.0[..6].copy_from_slice(b"Basic ");
-    let written = engine
-        .encode_slice(&plain.0, &mut header.0[6..])
-        .unwrap_or(0);
-    header.0.truncate(6 + written);
+    let encoded_len = base64::encoded_len(plain.len(), true).unwrap_or(0);
+    let mut header = Zeroizing::new(vec![0; 6 + encoded_len]);
+    header[..6].copy_from_slice(b"Basic ");
+    let written = engine.encode_slice(&plain, &mut header[6..]).unwrap_or(0);
+    header.truncate(6 + written);
     header
 }
 
@@ -349,7 +338,7 @@ impl Verifier {
                     .tls
                     .then(|| self.settings.tls_for(&out.origin, entry));
                 let result =
-                    http::exchange(&out, authorization.as_ref().map(|a| a.0.as_slice()), tls).await;
+                    http::exchange(&out, authorization.as_ref().map(|a| a.as_slice()), tls).await;
                 drop(authorization);
                 match result {
                     Ok(response) => match flow.on_response(&response) {
@@ -475,6 +464,6 @@ mod tests {
         )
         .unwrap();
         let header = basic_authorization(&creds[0]);
-        assert_eq!(header.0, b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(header.as_slice(), b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
     }
 }

@@ -36,23 +36,21 @@ pub struct SecretData(pub BTreeMap<String, Vec<u8>>);
 
 impl Drop for SecretData {
     fn drop(&mut self) {
-        for v in self.0.values_mut() {
-            v.fill(0);
-            std::hint::black_box(v);
-        }
+        self.0.values_mut().for_each(zeroize::Zeroize::zeroize);
     }
 }
 
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading secret {namespace}/{name}: {message}")]
+#[error("reading secret {namespace}/{name}: {source}")]
 pub struct SourceError {
     /// Namespace.
     pub namespace: String,
     /// Name.
     pub name: String,
     /// What failed (never secret data).
-    pub message: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// Where secret data is read at probe time (the API server in cluster mode).
