@@ -2,11 +2,11 @@
 //! readable document is evaluated, every unreadable one is named with its file and document in
 //! words for people, nothing stops the run, and the exit code tells errors from findings.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::Value;
 use std::process::{Command, Output};
+use support::paths::*;
 
 const CORPUS: &str = "tests/fixtures/corpus";
 

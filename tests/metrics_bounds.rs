@@ -2,11 +2,10 @@
 //! router the server serves (`server::router`, in-process), leave `pullgate_would_deny_total` with
 //! the policy's registry patterns as labels and at most its cap of series.
 
-mod common;
+mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::*;
 use pullgate::metrics::{Metrics, OVERFLOW};
 use pullgate::policy::Policy;
 use pullgate::server::{self, AppState};
@@ -14,6 +13,8 @@ use pullgate::store::files::FileStore;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use support::admission::*;
+use support::client::*;
 use tower::ServiceExt;
 
 const PODS: u64 = 100_000;

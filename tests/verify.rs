@@ -10,9 +10,6 @@
 #[allow(dead_code)]
 mod support;
 
-#[path = "support/registry.rs"]
-mod registry;
-
 use base64::Engine;
 use k8s_openapi::api::core::v1::Event;
 use pullgate::engine::keyring::RegistryKey;
@@ -27,13 +24,13 @@ use pullgate::store::Store;
 use pullgate::verify::kube::{KubeEvents, KubeSecrets};
 use pullgate::verify::service::{LoopConfig, VerifyLoop};
 use pullgate::verify::{Settings, Verdict, Verifier};
-use registry::{Auth, Behaviour, FakeRegistry, RealRegistry, Realm, TestPki};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::registry::{self, Auth, Behaviour, FakeRegistry, RealRegistry, Realm, TestPki};
 use support::{eventually, fixtures, logs, poll, DEADLINE};
 
 /// The password planted in every secret: it must never show up in logs, metrics or reports.
