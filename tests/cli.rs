@@ -630,7 +630,13 @@ fn validate_config_accepts_a_full_policy_and_names_the_bad_field() {
     .expect("write");
     let o = pullgate(&["validate-config", &good.to_string_lossy()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(stdout(&o).contains("valid"), "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{}: valid (inject false, validation deny)\n",
+            good.display()
+        )
+    );
     let cases = [
         (
             "unknown nested field",

@@ -916,14 +916,22 @@ async fn secret_data_never_reaches_logs_or_debug_output() {
     fake.apply(fixtures::opaque_secret("a", "opaque", "password", PLANTED));
     let (store, _metrics) = synced(&fake, &[]).await;
     assert!(has_secret(&store, "a", "planted") && has_secret(&store, "a", "broken"));
-    assert!(store
+    let refused = store
         .view()
         .namespace("a")
         .secrets
         .get("broken")
         .expect("broken")
         .payload
-        .is_err());
+        .as_ref()
+        .err()
+        .map(ToString::to_string);
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.starts_with("the payload is not valid JSON (line 1, column ")),
+        "{refused:?}"
+    );
 
     // Changes and errors are logged too: exercise those paths with the secrets present.
     fake.apply_secret("a", "planted", &["registry.example.com"], PLANTED);
