@@ -789,8 +789,25 @@ async fn recovers_after(outage: Duration, compact: bool) {
         "a",
         &[("pullgate.io/validation", "deny")],
     ));
-    // The outage lasts this long (the scenario, not a wait for anything).
-    tokio::time::sleep(outage).await;
+    // The outage lasts until the store's own gauges say its state is `outage` old.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64()
+    };
+    poll(
+        "the store's state to be as old as the outage",
+        outage + DEADLINE,
+        || {
+            let oldest = ["secrets", "serviceaccounts", "namespaces"]
+                .map(|r| last_sync(&metrics, r))
+                .into_iter()
+                .fold(f64::INFINITY, f64::min);
+            std::future::ready((now() - oldest >= outage.as_secs_f64()).then_some(()))
+        },
+    )
+    .await;
     assert!(
         store.ready() && has_secret(&store, "a", "gone"),
         "the last state is served"
