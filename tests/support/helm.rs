@@ -4,11 +4,12 @@
 //! validation and `lookup` included. Without python3 and helm-sdkpy, [`render`] fails naming the
 //! install command.
 //!
-//! [`HelmApi`] answers discovery (`/version`, `/api`, `/apis`, each group version's resource list) for
-//! every kind the chart renders, GETs of the objects it was started with (what `lookup` finds),
-//! an empty list for any other collection, 404 `NotFound` for any other object, and echoes every
-//! write (Helm's release Secret arrives as protobuf: any JSON object answers it). It stores
-//! nothing: the tests read the release Helm returns, not the server. Plain HTTP on 127.0.0.1.
+//! [`HelmApi`] answers discovery (`/version`, `/api`, `/apis`, each group version's resource
+//! list) for every kind the chart renders, GETs of the objects it was started with (what `lookup`
+//! finds), an empty list for any other collection, 404 `NotFound` for any other object, and
+//! echoes every write (Helm's release Secret arrives as protobuf: any JSON object answers it).
+//! It stores nothing: the tests read the release Helm returns, not the server. Plain HTTP on
+//! 127.0.0.1.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
