@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use support::helm::{Case, Release, NAMESPACE, RELEASE};
+use support::paths::{bin, root, scratch};
 
 mod support;
 
@@ -44,12 +44,8 @@ use contract::{chart_cases, find, refusal_cases};
 
 type TestResult = Result<(), String>;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pullgate");
-
 fn chart_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("charts")
-        .join("pullgate")
+    root().join("charts").join("pullgate")
 }
 
 fn read(path: &Path) -> Result<String, String> {
@@ -57,11 +53,11 @@ fn read(path: &Path) -> Result<String, String> {
 }
 
 fn run(args: &[&str]) -> Result<Output, String> {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env_remove("RUST_LOG")
         .output()
-        .map_err(|e| format!("cannot run {BIN} {}: {e}", args.join(" ")))
+        .map_err(|e| format!("cannot run {} {}: {e}", bin(), args.join(" ")))
 }
 
 fn text_of(out: &Output) -> String {
@@ -70,32 +66,6 @@ fn text_of(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// A file of its own in the system temp dir, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &str) -> Result<Self, String> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "pullgate-chart-test-{}-{n}-{name}",
-            std::process::id()
-        ));
-        fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// `--name` tokens in a text: two dashes at the start of a word, then `[a-z][a-z0-9-]*`.
@@ -176,8 +146,10 @@ fn policy_block(values: &str) -> Option<String> {
 }
 
 fn validate_config(name: &str, policy: &str) -> Result<Output, String> {
-    let file = TempFile::new(name, policy)?;
-    run(&["validate-config", file.path()])
+    let dir = scratch("chart-policy");
+    let file = dir.path().join(name);
+    fs::write(&file, policy).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    run(&["validate-config", &file.to_string_lossy()])
 }
 
 fn expect_valid(name: &str, policy: &str) -> TestResult {
