@@ -8,16 +8,20 @@ use std::sync::OnceLock;
 /// A directory written by `pullgate certs`.
 #[derive(Debug, Clone)]
 pub struct CertDir {
+    /// Where the files are.
     pub dir: PathBuf,
+    /// ca.crt.
     pub ca_pem: String,
     /// What `pullgate certs` printed (the caBundle).
     pub ca_bundle: String,
 }
 
 impl CertDir {
+    /// The serving certificate (tls.crt).
     pub fn cert(&self) -> PathBuf {
         self.dir.join("tls.crt")
     }
+    /// The serving key (tls.key).
     pub fn key(&self) -> PathBuf {
         self.dir.join("tls.key")
     }

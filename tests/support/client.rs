@@ -29,13 +29,18 @@ pub fn https_client(ca_pem: &str, http1_only: bool) -> reqwest::Client {
 /// A status, the HTTP version and the body of one answer.
 #[derive(Debug)]
 pub struct Answer {
+    /// HTTP status.
     pub status: u16,
+    /// HTTP version.
     pub version: reqwest::Version,
+    /// The Content-Type header.
     pub content_type: String,
+    /// The body.
     pub text: String,
 }
 
 impl Answer {
+    /// The body as JSON (panics naming it otherwise).
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text))
@@ -48,6 +53,7 @@ impl Answer {
     }
 }
 
+/// Send one request and read the whole answer (panics on a transport error).
 pub async fn send(
     client: &reqwest::Client,
     method: reqwest::Method,
@@ -90,6 +96,7 @@ pub async fn try_send(
     })
 }
 
+/// POST `body` as JSON.
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> Answer {
     send(
         client,
@@ -101,6 +108,7 @@ pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> Ans
     .await
 }
 
+/// GET `url`.
 pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
     send(client, reqwest::Method::GET, url, None, Vec::new()).await
 }
@@ -131,18 +139,23 @@ pub struct RawConn {
 /// One parsed HTTP/1.1 response.
 #[derive(Debug)]
 pub struct RawResponse {
+    /// HTTP status.
     pub status: u16,
+    /// Headers in order.
     pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
     pub body: Vec<u8>,
 }
 
 impl RawResponse {
+    /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+    /// The body as JSON (panics naming it otherwise).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
@@ -162,6 +175,7 @@ impl RawConn {
         })
     }
 
+    /// Write and flush `bytes`.
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await

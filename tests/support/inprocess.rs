@@ -17,15 +17,20 @@ use tokio_rustls::TlsAcceptor;
 
 /// The webhook served in-process over real TLS.
 pub struct InProcess {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The CA its certificate chains to.
     pub ca_pem: String,
+    /// The server state.
     pub state: Arc<AppState>,
+    /// Its metrics.
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl InProcess {
+    /// `https://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
     }

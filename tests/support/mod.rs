@@ -1,12 +1,12 @@
 //! The one support tree of the integration tests (and of the benches that include it), a module
 //! per job: an in-process fake Kubernetes API server speaking the real wire protocol
 //! ([`fake_api`]) with webhook configurations in front of it ([`webhookconfig`]), the chart
-//! rendered by the real Helm ([`helm`]), object and
-//! payload builders ([`fixtures`]), AdmissionReviews and patches ([`admission`]), planted
-//! credentials and leak checks ([`secrets`]), certificates from `pullgate certs` ([`certs`]),
-//! repository paths ([`paths`]), HTTPS and raw TLS clients ([`client`]), the webhook in-process
-//! ([`inprocess`]) and as a child process ([`serve`]), registries ([`registry`]), log capture
-//! ([`logs`]), and polling with a deadline here (tests never sleep to synchronise).
+//! rendered by the real Helm ([`helm`]), object and payload builders ([`fixtures`]),
+//! AdmissionReviews and patches ([`admission`]), planted credentials and leak checks
+//! ([`secrets`]), certificates from `pullgate certs` ([`certs`]), repository paths ([`paths`]),
+//! HTTPS and raw TLS clients ([`client`]), the webhook in-process ([`inprocess`]) and as a child
+//! process ([`serve`]), registries ([`registry`]), log capture ([`logs`]), and polling with a
+//! deadline here (tests never sleep to synchronise).
 // Shared by several test crates and the cluster_sync bench, each using a part of it: hence the
 // dead_code allowances (per item, so a crate may also allow it on its `mod support;`).
 

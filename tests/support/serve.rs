@@ -211,10 +211,15 @@ impl Drop for ServeProcess {
 
 /// Options of [`spawn_serve`].
 pub struct ServeOpts<'a> {
+    /// The `--manifests` directory.
     pub manifests: &'a Path,
+    /// The `--tls-cert` file.
     pub cert: &'a Path,
+    /// The `--tls-key` file.
     pub key: &'a Path,
+    /// `RUST_LOG` of the process.
     pub rust_log: &'a str,
+    /// Further arguments.
     pub extra: &'a [&'a str],
 }
 
