@@ -1,20 +1,30 @@
 //! Keeps the Helm chart (charts/pullgate) and the binary in step.
 //!
 //! - every `--flag` the Deployment passes to `pullgate serve` is one `pullgate serve --help` lists;
-//! - the policy files the chart renders pass `pullgate validate-config`: the files `scripts/lint-chart.py`
-//!   wrote to `$PULLGATE_RENDERED_POLICY_DIR` when that is set, else the `policy:` blocks of values.yaml and
-//!   of the profiles, taken by plain text scanning (their keys are the policy file's own keys);
+//! - the policy file of every rendered case passes `pullgate validate-config`;
 //! - the values the schema allows for `policy.validation` are the ones the binary accepts;
 //! - the webhook paths and ports in the templates are the binary's (/mutate, /validate, /healthz, /readyz,
 //!   8443, 9090);
 //! - `charts/pullgate/metrics.txt` lists exactly the metrics the dashboard and the alerts query;
-//! - rendered with the real Helm (`scripts/lint-chart.py --render-json`, helm-sdkpy): `policy.verify` and
+//! - rendered with the real Helm (tests/support/helm.rs: `scripts/helm-render.py`, helm-sdkpy, a real
+//!   `helm install` against a fake API server), for the profiles, every certificate mode, an upgrade and
+//!   every option on: both webhook configurations (paths, ports, selectors, rules, caBundle per
+//!   certificate mode), the Deployment (args, ports, mounts, probes, hardened security context), the
+//!   policy file equal to the policy values, least-privilege RBAC, the pre-delete hook, the optional
+//!   objects (PDB, cert-manager, NetworkPolicy, ServiceMonitor, alerts, dashboard) and the NOTES;
+//!   invalid or contradictory values are refused naming the value; `policy.verify` and
 //!   `policy.attribution` reach the policy ConfigMap and load in pullgate as given, their RBAC exists only
 //!   when they are on (pods/delete only with `restartStuckPods`, inside the watched namespaces when
 //!   `cluster.watchNamespaces` is set), `verifyCaBundles` is mounted read-only where `caFile` points, and
 //!   contradictory settings are refused; the schema's bounds are the binary's.
 //!
-//! The chart files are scanned as text; rendered policies are read with the crate's own YAML parser.
+//! - Chart.yaml's appVersion is the crate version; every value has a `# --` doc comment; the schema is
+//!   draft-07, closes every object and describes every documented value; the README values table is
+//!   current (`PULLGATE_WRITE_CHART_README=1 cargo test --test chart chart_readme` rewrites it).
+//!
+//! The chart files are scanned as text; rendered objects are read with the crate's own YAML parser.
+//! The render tests need python3 with helm-sdkpy and fail naming the install command without it;
+//! `helm lint` itself is a CI step (`scripts/helm-lint.py` in `.ci/run`).
 // Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,16 +32,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use support::helm::{Case, Release, NAMESPACE, RELEASE};
+use support::paths::{bin, root, scratch};
+
+mod support;
+
+#[path = "chart/contract.rs"]
+mod contract;
+#[path = "chart/statics.rs"]
+mod statics;
+
+use contract::{chart_cases, find, refusal_cases};
 
 type TestResult = Result<(), String>;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pullgate");
-
 fn chart_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("charts")
-        .join("pullgate")
+    root().join("charts").join("pullgate")
 }
 
 fn read(path: &Path) -> Result<String, String> {
@@ -39,11 +55,11 @@ fn read(path: &Path) -> Result<String, String> {
 }
 
 fn run(args: &[&str]) -> Result<Output, String> {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env_remove("RUST_LOG")
         .output()
-        .map_err(|e| format!("cannot run {BIN} {}: {e}", args.join(" ")))
+        .map_err(|e| format!("cannot run {} {}: {e}", bin(), args.join(" ")))
 }
 
 fn text_of(out: &Output) -> String {
@@ -52,32 +68,6 @@ fn text_of(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// A file of its own in the system temp dir, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &str) -> Result<Self, String> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "pullgate-chart-test-{}-{n}-{name}",
-            std::process::id()
-        ));
-        fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// `--name` tokens in a text: two dashes at the start of a word, then `[a-z][a-z0-9-]*`.
@@ -158,8 +148,10 @@ fn policy_block(values: &str) -> Option<String> {
 }
 
 fn validate_config(name: &str, policy: &str) -> Result<Output, String> {
-    let file = TempFile::new(name, policy)?;
-    run(&["validate-config", file.path()])
+    let dir = scratch("chart-policy");
+    let file = dir.path().join(name);
+    fs::write(&file, policy).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    run(&["validate-config", &file.to_string_lossy()])
 }
 
 fn expect_valid(name: &str, policy: &str) -> TestResult {
@@ -202,37 +194,32 @@ fn deployment_flags_are_flags_of_pullgate_serve() -> TestResult {
     }
 }
 
+/// The policy file of every case the chart renders passes `pullgate validate-config`.
 #[test]
 fn rendered_policies_pass_validate_config() -> TestResult {
-    if let Some(dir) = std::env::var_os("PULLGATE_RENDERED_POLICY_DIR") {
-        let dir = PathBuf::from(dir);
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(format!(
-                "{} has no rendered policy; run scripts/lint-chart.py with PULLGATE_RENDERED_POLICY_DIR set",
-                dir.display()
-            ));
-        }
-        for file in &files {
-            let name = file
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("policy.yaml");
-            expect_valid(name, &read(file)?)?;
-        }
-        return Ok(());
+    let mut names: Vec<String> = chart_cases()?.into_iter().map(|c| c.0.to_owned()).collect();
+    if let serde_json::Value::Object(m) = render_cases() {
+        names.extend(m.keys().cloned());
     }
-    for values in ["values.yaml", "values-staging.yaml", "values-prod.yaml"] {
-        let text = read(&chart_dir().join(values))?;
-        let policy = policy_block(&text)
-            .ok_or_else(|| format!("{values} has no top-level `policy:` block"))?;
-        expect_valid(values, &policy)?;
+    let mut checked = 0;
+    for case in &names {
+        let Ok(release) = rendered(case)? else {
+            continue;
+        };
+        let text = find(&release.objects, "ConfigMap")
+            .into_iter()
+            .filter(|d| {
+                d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-policy"))
+            })
+            .find_map(|d| d["data"]["policy.yaml"].as_str())
+            .ok_or_else(|| format!("{case}: no policy.yaml in a -policy ConfigMap"))?;
+        expect_valid(&format!("{case}.policy.yaml"), text)?;
+        checked += 1;
+    }
+    if checked < 10 {
+        return Err(format!("only {checked} cases rendered a policy"));
     }
     Ok(())
 }
@@ -479,9 +466,8 @@ fn text_scanners_work() {
 // ---------------------------------------------------------------------------------------------------
 // Renders with the real Helm: credential verification and pull-failure attribution.
 
-/// One case's render: the manifest's objects, or the message Helm refused it with.
-/// A case's manifest documents and hook documents, or why Helm refused it.
-type Rendered = Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), String>;
+/// One case's render: the release, or the message Helm refused it with.
+type Rendered = Result<Release, String>;
 
 /// The values of every case the tests below render.
 fn render_cases() -> serde_json::Value {
@@ -535,10 +521,8 @@ fn render_cases() -> serde_json::Value {
     })
 }
 
-/// Every case of [`render_cases`], rendered once per test binary by `scripts/lint-chart.py
-/// --render-json`: a real `helm install` through helm-sdkpy (Helm v4 as a library) against the
-/// script's fake API server, as the chart lint renders its own cases. Needs `python3` with
-/// helm-sdkpy and PyYAML (the script installs them when missing, as in CI).
+/// Every case of [`render_cases`], [`chart_cases`] and [`refusal_cases`], rendered once per test
+/// binary with the real Helm ([`support::helm::render`]).
 fn rendered(case: &str) -> Result<&'static Rendered, String> {
     static ALL: std::sync::OnceLock<Result<BTreeMap<String, Rendered>, String>> =
         std::sync::OnceLock::new();
@@ -548,66 +532,29 @@ fn rendered(case: &str) -> Result<&'static Rendered, String> {
 }
 
 fn render_all() -> Result<BTreeMap<String, Rendered>, String> {
-    use std::io::Write;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lint-chart.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg("--render-json")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot run python3 {}: {e} (the chart render tests need python3 with helm-sdkpy)",
-                script.display()
-            )
-        })?;
-    let input = render_cases().to_string();
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin for the render script")?
-        .write_all(input.as_bytes())
-        .map_err(|e| format!("cannot write the render cases: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("render script: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} --render-json failed ({}):\n{}",
-            script.display(),
-            out.status,
-            text_of(&out)
-        ));
+    let mut cases = BTreeMap::new();
+    let plain = |values: serde_json::Value| Case {
+        values,
+        cluster: BTreeMap::new(),
+    };
+    if let serde_json::Value::Object(m) = render_cases() {
+        for (name, values) in m {
+            cases.insert(name, plain(values));
+        }
     }
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
-            "render script answered no JSON ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })?;
-    let answer = answer
-        .as_object()
-        .ok_or("render script answered no JSON object")?;
-    let mut all = BTreeMap::new();
-    for (case, r) in answer {
-        let rendered = match r["error"].as_str() {
-            Some(e) => Err(e.to_owned()),
-            None => Ok((
-                r["objects"].as_array().cloned().unwrap_or_default(),
-                r["hooks"].as_array().cloned().unwrap_or_default(),
-            )),
-        };
-        all.insert(case.clone(), rendered);
+    for (name, values, cluster, _) in chart_cases()? {
+        cases.insert(name.to_owned(), Case { values, cluster });
     }
-    Ok(all)
+    for (name, values, _) in refusal_cases() {
+        cases.insert(name.to_owned(), plain(values));
+    }
+    support::helm::render(&cases)
 }
 
 /// The objects of a case that must render.
 fn objects(case: &str) -> Result<&'static [serde_json::Value], String> {
     match rendered(case)? {
-        Ok((objects, _)) => Ok(objects),
+        Ok(r) => Ok(&r.objects),
         Err(e) => Err(format!("case {case} was refused: {e}")),
     }
 }
@@ -615,7 +562,7 @@ fn objects(case: &str) -> Result<&'static [serde_json::Value], String> {
 /// The hook documents of a case that must render.
 fn hooks(case: &str) -> Result<&'static [serde_json::Value], String> {
     match rendered(case)? {
-        Ok((_, hooks)) => Ok(hooks),
+        Ok(r) => Ok(&r.hooks),
         Err(e) => Err(format!("case {case} was refused: {e}")),
     }
 }
@@ -786,7 +733,7 @@ fn policy_configmap_carries_verify_and_attribution() -> TestResult {
 fn verify_and_attribution_rbac_only_when_enabled() -> TestResult {
     let cluster = || BTreeSet::from(["ClusterRole".to_owned()]);
     let none = BTreeSet::new;
-    // The release namespace of scripts/lint-chart.py's renders.
+    // The release namespace of the renders.
     let release = || BTreeSet::from(["Role/pullgate-system".to_owned()]);
     // (case, resource, verb, where it must be granted)
     let want = [

@@ -791,8 +791,25 @@ async fn recovers_after(outage: Duration, compact: bool) {
         "a",
         &[("pullgate.io/validation", "deny")],
     ));
-    // The outage lasts this long (the scenario, not a wait for anything).
-    tokio::time::sleep(outage).await;
+    // The outage lasts until the store's own gauges say its state is `outage` old.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64()
+    };
+    poll(
+        "the store's state to be as old as the outage",
+        outage + DEADLINE,
+        || {
+            let oldest = ["secrets", "serviceaccounts", "namespaces"]
+                .map(|r| last_sync(&metrics, r))
+                .into_iter()
+                .fold(f64::INFINITY, f64::min);
+            std::future::ready((now() - oldest >= outage.as_secs_f64()).then_some(()))
+        },
+    )
+    .await;
     assert!(
         store.ready() && has_secret(&store, "a", "gone"),
         "the last state is served"
@@ -918,14 +935,22 @@ async fn secret_data_never_reaches_logs_or_debug_output() {
     fake.apply(fixtures::opaque_secret("a", "opaque", "password", PLANTED));
     let (store, _metrics) = synced(&fake, &[]).await;
     assert!(has_secret(&store, "a", "planted") && has_secret(&store, "a", "broken"));
-    assert!(store
+    let refused = store
         .view()
         .namespace("a")
         .secrets
         .get("broken")
         .expect("broken")
         .payload
-        .is_err());
+        .as_ref()
+        .err()
+        .map(ToString::to_string);
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.starts_with("the payload is not valid JSON (line 1, column ")),
+        "{refused:?}"
+    );
 
     // Changes and errors are logged too: exercise those paths with the secrets present.
     fake.apply_secret("a", "planted", &["registry.example.com"], PLANTED);

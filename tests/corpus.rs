@@ -4,11 +4,11 @@
 // Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::Value;
 use std::process::{Command, Output};
+use support::paths::*;
 
 const CORPUS: &str = "tests/fixtures/corpus";
 

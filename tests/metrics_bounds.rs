@@ -4,11 +4,10 @@
 // Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::*;
 use pullgate::metrics::{Metrics, OVERFLOW};
 use pullgate::policy::Policy;
 use pullgate::server::{self, AppState};
@@ -16,6 +15,8 @@ use pullgate::store::files::FileStore;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use support::admission::*;
+use support::client::*;
 use tower::ServiceExt;
 
 const PODS: u64 = 100_000;

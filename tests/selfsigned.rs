@@ -12,9 +12,6 @@
 #[allow(dead_code)]
 mod support;
 #[allow(dead_code)]
-#[path = "support/webhookconfig.rs"]
-mod webhookconfig;
-
 use pullgate::metrics::Metrics;
 use pullgate::tls::rotation::{Material, CA_CRT, CA_KEY, TLS_CRT, TLS_KEY};
 use pullgate::tls::runner::{Managed, Settings};
@@ -30,10 +27,10 @@ use std::time::Duration;
 use support::clock::TestClock;
 use support::fake_api::FakeApi;
 use support::serve::ServeProcess;
+use support::webhookconfig::{ca_bundles, webhook_configuration, Kind, WebhookConfigs};
 use support::{eventually, fixtures, logs, poll, DEADLINE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use webhookconfig::{ca_bundles, webhook_configuration, Kind, WebhookConfigs};
 
 const NS: &str = "pullgate";
 const SECRET: &str = "pullgate-tls";

@@ -8,12 +8,9 @@
 #[allow(dead_code)]
 mod support;
 #[allow(dead_code)]
-#[path = "support/webhookconfig.rs"]
-mod webhookconfig;
-
 use std::process::Command;
 use support::fake_api::FakeApi;
-use webhookconfig::{webhook_configuration, Kind, WebhookConfigs};
+use support::webhookconfig::{webhook_configuration, Kind, WebhookConfigs};
 
 const MUTATING: &str = "pullgate-mutating";
 const VALIDATING: &str = "pullgate-validating";

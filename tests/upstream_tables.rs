@@ -1585,7 +1585,12 @@ fn key_normalisation_from_add() {
         assert_eq!(key.as_deref(), Ok(want), "key {raw:?}");
     }
     // url.Parse refuses a non-numeric port; Add then ignores the entry.
-    assert!(RegistryKey::parse("registry.example.com:abc").is_err());
+    assert_eq!(
+        RegistryKey::parse("registry.example.com:abc")
+            .map(|k| k.as_str().to_owned())
+            .map_err(|e| e.to_string()),
+        Err("invalid port \":abc\" after host".to_owned())
+    );
 }
 
 /// keyring.go `URLsMatch` / `SplitURL` (labels are globbed one by one with filepath.Match,

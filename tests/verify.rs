@@ -12,10 +12,6 @@
 #[allow(dead_code)]
 mod support;
 
-#[path = "support/registry.rs"]
-mod registry;
-
-use base64::Engine;
 use k8s_openapi::api::core::v1::Event;
 use pullgate::engine::keyring::RegistryKey;
 use pullgate::engine::podview::{PodView, WorkloadKind};
@@ -29,13 +25,13 @@ use pullgate::store::Store;
 use pullgate::verify::kube::{KubeEvents, KubeSecrets};
 use pullgate::verify::service::{LoopConfig, VerifyLoop};
 use pullgate::verify::{Settings, Verdict, Verifier};
-use registry::{Auth, Behaviour, FakeRegistry, RealRegistry, Realm, TestPki};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::registry::{self, Auth, Behaviour, FakeRegistry, RealRegistry, Realm, TestPki};
 use support::{eventually, fixtures, logs, poll, DEADLINE};
 
 /// The password planted in every secret: it must never show up in logs, metrics or reports.
@@ -64,7 +60,7 @@ fn trusting(pattern: &str, pki: &TestPki) -> String {
 
 /// Probe `key` with a `.dockerconfigjson` for it holding `user`/`password`.
 async fn probe(v: &Verifier, key: &str, user: &str, password: &str) -> Verdict {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let auth = fixtures::b64(format!("{user}:{password}"));
     let payload = json!({"auths": {key: {"auth": auth}}}).to_string();
     let data = BTreeMap::from([(".dockerconfigjson".to_owned(), payload.into_bytes())]);
     let key = RegistryKey::parse(key).expect("registry key");
@@ -445,7 +441,7 @@ async fn events(fake: &support::fake_api::FakeApi, ns: &str) -> Vec<Event> {
 }
 
 fn leaks(text: &str) -> Vec<String> {
-    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let b64 = |s: String| fixtures::b64(s);
     let mut needles = vec![PLANTED.to_owned(), WRONG.to_owned()];
     for pw in [PLANTED, WRONG] {
         needles.push(b64(format!("{USER}:{pw}")));

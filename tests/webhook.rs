@@ -6,13 +6,16 @@
 // Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod support;
 
-use common::*;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::{
+    admission::*, certs::*, client::*, fixtures::*, inprocess::*, paths::*, secrets::*, serve::*,
+};
+use support::{install_crypto, poll, DEADLINE};
 
 async fn server() -> (InProcess, reqwest::Client) {
     let s = start_in_process(shared_manifests(), test_policy()).await;
@@ -1163,7 +1166,13 @@ async fn five_mebibyte_body_is_refused_with_413() {
         assert_eq!(a.status, 413, "{ep}: {}", a.text);
         let v = a.json();
         assert_eq!(v["code"], 413);
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(
+            v["error"],
+            format!(
+                "body larger than {} bytes",
+                pullgate::server::MAX_BODY_BYTES
+            )
+        );
     }
     // HTTP/1.1: the server answers 413 and closes while the client is still writing, so the
     // client sees either the 413 or a broken pipe/reset; either way the server stays healthy.
@@ -1925,7 +1934,7 @@ async fn kubectl_docker_hub_secret_is_injected_for_every_hub_image_form() {
     let dir = scratch("docker-hub");
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
         "metadata": {"name": "regcred", "namespace": "hub"},
-        "data": {".dockerconfigjson": b64(docker_config_json(&[("https://index.docker.io/v1/", "u", "p")]))}});
+        "data": {".dockerconfigjson": b64(docker_config_json_entries(&[("https://index.docker.io/v1/", "u", "p")]))}});
     let ns = json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "hub", "labels": {"pullgate.io/validation": "deny"}}});
     std::fs::write(

@@ -8,11 +8,10 @@
 // Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::*;
 use proptest::prelude::*;
 use pullgate::admission::{self, Endpoint};
 use pullgate::metrics::Metrics;
@@ -22,6 +21,7 @@ use pullgate::store::Store;
 use serde_json::{json, Value};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use support::{admission::*, fixtures::*, inprocess::*, paths::*};
 use tower::ServiceExt;
 
 const CASES: u32 = 256;
@@ -348,7 +348,7 @@ fn pod_review() -> impl Strategy<Value = Value> {
 fn seeds() -> &'static Vec<Value> {
     static SEEDS: OnceLock<Vec<Value>> = OnceLock::new();
     SEEDS.get_or_init(|| {
-        let mut v: Vec<Value> = std::fs::read_dir(fixtures().join("admission-reviews"))
+        let mut v: Vec<Value> = std::fs::read_dir(fixtures_dir().join("admission-reviews"))
             .expect("fixtures")
             .map(|e| e.expect("entry").path())
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -362,7 +362,7 @@ fn seeds() -> &'static Vec<Value> {
         }
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
             "metadata": {"name": "s", "namespace": "shop"},
-            "data": {".dockerconfigjson": b64(docker_config_json(&[("r.example", "u", "p")]))}});
+            "data": {".dockerconfigjson": b64(docker_config_json_entries(&[("r.example", "u", "p")]))}});
         v.push(create_review("seed-secret", &secret));
         v.sort_by_key(|r| r.to_string());
         v

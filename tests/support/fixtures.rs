@@ -8,23 +8,38 @@ pub fn b64(s: impl AsRef<[u8]>) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// A `.dockerconfigjson` payload as `kubectl create secret docker-registry` writes it:
-/// username, password, email and the combined `auth` per registry.
-pub fn docker_config_json(registries: &[&str], password: &str) -> String {
-    let auths: Map<String, Value> = registries
+/// Decode standard base64, panicking (naming the text) on anything else.
+pub fn unb64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_else(|e| panic!("not base64 ({e}): {s}"))
+}
+
+/// A `.dockerconfigjson` payload as `kubectl create secret docker-registry` writes it, one
+/// `auths` entry per (registry, user, password): username, password, email and the combined `auth`.
+pub fn docker_config_json_entries(entries: &[(&str, &str, &str)]) -> String {
+    let auths: Map<String, Value> = entries
         .iter()
-        .map(|r| {
-            let user = "robot$ci-puller";
+        .map(|(registry, user, password)| {
             let entry = json!({
                 "username": user,
                 "password": password,
                 "email": "ci@example.com",
                 "auth": b64(format!("{user}:{password}")),
             });
-            ((*r).to_owned(), entry)
+            ((*registry).to_owned(), entry)
         })
         .collect();
     json!({ "auths": auths }).to_string()
+}
+
+/// [`docker_config_json_entries`] for one CI robot user holding `password` on every registry.
+pub fn docker_config_json(registries: &[&str], password: &str) -> String {
+    let entries: Vec<(&str, &str, &str)> = registries
+        .iter()
+        .map(|r| (*r, "robot$ci-puller", password))
+        .collect();
+    docker_config_json_entries(&entries)
 }
 
 /// A `kubernetes.io/dockerconfigjson` Secret.

@@ -1,10 +1,21 @@
-//! Test support for the cluster store: an in-process fake Kubernetes API server speaking the
-//! real wire protocol ([`fake_api`]), object builders ([`fixtures`]), log capture ([`logs`]),
-//! the real `pullgate serve` as a child process ([`serve`]), a clock tests move by hand
-//! ([`clock`]), and polling with a deadline (tests never sleep to synchronise).
+//! The one support tree of the integration tests (and of the benches that include it), a module
+//! per job: an in-process fake Kubernetes API server speaking the real wire protocol
+//! ([`fake_api`]) with webhook configurations in front of it ([`webhookconfig`]), the chart
+//! rendered by the real Helm ([`helm`]), object and payload builders ([`fixtures`]),
+//! AdmissionReviews and patches ([`admission`]), planted credentials and leak checks
+//! ([`secrets`]), certificates from `pullgate certs` ([`certs`]), repository paths ([`paths`]),
+//! HTTPS and raw TLS clients ([`client`]), a clock tests move by hand ([`clock`]), the webhook
+//! in-process ([`inprocess`]) and as a child process ([`serve`]), registries ([`registry`]), log
+//! capture ([`logs`]), and polling with a deadline here (tests never sleep to synchronise).
 // Shared by several test crates and the cluster_sync bench, each using a part of it: hence the
 // dead_code allowances (per item, so a crate may also allow it on its `mod support;`).
 
+#[allow(dead_code)]
+pub mod admission;
+#[allow(dead_code)]
+pub mod certs;
+#[allow(dead_code)]
+pub mod client;
 #[allow(dead_code)]
 pub mod clock;
 #[allow(dead_code)]
@@ -12,9 +23,21 @@ pub mod fake_api;
 #[allow(dead_code)]
 pub mod fixtures;
 #[allow(dead_code)]
+pub mod helm;
+#[allow(dead_code)]
+pub mod inprocess;
+#[allow(dead_code)]
 pub mod logs;
 #[allow(dead_code)]
+pub mod paths;
+// Allows dead code itself: benches/verify.rs includes it alone.
+pub mod registry;
+#[allow(dead_code)]
+pub mod secrets;
+#[allow(dead_code)]
 pub mod serve;
+#[allow(dead_code)]
+pub mod webhookconfig;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

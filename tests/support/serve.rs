@@ -1,13 +1,13 @@
 //! `pullgate serve` as a child process, for the tests that run the real binary: stdout and stderr
 //! collected line by line, the bound addresses read from its `pullgate serving` JSON log line.
-//!
-//! Self-contained (std and serde_json only), so that `tests/common` can include it too
-//! (`#[path = "../support/serve.rs"]`). Every wait polls against a deadline.
+//! [`spawn_serve`] starts it on the file store with a certificate pair. Every wait polls against
+//! a deadline.
 
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -207,4 +207,35 @@ impl Drop for ServeProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Options of [`spawn_serve`].
+pub struct ServeOpts<'a> {
+    /// The `--manifests` directory.
+    pub manifests: &'a Path,
+    /// The `--tls-cert` file.
+    pub cert: &'a Path,
+    /// The `--tls-key` file.
+    pub key: &'a Path,
+    /// `RUST_LOG` of the process.
+    pub rust_log: &'a str,
+    /// Further arguments.
+    pub extra: &'a [&'a str],
+}
+
+/// Spawn `pullgate serve` on free ports with the file store and a certificate pair, and read the
+/// ports from its "pullgate serving" log line.
+pub fn spawn_serve(o: ServeOpts<'_>) -> ServeProcess {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--manifests".into(),
+        o.manifests.into(),
+        "--tls-cert".into(),
+        o.cert.into(),
+        "--tls-key".into(),
+        o.key.into(),
+        "--reload-interval".into(),
+        "100ms".into(),
+    ];
+    args.extend(o.extra.iter().map(Into::into));
+    ServeProcess::spawn(args, &[("RUST_LOG", o.rust_log)], super::DEADLINE)
 }
