@@ -974,7 +974,7 @@ fn schema_bounds_of_verify_and_attribution_are_the_binary_s() -> TestResult {
             }
         }
     }
-    // Durations: pullgate accepts and refuses what the schema's `^[1-9][0-9]{0,8}(s|m|h|d)$` does (the
+    // Durations: pullgate accepts and refuses what the schema's `^[1-9][0-9]{0,8}(s|m|h|d|w)$` does (the
     // chart lint proves the schema side by rendering `0s`).
     for key in ["interval", "timeout"] {
         for (value, ok) in [
@@ -982,7 +982,9 @@ fn schema_bounds_of_verify_and_attribution_are_the_binary_s() -> TestResult {
             ("6h", true),
             ("0s", false),
             ("5", false),
-            ("1w", false),
+            ("1w", true),
+            ("1mo", false),
+            ("1y", false),
         ] {
             let out = validate_config(
                 &format!("verify-{key}-{value}.yaml"),
