@@ -82,6 +82,8 @@ pub struct App {
     pub bookmark_interval: Duration,
     /// BOOKMARK events sent: (index in the request log of the watch, resourceVersion).
     pub bookmarks: Mutex<Vec<(usize, u64)>>,
+    /// Continued list requests still to meet an expired token ([`super::FakeApi::expire_continues`]).
+    pub expire_continues: AtomicUsize,
     /// Concurrent writers armed by the test ([`super::FakeApi::race_writes`]).
     pub races: Mutex<Vec<Race>>,
 }
@@ -149,10 +151,14 @@ impl App {
     }
 
     fn take_failure(&self) -> bool {
-        self.fail_next
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
+        take(&self.fail_next)
     }
+}
+
+/// Count one down from a non-zero counter; whether it was non-zero.
+fn take(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// The router: one handler, since Kubernetes paths are parsed more easily than routed.
@@ -362,7 +368,12 @@ async fn dispatch(
                 resource_version: param(query, "resourceVersion").map(str::to_owned),
                 resource_version_match: param(query, "resourceVersionMatch").map(str::to_owned),
             };
-            let body = app.state().list(&filter, &q)?;
+            let mut state = app.state();
+            if q.continue_token.is_some() && take(&app.expire_continues) {
+                state.write_and_compact()?;
+            }
+            let body = state.list(&filter, &q)?;
+            drop(state);
             Ok(json_response(StatusCode::OK, output.list(&RESOURCES[res], body)?))
         }
         (Method::GET, Route::Object { res, ns, name }) => {

@@ -9,7 +9,9 @@
 //! ERROR event with a 410 `Expired` Status for a resourceVersion older than the kept history;
 //! get/create/update/patch (merge, JSON, minimal server-side apply)/delete with
 //! resourceVersion preconditions and `Status` errors; Secrets, ServiceAccounts, Namespaces,
-//! ConfigMaps, Pods, v1 and events.k8s.io Events and coordination.k8s.io Leases.
+//! ConfigMaps, Pods, v1 and events.k8s.io Events, coordination.k8s.io Leases, and the workloads
+//! (apps/v1 Deployments, StatefulSets, DaemonSets, ReplicaSets; batch/v1 Jobs, CronJobs; v1
+//! ReplicationControllers).
 //!
 //! Deliberate simplifications: one shared storage per resource version (core and
 //! events.k8s.io Events are stored apart), no field ownership in apply, no strategic merge
@@ -19,6 +21,7 @@
 //!
 //! The test drives faults through the handle: [`FakeApi::drop_watches`] cuts every open watch
 //! mid-stream, [`FakeApi::end_watches`] ends them cleanly, [`FakeApi::fail_next`] answers the next requests with 500,
+//! [`FakeApi::expire_continues`] expires the continue tokens of the next paginated lists (410),
 //! [`FakeApi::race_writes`] lets another client's update land just before the next writes (which
 //! then get 409 Conflict from their resourceVersion precondition), [`FakeApi::compact`]
 //! makes every older resourceVersion expire, [`FakeApi::set_stalled`] holds requests and
@@ -125,6 +128,7 @@ impl FakeApi {
             state: Mutex::new(State::new(1000, options.history_limit)),
             log: Mutex::new(Vec::new()),
             fail_next: AtomicUsize::new(0),
+            expire_continues: AtomicUsize::new(0),
             open_watches: AtomicUsize::new(0),
             drops: watch::channel(0).0,
             ends: watch::channel(0).0,
@@ -284,6 +288,14 @@ impl FakeApi {
                 remaining: n,
                 edit: Box::new(edit),
             });
+    }
+
+    /// Before each of the next `n` list requests that carry a `continue` token, another client
+    /// writes and the storage compacts, as etcd does under a long paginated list: the token has
+    /// expired, and the request gets the API server's 410 `Expired` Status (with the
+    /// `metadata.continue` of an inconsistent continuation).
+    pub fn expire_continues(&self, n: usize) {
+        self.app.expire_continues.store(n, Ordering::Release);
     }
 
     /// Answer the next `n` requests with 500 InternalError (0 ends an outage early).
