@@ -1,5 +1,5 @@
 //! Test support for the cluster store: an in-process fake Kubernetes API server speaking the
-//! real wire protocol ([`fake_api`]), object builders ([`fixtures`]), log capture ([`logs`]),
+//! real wire protocol ([`fake_api`]), object builders ([`fixtures`], [`workloads`]), log capture ([`logs`]),
 //! the real `pullgate serve` as a child process ([`serve`]), and polling with a deadline (tests
 //! never sleep to synchronise).
 // Shared by several test crates and the cluster_sync bench, each using a part of it: hence the
@@ -13,6 +13,8 @@ pub mod fixtures;
 pub mod logs;
 #[allow(dead_code)]
 pub mod serve;
+#[allow(dead_code)]
+pub mod workloads;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
