@@ -157,6 +157,9 @@ pub struct AuditResult {
     /// A workload's existing pods.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<PodsSummary>,
+    /// `metadata.uid` (empty when absent), for PolicyReports; not in the JSON of `check`.
+    #[serde(skip)]
+    pub uid: String,
 }
 
 /// Totals.
@@ -308,6 +311,7 @@ impl AuditReport {
 struct Entry {
     result: CheckResult,
     pods: PodsSummary,
+    uid: String,
 }
 
 /// Builds an [`AuditReport`] from objects fed in list order: Deployments, StatefulSets,
@@ -382,6 +386,7 @@ impl<'p> Auditor<'p> {
         self.entries.push(Entry {
             result,
             pods: PodsSummary::default(),
+            uid: o.uid.clone(),
         });
         if !o.uid.is_empty() {
             self.owners.insert(o.uid.clone(), w);
@@ -418,6 +423,7 @@ impl<'p> Auditor<'p> {
                 scope: ResultScope::Pod,
                 verdict,
                 pods: None,
+                uid: o.uid.clone(),
             }),
             None => self.summary.pods_not_listed += 1,
         }
@@ -454,6 +460,7 @@ impl<'p> Auditor<'p> {
                     scope: ResultScope::Workload,
                     verdict,
                     pods: Some(e.pods),
+                    uid: e.uid,
                 }
             })
             .collect();
