@@ -11,7 +11,8 @@
 //! resourceVersion preconditions and `Status` errors; Secrets, ServiceAccounts, Namespaces,
 //! ConfigMaps, Pods, v1 and events.k8s.io Events, coordination.k8s.io Leases, and the workloads
 //! (apps/v1 Deployments, StatefulSets, DaemonSets, ReplicaSets; batch/v1 Jobs, CronJobs; v1
-//! ReplicationControllers).
+//! ReplicationControllers); and wgpolicyk8s.io/v1alpha2 PolicyReports, a CRD present or absent
+//! in discovery (`/apis`, `/apis/{group}/{version}`) as the test installs it.
 //!
 //! Deliberate simplifications: one shared storage per resource version (core and
 //! events.k8s.io Events are stored apart), no field ownership in apply, no strategic merge
@@ -44,7 +45,7 @@ use http::App;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{resource_by_kind, State, NAMESPACES, RESOURCES};
@@ -137,6 +138,7 @@ impl FakeApi {
             token: options.token.clone(),
             bookmark_interval: options.bookmark_interval,
             races: Mutex::new(Vec::new()),
+            policy_report_crd: AtomicBool::new(false),
         });
         let router = http::router(app.clone());
         let server = tokio::spawn(serve(listener, router.clone()));
@@ -157,6 +159,15 @@ impl FakeApi {
             router,
             server: Mutex::new(Some(server)),
         }
+    }
+
+    /// Install (or remove) the `wgpolicyk8s.io/v1alpha2` PolicyReport CRD: while absent, as in a
+    /// cluster without Kyverno or Policy Reporter, discovery does not list the group and its
+    /// paths answer 404 (stored reports stay, unreachable).
+    pub fn install_policy_report_crd(&self, installed: bool) {
+        self.app
+            .policy_report_crd
+            .store(installed, Ordering::Release);
     }
 
     /// Base URL.

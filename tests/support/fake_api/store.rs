@@ -217,7 +217,21 @@ pub static RESOURCES: &[ResourceType] = &[
         namespaced: true,
         fields: &["status.replicas"],
     },
+    // A CRD: served only while the test says it is installed ([`is_optional_crd`]).
+    ResourceType {
+        group: "wgpolicyk8s.io",
+        version: "v1alpha2",
+        plural: "policyreports",
+        kind: "PolicyReport",
+        namespaced: true,
+        fields: &[],
+    },
 ];
+
+/// Whether a resource comes from a CRD a test installs or not (PolicyReports).
+pub fn is_optional_crd(res: usize) -> bool {
+    RESOURCES[res].group == "wgpolicyk8s.io"
+}
 
 /// The resource at a path's group, version and plural.
 pub fn resource_by_path(group: &str, version: &str, plural: &str) -> Option<usize> {
