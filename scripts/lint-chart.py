@@ -335,6 +335,7 @@ API_RESOURCES = {
     ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True),
                                       ("prometheusrules", "PrometheusRule", True)],
     ("cert-manager.io", "v1"): [("issuers", "Issuer", True), ("certificates", "Certificate", True)],
+    ("apiextensions.k8s.io", "v1"): [("customresourcedefinitions", "CustomResourceDefinition", False)],
 }
 
 
