@@ -231,3 +231,29 @@ async fn reports_not_owned_by_pullgate_are_untouched_and_stale_ones_deleted() {
     assert!(fake.get(REPORTS, "emptied", "pullgate").is_none());
     assert_eq!(fake.count(REPORTS), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_pass_prunes_only_its_namespace() {
+    let fake = cluster().await;
+    fake.install_policy_report_crd(true);
+    audit_and_publish(&fake, 1_000).await;
+    fake.apply(fixtures::namespace("other", &[]));
+    fake.apply(workload(
+        "Deployment",
+        "other",
+        "db",
+        pod_spec("registry.example.com/db:1", &[], "default"),
+        None,
+    ));
+    audit_and_publish(&fake, 1_000).await;
+    assert_eq!(fake.count(REPORTS), 2);
+
+    // A pass over `other` that found nothing there: only that namespace's report goes.
+    let client = fake.client().await;
+    let stats = publish(&client, Some("other"), std::iter::empty())
+        .await
+        .expect("publish");
+    assert_eq!(stats.deleted, 1, "{stats:?}");
+    assert!(fake.get(REPORTS, "other", "pullgate").is_none());
+    assert!(fake.get(REPORTS, "shop", "pullgate").is_some());
+}

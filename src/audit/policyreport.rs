@@ -172,8 +172,10 @@ pub fn result_of(r: &AuditResult, now: i64) -> ReportResult {
     let (rule, message) = match (worst(findings), r.pods.as_ref().and_then(pods_message)) {
         (Some(f), _) => {
             let mut m = f.message.clone();
-            if problems.len() > 1 {
-                m.push_str(&format!(" (and {} more findings)", problems.len() - 1));
+            match problems.len() {
+                0 | 1 => {}
+                2 => m.push_str(" (and 1 more finding)"),
+                n => m.push_str(&format!(" (and {} more findings)", n - 1)),
             }
             (f.code.to_string(), m)
         }
@@ -371,7 +373,7 @@ mod tests {
                         "namespace": "shop",
                         "uid": "uid-api"
                     }],
-                    "message": "secret \"regcred\" not found: create it in namespace shop (and 1 more findings)",
+                    "message": "secret \"regcred\" not found: create it in namespace shop (and 1 more finding)",
                     "properties": {
                         "scope": "workload",
                         "allowed": "false",

@@ -4,12 +4,12 @@
 //! pullgate does not own (without its `managed-by` label) are never written or deleted.
 
 use super::policyreport::{
-    PolicyReport, ReportResult, API_VERSION, GROUP, KIND, MANAGED_BY, NOT_LISTED_ANNOTATION,
-    PLURAL, REPORT_NAME, VERSION,
+    PolicyReport, ReportResult, Timestamp, API_VERSION, GROUP, KIND, MANAGED_BY,
+    NOT_LISTED_ANNOTATION, PLURAL, REPORT_NAME, VERSION,
 };
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::Client;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Attempts at writing one report when other writers keep winning the race.
 const MAX_ATTEMPTS: u32 = 5;
@@ -140,27 +140,27 @@ fn carry_over(desired: &mut PolicyReport, current: &DynamicObject) -> bool {
         .cloned()
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let old_keys: Vec<(Option<String>, _)> = old.iter().map(|r| (key(r), r.timestamp)).collect();
-    let mut same = old.len() == desired.results.len();
+    let old_keys: Vec<(String, Timestamp)> = old
+        .iter()
+        .filter_map(|r| Some((key(r)?, r.timestamp)))
+        .collect();
+    let mut same = old_keys.len() == desired.results.len();
     for (i, r) in desired.results.iter_mut().enumerate() {
-        let k = key(r);
-        if let Some((_, t)) = old_keys.iter().find(|(ok, _)| ok.is_some() && *ok == k) {
+        let Some(k) = key(r) else {
+            same = false;
+            continue;
+        };
+        if let Some((_, t)) = old_keys.iter().find(|(o, _)| *o == k) {
             r.timestamp = *t;
         }
-        same &= old_keys
-            .get(i)
-            .is_some_and(|(ok, _)| ok.is_some() && *ok == k);
+        same &= old_keys.get(i).is_some_and(|(o, _)| *o == k);
     }
-    let summary = serde_json::to_value(&desired.summary).ok();
-    let annotation = |o: Option<&String>| o.cloned();
-    same && current.data.get("summary") == summary.as_ref()
-        && annotation(
-            current
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(NOT_LISTED_ANNOTATION)),
-        ) == annotation(desired.metadata.annotations.get(NOT_LISTED_ANNOTATION))
+    let not_listed = |a: Option<&BTreeMap<String, String>>| {
+        a.and_then(|a| a.get(NOT_LISTED_ANNOTATION)).cloned()
+    };
+    same && current.data.get("summary") == serde_json::to_value(&desired.summary).ok().as_ref()
+        && not_listed(current.metadata.annotations.as_ref())
+            == not_listed(Some(&desired.metadata.annotations))
 }
 
 /// The object to write: `desired`, keeping the labels and annotations others set on `current`.
@@ -300,4 +300,72 @@ pub async fn publish(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::policyreport::{policy_report, ReportSummary};
+    use serde_json::json;
+
+    fn report_with(rules: &[(&str, i64)]) -> PolicyReport {
+        let mut r = policy_report("shop", [], 0);
+        for (rule, seconds) in rules {
+            r.results.push(ReportResult {
+                source: "pullgate".into(),
+                policy: "pullgate".into(),
+                rule: (*rule).into(),
+                category: "c".into(),
+                severity: None,
+                timestamp: Timestamp {
+                    seconds: *seconds,
+                    nanos: 0,
+                },
+                result: "pass".into(),
+                scored: true,
+                resources: vec![],
+                message: String::new(),
+                properties: BTreeMap::new(),
+            });
+        }
+        r.summary = ReportSummary {
+            pass: rules.len() as u64,
+            ..ReportSummary::default()
+        };
+        r
+    }
+
+    fn stored(r: &PolicyReport) -> DynamicObject {
+        let mut v = serde_json::to_value(r).unwrap();
+        v["metadata"]["resourceVersion"] = json!("7");
+        v["metadata"]["labels"]["team"] = json!("shop");
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_timestamps_changing_is_no_change_and_old_times_are_kept() {
+        let current = stored(&report_with(&[("A", 10), ("B", 20)]));
+        let mut same = report_with(&[("A", 99), ("B", 99)]);
+        assert!(carry_over(&mut same, &current));
+        let mut changed = report_with(&[("A", 99), ("C", 99)]);
+        assert!(!carry_over(&mut changed, &current));
+        assert_eq!(
+            changed.results[0].timestamp.seconds, 10,
+            "A was found at 10"
+        );
+        assert_eq!(changed.results[1].timestamp.seconds, 99, "C is new");
+        let mut fewer = report_with(&[("A", 99)]);
+        assert!(!carry_over(&mut fewer, &current));
+    }
+
+    #[test]
+    fn a_rewrite_keeps_others_labels_and_the_version_read() {
+        let current = stored(&report_with(&[("A", 10)]));
+        let obj = to_object(&report_with(&[("A", 10)]), Some(&current)).unwrap();
+        assert_eq!(obj.metadata.resource_version.as_deref(), Some("7"));
+        let labels = obj.metadata.labels.unwrap();
+        assert_eq!(labels["team"], "shop");
+        assert_eq!(labels[MANAGED_BY.0], MANAGED_BY.1);
+        assert!(owned(&current));
+    }
 }
