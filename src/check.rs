@@ -194,7 +194,8 @@ fn check_one(
     to_result(view, namespace, &d)
 }
 
-fn to_result(view: &PodView, namespace: &str, d: &Decision<'_>) -> CheckResult {
+/// One decision as a report entry (shared with `pullgate audit`).
+pub fn to_result(view: &PodView, namespace: &str, d: &Decision<'_>) -> CheckResult {
     let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     CheckResult {
         kind: view.kind.as_str().to_owned(),

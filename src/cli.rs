@@ -28,6 +28,9 @@ pub enum Command {
     Certs(CertsArgs),
     /// Diagnose a live pod's image pulls, check by check, with the exact fixes.
     Doctor(DoctorArgs),
+    /// Find the workloads whose next pod will fail to pull, and the pods whose secrets no longer
+    /// cover their images (exit 0 nothing wrong, 1 any problem, 2 cluster unreadable).
+    Audit(AuditArgs),
     /// Delete the release's webhook configurations by name (the chart's pre-delete hook); exit 0
     /// once all are gone, 2 if one could not be deleted.
     UninstallWebhooks(UninstallArgs),
@@ -254,6 +257,29 @@ pub struct DoctorArgs {
     /// does; sends them over the network).
     #[arg(long)]
     pub verify: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// `pullgate audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Audit this namespace only (default: the kubeconfig context's namespace).
+    #[arg(long, short = 'n', conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Audit every namespace.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+    /// Kubeconfig (default: the usual KUBECONFIG lookup, then in-cluster config).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Policy file (YAML).
+    #[arg(long, env = "PULLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Objects per list page.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub page_size: u32,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: OutputFormat,

@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod attribution;
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod doctor;

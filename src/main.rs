@@ -30,6 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor(args) => doctor(args),
+        Command::Audit(args) => audit(args),
         Command::UninstallWebhooks(args) => uninstall_webhooks(args),
         Command::ValidateConfig { file } => {
             let policy = load_policy(Some(&file))?;
@@ -133,6 +134,43 @@ fn doctor(args: pullgate::cli::DoctorArgs) -> anyhow::Result<ExitCode> {
     let text = match args.output {
         OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
         OutputFormat::Text => pullgate::doctor::render_text(&report),
+    };
+    emit(&text)?;
+    Ok(if report.has_problem() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `pullgate audit`: exit 0 nothing wrong, 1 any problem, 2 cluster unreadable.
+fn audit(args: pullgate::cli::AuditArgs) -> anyhow::Result<ExitCode> {
+    let policy = load_policy(args.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let now = jiff::Timestamp::now().as_second();
+    let (report, _) = rt.block_on(async {
+        let client = pullgate::store::kube::client(args.kubeconfig.as_deref())
+            .await
+            .context("connecting to the API server")?;
+        let namespace = match (args.all_namespaces, args.namespace) {
+            (true, _) => None,
+            (false, Some(ns)) => Some(ns),
+            (false, None) => Some(client.default_namespace().to_owned()),
+        };
+        let options = pullgate::audit::cluster::Options {
+            namespace,
+            page_size: args.page_size,
+            ..Default::default()
+        };
+        let done = pullgate::audit::cluster::run(client, &policy, &options, now).await?;
+        anyhow::Ok(done)
+    })?;
+    let text = match args.output {
+        OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        OutputFormat::Text => pullgate::audit::report::render_text(&report),
     };
     emit(&text)?;
     Ok(if report.has_problem() {

@@ -513,6 +513,19 @@ fn render_cases() -> serde_json::Value {
         },
         "restart-without-attribution": {"policy": {"attribution": {"restartStuckPods": true}}},
         "bundles-without-verify": {"verifyCaBundles": [{"configMap": "corp-ca"}]},
+        "audit": {
+            "audit": {"enabled": true, "installPolicyReportCrd": true},
+            "metrics": {"prometheusRule": {"enabled": true}}
+        },
+        "audit-reports-off": {
+            "audit": {"enabled": true, "reports": "off", "interval": "30m", "protectInUseSecrets": true}
+        },
+        "audit-watch-namespaces": {
+            "cluster": {"watchNamespaces": ["team-a"]}, "audit": {"enabled": true}
+        },
+        "rules-without-audit": {"metrics": {"prometheusRule": {"enabled": true}}},
+        "audit-without-cluster": {"cluster": {"enabled": false}, "audit": {"enabled": true}},
+        "protect-without-audit": {"audit": {"protectInUseSecrets": true}},
         "cafile-without-bundles": {
             "policy": {"verify": {"enabled": true, "registries": [
                 {"pattern": "r.example", "caFile": "/etc/pullgate/ca/r.pem"}
@@ -1110,4 +1123,216 @@ fn pre_delete_hook_runs_pullgate_uninstall_webhooks() -> TestResult {
         }
     }
     check_all("pre-delete hook", failures)
+}
+
+/// The policy file's `audit` section as rendered (YAML data: the section is parsed by the binary
+/// once the background audit's policy keys are in).
+fn rendered_audit(case: &str) -> Result<serde_json::Value, String> {
+    let cm = of_kind(objects(case)?, "ConfigMap")
+        .find(|o| o["metadata"]["name"] == "pullgate-policy")
+        .ok_or_else(|| format!("{case}: no policy ConfigMap"))?;
+    let text = cm["data"]["policy.yaml"].as_str().unwrap_or_default();
+    let data: serde_json::Value = serde_saphyr::from_str(text)
+        .map_err(|e| format!("{case}: policy.yaml is not YAML: {e}\n{text}"))?;
+    Ok(data["audit"].clone())
+}
+
+fn webhook<'a>(case: &str, name: &str) -> Result<Option<&'a serde_json::Value>, String>
+where
+    'static: 'a,
+{
+    Ok(of_kind(objects(case)?, "ValidatingWebhookConfiguration")
+        .flat_map(|c| c["webhooks"].as_array().into_iter().flatten())
+        .find(|w| w["name"] == name))
+}
+
+#[test]
+fn audit_policy_rbac_webhook_crd_and_alert_only_when_enabled() -> TestResult {
+    use pullgate::audit::policyreport::{GROUP, KIND, PLURAL, VERSION};
+    let mut failures = Vec::new();
+    let want_policy = [
+        ("default", serde_json::Value::Null),
+        (
+            "audit",
+            serde_json::json!({"enabled": true, "interval": "1h", "reports": "auto", "protectInUseSecrets": false}),
+        ),
+        (
+            "audit-reports-off",
+            serde_json::json!({"enabled": true, "interval": "30m", "reports": "off", "protectInUseSecrets": true}),
+        ),
+    ];
+    for (case, want) in want_policy {
+        let got = rendered_audit(case)?;
+        if got != want {
+            failures.push(format!("[{case}] policy.yaml audit is {got}, want {want}"));
+        }
+    }
+
+    let cluster = || BTreeSet::from(["ClusterRole".to_owned()]);
+    let none = BTreeSet::new;
+    let release = || BTreeSet::from(["Role/pullgate-system".to_owned()]);
+    let team = || BTreeSet::from(["Role/team-a".to_owned()]);
+    let mut want = vec![
+        ("audit", "policyreports", "get", cluster()),
+        ("audit", "policyreports", "update", cluster()),
+        ("audit", "policyreports", "delete", cluster()),
+        ("audit", "policyreports", "patch", none()),
+        ("audit", "events", "create", cluster()),
+        ("audit", "leases", "update", release()),
+        ("audit", "pods", "get", none()),
+        ("audit-reports-off", "policyreports", "get", none()),
+        ("audit-reports-off", "policyreports", "create", none()),
+        ("audit-reports-off", "pods", "list", cluster()),
+        ("audit-watch-namespaces", "pods", "list", team()),
+        ("audit-watch-namespaces", "deployments", "list", team()),
+        ("audit-watch-namespaces", "policyreports", "create", team()),
+        ("default", "policyreports", "get", none()),
+        ("default", "leases", "update", none()),
+    ];
+    // Only list: the audit reads page by page and never watches or reads one object by name.
+    for resource in [
+        "pods",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "replicasets",
+        "jobs",
+        "cronjobs",
+        "replicationcontrollers",
+    ] {
+        want.push(("audit", resource, "list", cluster()));
+        want.push(("audit", resource, "watch", none()));
+        want.push(("default", resource, "list", none()));
+    }
+    for (case, resource, verb, place) in want {
+        let got = grants(&rules(case)?, resource, verb);
+        if got != place {
+            failures.push(format!(
+                "[{case}] {verb} {resource}: granted in {got:?}, want {place:?}"
+            ));
+        }
+    }
+    for (kind, ns, rule) in rules("audit")? {
+        if strings(&rule["resources"]).contains(&PLURAL) && strings(&rule["apiGroups"]) != [GROUP] {
+            failures.push(format!("[audit] {kind} {ns}: {rule} is not {GROUP} only"));
+        }
+    }
+
+    match webhook("audit", "secretdeletes.validate.pullgate.io")? {
+        None => failures.push("[audit] no webhook for pull-secret deletion".into()),
+        Some(w) => {
+            let rule = &w["rules"][0];
+            if strings(&rule["operations"]) != ["DELETE"]
+                || strings(&rule["resources"]) != ["secrets"]
+                || w["rules"].as_array().map_or(0, Vec::len) != 1
+            {
+                failures.push(format!(
+                    "[audit] secret deletion webhook rules {}",
+                    w["rules"]
+                ));
+            }
+            if w["failurePolicy"] != "Ignore" {
+                failures.push(format!(
+                    "[audit] secret deletion webhook failurePolicy {} (an outage must not block deletions)",
+                    w["failurePolicy"]
+                ));
+            }
+            let condition = w["matchConditions"][0]["expression"].as_str().unwrap_or("");
+            if !condition.contains("oldObject.type")
+                || condition.contains("object.type ==") && !condition.contains("oldObject.type ==")
+            {
+                failures.push(format!(
+                    "[audit] on DELETE the Secret is oldObject: {condition}"
+                ));
+            }
+        }
+    }
+    if webhook("default", "secretdeletes.validate.pullgate.io")?.is_some() {
+        failures.push("[default] pull-secret deletion webhook without audit".into());
+    }
+
+    let crds = |case| -> Result<Vec<&serde_json::Value>, String> {
+        Ok(of_kind(objects(case)?, "CustomResourceDefinition").collect())
+    };
+    match crds("audit")?.as_slice() {
+        [crd] => {
+            let spec = &crd["spec"];
+            let version = &spec["versions"][0];
+            if crd["metadata"]["name"] != format!("{PLURAL}.{GROUP}")
+                || spec["group"] != GROUP
+                || spec["names"]["kind"] != KIND
+                || spec["names"]["plural"] != PLURAL
+                || spec["scope"] != "Namespaced"
+                || version["name"] != VERSION
+                || version["served"] != true
+            {
+                failures.push(format!(
+                    "[audit] the CRD is not pullgate's {GROUP}/{VERSION} {PLURAL}: {crd}"
+                ));
+            }
+            if crd["metadata"]["annotations"]["helm.sh/resource-policy"] != "keep" {
+                failures.push(
+                    "[audit] the CRD would be deleted on uninstall, with other tools' reports"
+                        .into(),
+                );
+            }
+            let result = &version["schema"]["openAPIV3Schema"]["properties"]["results"]["items"]
+                ["properties"];
+            if strings(&result["result"]["enum"]) != ["pass", "fail", "warn", "error", "skip"] {
+                failures.push(format!(
+                    "[audit] CRD result enum {}",
+                    result["result"]["enum"]
+                ));
+            }
+        }
+        other => failures.push(format!("[audit] {} CRDs rendered, want 1", other.len())),
+    }
+    for case in ["default", "audit-reports-off"] {
+        if !crds(case)?.is_empty() {
+            failures.push(format!(
+                "[{case}] the PolicyReport CRD is installed without installPolicyReportCrd"
+            ));
+        }
+    }
+
+    let alert = |case| -> Result<Option<serde_json::Value>, String> {
+        Ok(of_kind(objects(case)?, "PrometheusRule")
+            .flat_map(|r| r["spec"]["groups"].as_array().into_iter().flatten())
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .find(|r| r["alert"] == "PullgateAuditFindings")
+            .cloned())
+    };
+    match alert("audit")? {
+        Some(a)
+            if a["expr"]
+                .as_str()
+                .is_some_and(|e| e.contains("pullgate_audit_findings"))
+                && a["for"].is_string() => {}
+        other => failures.push(format!("[audit] alert PullgateAuditFindings: {other:?}")),
+    }
+    if alert("rules-without-audit")?.is_some() {
+        failures.push("[rules-without-audit] audit alert without the audit".into());
+    }
+    check_all("audit in the chart", failures)
+}
+
+#[test]
+fn audit_settings_the_chart_refuses() -> TestResult {
+    let mut failures = Vec::new();
+    for (case, needle) in [
+        (
+            "audit-without-cluster",
+            "audit.enabled needs cluster.enabled",
+        ),
+        (
+            "protect-without-audit",
+            "audit.protectInUseSecrets needs audit.enabled",
+        ),
+    ] {
+        let e = refusal(case)?;
+        if !e.contains(needle) {
+            failures.push(format!("[{case}] refused with {e:?}, want {needle:?}"));
+        }
+    }
+    check_all("audit refusals", failures)
 }

@@ -211,6 +211,15 @@ const RESOURCES: &[(&str, &str, &[Resource])] = &[
             ("certificates", "Certificate", true),
         ],
     ),
+    (
+        "apiextensions.k8s.io",
+        "v1",
+        &[(
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+        )],
+    ),
 ];
 
 /// A running server; stopped when dropped.

@@ -5,7 +5,8 @@
 //! AdmissionReviews and patches ([`admission`]), planted credentials and leak checks
 //! ([`secrets`]), certificates from `pullgate certs` ([`certs`]), repository paths ([`paths`]),
 //! HTTPS and raw TLS clients ([`client`]), a clock tests move by hand ([`clock`]), the webhook
-//! in-process ([`inprocess`]) and as a child process ([`serve`]), registries ([`registry`]), log
+//! in-process ([`inprocess`]) and as a child process ([`serve`]), registries ([`registry`]),
+//! workloads and pods ([`workloads`]), log
 //! capture ([`logs`]), and polling with a deadline here (tests never sleep to synchronise).
 // Shared by several test crates and the cluster_sync bench, each using a part of it: hence the
 // dead_code allowances (per item, so a crate may also allow it on its `mod support;`).
@@ -38,6 +39,8 @@ pub mod secrets;
 pub mod serve;
 #[allow(dead_code)]
 pub mod webhookconfig;
+#[allow(dead_code)]
+pub mod workloads;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

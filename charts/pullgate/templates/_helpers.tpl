@@ -127,6 +127,15 @@ true
       "restartStuckPods" $a.restartStuckPods
       "maxRestartPercent" (int64 $a.maxRestartPercent)
       "restartsPerMinute" (int64 $a.restartsPerMinute)) -}}
+{{- /* Only when on: the policy's own defaults are the audit off. */ -}}
+{{- $au := .Values.audit -}}
+{{- if $au.enabled -}}
+{{- $_ := set $policy "audit" (dict
+      "enabled" true
+      "interval" $au.interval
+      "reports" $au.reports
+      "protectInUseSecrets" $au.protectInUseSecrets) -}}
+{{- end -}}
 {{- toYaml $policy -}}
 {{- end -}}
 

@@ -29,6 +29,17 @@ the value to change. Included once, from deployment.yaml.
   {{- fail (printf "certificates.selfSigned.secretName is set but certificates.mode is %s" $c.mode) -}}
 {{- end -}}
 
+{{- /* Audit */ -}}
+{{- if and $v.audit.enabled (not $v.cluster.enabled) -}}
+  {{- fail "audit.enabled needs cluster.enabled=true: the audit reads pull secrets, ServiceAccounts and workloads through the API" -}}
+{{- end -}}
+{{- if and $v.audit.protectInUseSecrets (not $v.audit.enabled) -}}
+  {{- fail "audit.protectInUseSecrets needs audit.enabled=true: the answer comes from the last audit" -}}
+{{- end -}}
+{{- if and $v.audit.protectInUseSecrets (not $v.webhooks.validating.enabled) -}}
+  {{- fail "audit.protectInUseSecrets needs webhooks.validating.enabled=true: deletions are answered by the validating webhook" -}}
+{{- end -}}
+
 {{- /* Webhooks and policy */ -}}
 {{- if not (or $v.webhooks.mutating.enabled $v.webhooks.validating.enabled) -}}
   {{- fail "webhooks.mutating.enabled and webhooks.validating.enabled are both false: pullgate would never be called" -}}

@@ -4,8 +4,8 @@
 use super::select::{FieldSelector, LabelSelector};
 use super::status::{json_response, ApiError};
 use super::store::{
-    bookmark_line, resource_by_path, Filter, ListQuery, PatchType, ResourceType, State, WatchQuery,
-    WatchStart, RESOURCES,
+    bookmark_line, is_optional_crd, resource_by_path, Filter, ListQuery, PatchType, ResourceType,
+    State, WatchQuery, WatchStart, RESOURCES,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State as AxumState};
@@ -13,7 +13,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -82,8 +82,12 @@ pub struct App {
     pub bookmark_interval: Duration,
     /// BOOKMARK events sent: (index in the request log of the watch, resourceVersion).
     pub bookmarks: Mutex<Vec<(usize, u64)>>,
+    /// Continued list requests still to meet an expired token ([`super::FakeApi::expire_continues`]).
+    pub expire_continues: AtomicUsize,
     /// Concurrent writers armed by the test ([`super::FakeApi::race_writes`]).
     pub races: Mutex<Vec<Race>>,
+    /// Whether the PolicyReport CRD is installed ([`super::FakeApi::install_policy_report_crd`]).
+    pub policy_report_crd: AtomicBool,
 }
 
 /// A concurrent writer: before each of the next `remaining` PATCH or PUT requests to an existing
@@ -149,15 +153,61 @@ impl App {
     }
 
     fn take_failure(&self) -> bool {
-        self.fail_next
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
+        take(&self.fail_next)
     }
+}
+
+/// Count one down from a non-zero counter; whether it was non-zero.
+fn take(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// The router: one handler, since Kubernetes paths are parsed more easily than routed.
 pub fn router(app: Arc<App>) -> Router {
     Router::new().fallback(handle).with_state(app)
+}
+
+/// The APIGroupList of `/apis`: every named group served (the CRD's only while installed).
+fn api_groups(crd: bool) -> Value {
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for (i, r) in RESOURCES.iter().enumerate() {
+        let served = crd || !is_optional_crd(i);
+        if served && !r.group.is_empty() && !groups.contains(&(r.group, r.version)) {
+            groups.push((r.group, r.version));
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, v)| {
+            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// The APIResourceList of one group version.
+fn api_resources(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| {
+            json!({
+                "name": r.plural,
+                "singularName": r.kind.to_lowercase(),
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            })
+        })
+        .collect();
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{group}/{version}"),
+        "resources": resources,
+    })
 }
 
 /// Go's `strconv.ParseBool`, which the API server uses for query flags.
@@ -169,6 +219,13 @@ fn parse_bool(s: &str) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     Version,
+    /// `/apis`: the APIGroupList.
+    Groups,
+    /// `/apis/{group}/{version}`: its APIResourceList.
+    GroupVersion {
+        group: String,
+        version: String,
+    },
     Collection {
         res: usize,
         ns: Option<String>,
@@ -184,6 +241,16 @@ fn route(path: &str) -> Result<Route, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Ok(Route::Version),
+        ["apis"] => return Ok(Route::Groups),
+        ["apis", g, v] => {
+            if !RESOURCES.iter().any(|r| r.group == *g && r.version == *v) {
+                return Err(ApiError::no_route());
+            }
+            return Ok(Route::GroupVersion {
+                group: (*g).to_owned(),
+                version: (*v).to_owned(),
+            });
+        }
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::no_route()),
@@ -332,6 +399,18 @@ async fn dispatch(
     entry: usize,
 ) -> Result<Response, ApiError> {
     let route = route(req.uri().path())?;
+    let crd = app.policy_report_crd.load(Ordering::Acquire);
+    let absent = match &route {
+        Route::Collection { res, .. } | Route::Object { res, .. } => is_optional_crd(*res),
+        Route::GroupVersion { group, .. } => RESOURCES
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.group != *group || is_optional_crd(i)),
+        _ => false,
+    };
+    if absent && !crd {
+        return Err(ApiError::no_route());
+    }
     let dry_run = param(query, "dryRun") == Some("All");
     let output = if req.method() == Method::GET {
         Output::negotiate(
@@ -346,6 +425,14 @@ async fn dispatch(
         (Method::GET, Route::Version) => Ok(json_response(
             StatusCode::OK,
             json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0-pullgate-fake", "platform": "linux/amd64"}).to_string(),
+        )),
+        (Method::GET, Route::Groups) => Ok(json_response(
+            StatusCode::OK,
+            api_groups(crd).to_string(),
+        )),
+        (Method::GET, Route::GroupVersion { group, version }) => Ok(json_response(
+            StatusCode::OK,
+            api_resources(&group, &version).to_string(),
         )),
         (Method::GET, Route::Collection { res, ns }) => {
             let filter = filter_of(res, ns, query)?;
@@ -362,7 +449,12 @@ async fn dispatch(
                 resource_version: param(query, "resourceVersion").map(str::to_owned),
                 resource_version_match: param(query, "resourceVersionMatch").map(str::to_owned),
             };
-            let body = app.state().list(&filter, &q)?;
+            let mut state = app.state();
+            if q.continue_token.is_some() && take(&app.expire_continues) {
+                state.write_and_compact()?;
+            }
+            let body = state.list(&filter, &q)?;
+            drop(state);
             Ok(json_response(StatusCode::OK, output.list(&RESOURCES[res], body)?))
         }
         (Method::GET, Route::Object { res, ns, name }) => {
@@ -750,7 +842,16 @@ mod tests {
             })
         );
         assert_eq!(route("/version"), Ok(Route::Version));
+        assert_eq!(route("/apis"), Ok(Route::Groups));
+        assert_eq!(
+            route("/apis/wgpolicyk8s.io/v1alpha2"),
+            Ok(Route::GroupVersion {
+                group: "wgpolicyk8s.io".into(),
+                version: "v1alpha2".into()
+            })
+        );
         for bad in [
+            "/apis/wgpolicyk8s.io/v1beta1",
             "/api/v1/secrets/s",
             "/api/v1/namespaces/a/namespaces",
             "/api/v2/secrets",

@@ -9,7 +9,10 @@
 //! ERROR event with a 410 `Expired` Status for a resourceVersion older than the kept history;
 //! get/create/update/patch (merge, JSON, minimal server-side apply)/delete with
 //! resourceVersion preconditions and `Status` errors; Secrets, ServiceAccounts, Namespaces,
-//! ConfigMaps, Pods, v1 and events.k8s.io Events and coordination.k8s.io Leases.
+//! ConfigMaps, Pods, v1 and events.k8s.io Events, coordination.k8s.io Leases, and the workloads
+//! (apps/v1 Deployments, StatefulSets, DaemonSets, ReplicaSets; batch/v1 Jobs, CronJobs; v1
+//! ReplicationControllers); and wgpolicyk8s.io/v1alpha2 PolicyReports, a CRD present or absent
+//! in discovery (`/apis`, `/apis/{group}/{version}`) as the test installs it.
 //!
 //! Deliberate simplifications: one shared storage per resource version (core and
 //! events.k8s.io Events are stored apart), no field ownership in apply, no strategic merge
@@ -19,6 +22,7 @@
 //!
 //! The test drives faults through the handle: [`FakeApi::drop_watches`] cuts every open watch
 //! mid-stream, [`FakeApi::end_watches`] ends them cleanly, [`FakeApi::fail_next`] answers the next requests with 500,
+//! [`FakeApi::expire_continues`] expires the continue tokens of the next paginated lists (410),
 //! [`FakeApi::race_writes`] lets another client's update land just before the next writes (which
 //! then get 409 Conflict from their resourceVersion precondition), [`FakeApi::compact`]
 //! makes every older resourceVersion expire, [`FakeApi::set_stalled`] holds requests and
@@ -41,7 +45,7 @@ use http::App;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{resource_by_kind, State, NAMESPACES, RESOURCES};
@@ -125,6 +129,7 @@ impl FakeApi {
             state: Mutex::new(State::new(1000, options.history_limit)),
             log: Mutex::new(Vec::new()),
             fail_next: AtomicUsize::new(0),
+            expire_continues: AtomicUsize::new(0),
             open_watches: AtomicUsize::new(0),
             drops: watch::channel(0).0,
             ends: watch::channel(0).0,
@@ -133,6 +138,7 @@ impl FakeApi {
             token: options.token.clone(),
             bookmark_interval: options.bookmark_interval,
             races: Mutex::new(Vec::new()),
+            policy_report_crd: AtomicBool::new(false),
         });
         let router = http::router(app.clone());
         let server = tokio::spawn(serve(listener, router.clone()));
@@ -153,6 +159,15 @@ impl FakeApi {
             router,
             server: Mutex::new(Some(server)),
         }
+    }
+
+    /// Install (or remove) the `wgpolicyk8s.io/v1alpha2` PolicyReport CRD: while absent, as in a
+    /// cluster without Kyverno or Policy Reporter, discovery does not list the group and its
+    /// paths answer 404 (stored reports stay, unreachable).
+    pub fn install_policy_report_crd(&self, installed: bool) {
+        self.app
+            .policy_report_crd
+            .store(installed, Ordering::Release);
     }
 
     /// Base URL.
@@ -284,6 +299,14 @@ impl FakeApi {
                 remaining: n,
                 edit: Box::new(edit),
             });
+    }
+
+    /// Before each of the next `n` list requests that carry a `continue` token, another client
+    /// writes and the storage compacts, as etcd does under a long paginated list: the token has
+    /// expired, and the request gets the API server's 410 `Expired` Status (with the
+    /// `metadata.continue` of an inconsistent continuation).
+    pub fn expire_continues(&self, n: usize) {
+        self.app.expire_continues.store(n, Ordering::Release);
     }
 
     /// Answer the next `n` requests with 500 InternalError (0 ends an outage early).

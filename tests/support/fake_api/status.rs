@@ -14,6 +14,8 @@ pub struct ApiError {
     pub reason: &'static str,
     /// Human-readable message.
     pub message: String,
+    /// `metadata.continue` of the Status (a 410 on an expired continue token carries one).
+    pub list_continue: Option<String>,
     /// `details`, when the server sends them.
     pub details: Option<Value>,
 }
@@ -24,6 +26,7 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            list_continue: None,
             details: None,
         }
     }
@@ -107,13 +110,19 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
-    /// 410 for a continue token whose snapshot was compacted.
-    pub fn continue_expired() -> Self {
-        Self::expired(
+    /// 410 for a continue token whose snapshot was compacted, worded as etcd3's
+    /// `inconsistentContinue` and carrying (in `metadata.continue`) a token that goes on from the
+    /// same key at the latest state.
+    pub fn continue_expired(next: String) -> Self {
+        let mut e = Self::expired(
             "The provided continue parameter is too old to display a consistent list result. You can start a new \
-             list without the continue parameter, or use the continue value from the response to get a \
-             consistent list.",
-        )
+             list without the continue parameter, or use the continue token in this response to retrieve the \
+             remainder of the results. Continuing with the provided token results in an inconsistent list - \
+             objects that were created, modified, or deleted between the time the first chunk was returned and \
+             now may show up in the list.",
+        );
+        e.list_continue = Some(next);
+        e
     }
 
     /// 410 for a watch or exact read from before the kept history.
@@ -171,6 +180,9 @@ impl ApiError {
             "message": self.message,
             "code": self.code,
         });
+        if let Some(c) = &self.list_continue {
+            v["metadata"]["continue"] = json!(c);
+        }
         if !self.reason.is_empty() {
             v["reason"] = json!(self.reason);
         }

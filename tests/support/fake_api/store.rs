@@ -160,7 +160,78 @@ pub static RESOURCES: &[ResourceType] = &[
         namespaced: true,
         fields: &["spec.nodeName", "spec.serviceAccountName", "status.phase"],
     },
+    // Workloads, listed page by page by `pullgate audit`.
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        kind: "Deployment",
+        namespaced: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "statefulsets",
+        kind: "StatefulSet",
+        namespaced: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "daemonsets",
+        kind: "DaemonSet",
+        namespaced: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        kind: "ReplicaSet",
+        namespaced: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        kind: "Job",
+        namespaced: true,
+        fields: &["status.successful"],
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        plural: "cronjobs",
+        kind: "CronJob",
+        namespaced: true,
+        fields: &[],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "replicationcontrollers",
+        kind: "ReplicationController",
+        namespaced: true,
+        fields: &["status.replicas"],
+    },
+    // A CRD: served only while the test says it is installed ([`is_optional_crd`]).
+    ResourceType {
+        group: "wgpolicyk8s.io",
+        version: "v1alpha2",
+        plural: "policyreports",
+        kind: "PolicyReport",
+        namespaced: true,
+        fields: &[],
+    },
 ];
+
+/// Whether a resource comes from a CRD a test installs or not (PolicyReports).
+pub fn is_optional_crd(res: usize) -> bool {
+    RESOURCES[res].group == "wgpolicyk8s.io"
+}
 
 /// The resource at a path's group, version and plural.
 pub fn resource_by_path(group: &str, version: &str, plural: &str) -> Option<usize> {
@@ -456,6 +527,30 @@ impl State {
     pub fn compact(&mut self) {
         self.compacted = self.rv;
         self.history.clear();
+    }
+
+    /// Another client's write (a ConfigMap in `default` changes), then a compaction: every
+    /// continue token issued before is now expired, as after etcd compacts under a long list.
+    pub fn write_and_compact(&mut self) -> Result<(), ApiError> {
+        let res = resource_by_path("", "v1", "configmaps")
+            .ok_or_else(|| ApiError::internal("the fake serves configmaps"))?;
+        let name = "fake-compaction";
+        let obj = json!({"metadata": {"name": name}, "data": {"rv": self.rv.to_string()}});
+        if self.get(NAMESPACES, "", "default").is_err() {
+            self.create(
+                NAMESPACES,
+                "",
+                json!({"metadata": {"name": "default"}}),
+                false,
+            )?;
+        }
+        if self.get(res, "default", name).is_ok() {
+            self.update(res, "default", name, obj, false)?;
+        } else {
+            self.create(res, "default", obj, false)?;
+        }
+        self.compact();
+        Ok(())
     }
 
     /// Number of objects of a resource.
@@ -865,8 +960,13 @@ impl State {
                 ));
             }
             let (at, start) = decode_continue(token)?;
+            // rv -1: the token of a 410 answer, continuing at the latest state (an inconsistent list).
+            let Ok(at) = u64::try_from(at) else {
+                return Ok((self.rv, Some(start)));
+            };
             if at < self.compacted {
-                return Err(ApiError::continue_expired());
+                // As etcd3's handleCompactedErrorForPaging: the Status carries a token to go on with.
+                return Err(ApiError::continue_expired(encode_continue(-1, &start)));
             }
             return Ok((at, Some(start)));
         }
@@ -978,7 +1078,10 @@ impl State {
         }
         let mut metadata = json!({ "resourceVersion": at.to_string() });
         if more {
-            metadata["continue"] = json!(encode_continue(at, &format!("{last_key}\u{0}")));
+            metadata["continue"] = json!(encode_continue(
+                i64::try_from(at).unwrap_or(i64::MAX),
+                &format!("{last_key}\u{0}"),
+            ));
             if !selective {
                 metadata["remainingItemCount"] = json!(remaining);
             }
@@ -1132,12 +1235,12 @@ fn admit_secret(
 }
 
 /// A continue token as the API server encodes it: base64url of `{"v","rv","start"}`.
-fn encode_continue(rv: u64, start: &str) -> String {
+fn encode_continue(rv: i64, start: &str) -> String {
     let token = json!({ "v": "meta.k8s.io/v1", "rv": rv, "start": start });
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
 }
 
-fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
+fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
     let bad = || {
         ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
     };
@@ -1148,7 +1251,7 @@ fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
     if v["v"] != "meta.k8s.io/v1" {
         return Err(bad());
     }
-    let rv = v["rv"].as_u64().ok_or_else(bad)?;
+    let rv = v["rv"].as_i64().filter(|rv| *rv >= -1).ok_or_else(bad)?;
     let start = v["start"].as_str().ok_or_else(bad)?.to_owned();
     Ok((rv, start))
 }

@@ -1,7 +1,7 @@
 //! The fake's own protocol tests, over raw HTTP and through kube's client.
 
 use super::{FakeApi, Options};
-use crate::support::fixtures;
+use crate::support::{fixtures, workloads};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -183,6 +183,30 @@ async fn lists_paginate_on_a_consistent_snapshot() {
         (410, Some("Expired")),
         "{status}"
     );
+    // As etcd3's handleCompactedErrorForPaging: the Status offers an inconsistent continuation
+    // from the same key at the latest state (sa-4 deleted and sa-9 created since show up).
+    assert!(
+        status["message"].as_str().is_some_and(|m| m
+            .starts_with("The provided continue parameter is too old")
+            && m.contains("inconsistent list")),
+        "{status}"
+    );
+    let next = status["metadata"]["continue"]
+        .as_str()
+        .expect("a continue token in the 410 Status");
+    let (code, rest) = raw
+        .get(&format!(
+            "/api/v1/namespaces/a/serviceaccounts?limit=10&continue={next}"
+        ))
+        .await;
+    assert_eq!(code, 200, "{rest}");
+    let rest: Vec<&str> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, ["sa-2", "sa-3", "sa-9"]);
 
     // Exact reads need history; not-older-than reads need the server to have got there.
     let (code, _) = raw
@@ -202,6 +226,63 @@ async fn lists_paginate_on_a_consistent_snapshot() {
         .get("/api/v1/serviceaccounts?resourceVersionMatch=NotOlderThan")
         .await;
     assert_eq!(code, 422);
+}
+
+#[tokio::test]
+async fn workloads_are_served_and_continues_expire_on_request() {
+    let fake = FakeApi::start().await;
+    for i in 0..3 {
+        fake.apply(workloads::workload(
+            "Deployment",
+            "a",
+            &format!("d-{i}"),
+            workloads::pod_spec("nginx", &[], "default"),
+            None,
+        ));
+    }
+    fake.apply(workloads::workload(
+        "CronJob",
+        "a",
+        "c",
+        workloads::pod_spec("nginx", &[], "default"),
+        None,
+    ));
+    let raw = Raw::new(&fake);
+    let (code, page1) = raw
+        .get("/apis/apps/v1/namespaces/a/deployments?limit=2")
+        .await;
+    assert_eq!(
+        (code, page1["kind"].as_str()),
+        (200, Some("DeploymentList"))
+    );
+    let token = page1["metadata"]["continue"].as_str().unwrap().to_owned();
+    let (code, cron) = raw.get("/apis/batch/v1/cronjobs").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        cron["items"][0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+            ["image"],
+        "nginx"
+    );
+    fake.expire_continues(1);
+    let path = format!("/apis/apps/v1/namespaces/a/deployments?limit=2&continue={token}");
+    let (code, status) = raw.get(&path).await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (410, Some("Expired")),
+        "{status}"
+    );
+    // Armed once: a fresh list, and its own continuation, are served.
+    let (_, again) = raw
+        .get("/apis/apps/v1/namespaces/a/deployments?limit=2")
+        .await;
+    let token = again["metadata"]["continue"].as_str().unwrap().to_owned();
+    let (code, page2) = raw
+        .get(&format!(
+            "/apis/apps/v1/namespaces/a/deployments?limit=2&continue={token}"
+        ))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(page2["items"][0]["metadata"]["name"], "d-2");
 }
 
 #[tokio::test]
