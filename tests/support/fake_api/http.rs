@@ -367,7 +367,7 @@ async fn dispatch(
                 resource_version_match: param(query, "resourceVersionMatch").map(str::to_owned),
             };
             let (body, items) = app.state().list(&filter, &q)?;
-            let per_item = if q.from_cache() { app.list_cost.cache } else { app.list_cost.storage };
+            let per_item = if q.served_by_cache() { app.list_cost.cache } else { app.list_cost.storage };
             tokio::time::sleep(per_item.saturating_mul(u32::try_from(items).unwrap_or(u32::MAX))).await;
             Ok(json_response(StatusCode::OK, output.list(&RESOURCES[res], body)?))
         }

@@ -344,7 +344,7 @@ impl ListQuery {
     /// about revision 0 from watch cache to avoid overwhelming etcd"); a continue token, an
     /// `Exact` match, or a `limit` with any other resourceVersion go to etcd; without a limit,
     /// consistent lists come from the cache too (ConsistentListFromCache, beta from v1.31).
-    pub fn from_cache(&self) -> bool {
+    pub fn served_by_cache(&self) -> bool {
         let rv = self.resource_version.as_deref().unwrap_or("");
         let exact = self.resource_version_match.as_deref() == Some("Exact");
         self.continue_token.is_none() && !exact && (rv == "0" || self.limit.is_none())
@@ -968,7 +968,7 @@ impl State {
             _ => prefix.clone(),
         };
         let limit = match q.limit.filter(|l| *l > 0) {
-            Some(l) if !(q.from_cache() && q.resource_version.as_deref() == Some("0")) => l,
+            Some(l) if !(q.served_by_cache() && q.resource_version.as_deref() == Some("0")) => l,
             _ => usize::MAX,
         };
         let selective = !filter.fields.is_empty() || !filter.labels.is_empty();
