@@ -118,6 +118,14 @@ impl Manifests {
             None => Ok(self.documents),
         }
     }
+}
+
+/// Where parsed documents and problems go: collected ([`Manifests`]) or handed on one at a time
+/// ([`for_each_document`]).
+trait Sink {
+    fn document(&mut self, d: Document);
+    fn not_object(&mut self, p: Problem);
+    fn unreadable(&mut self, p: Problem);
 
     fn push_value(&mut self, source: &str, index: usize, value: serde_json::Value) {
         let not_object = |v: &serde_json::Value| Problem {
@@ -127,27 +135,65 @@ impl Manifests {
         };
         match value {
             serde_json::Value::Null => {}
-            serde_json::Value::Object(ref m) if is_list(m) => {
-                let items = m.get("items").and_then(|i| i.as_array());
-                for item in items.into_iter().flatten() {
+            serde_json::Value::Object(mut m) if is_list(&m) => {
+                // Moved out, not cloned: a List's items are its bulk.
+                let items = match m.remove("items") {
+                    Some(serde_json::Value::Array(items)) => items,
+                    _ => Vec::new(),
+                };
+                for item in items {
                     if item.is_object() {
-                        self.documents.push(Document {
+                        self.document(Document {
                             source: source.to_owned(),
                             index,
-                            value: item.clone(),
+                            value: item,
                         });
                     } else {
-                        self.not_objects.push(not_object(item));
+                        self.not_object(not_object(&item));
                     }
                 }
             }
-            serde_json::Value::Object(_) => self.documents.push(Document {
+            value @ serde_json::Value::Object(_) => self.document(Document {
                 source: source.to_owned(),
                 index,
                 value,
             }),
-            other => self.not_objects.push(not_object(&other)),
+            other => self.not_object(not_object(&other)),
         }
+    }
+}
+
+impl Sink for Manifests {
+    fn document(&mut self, d: Document) {
+        self.documents.push(d);
+    }
+    fn not_object(&mut self, p: Problem) {
+        self.not_objects.push(p);
+    }
+    fn unreadable(&mut self, p: Problem) {
+        self.unreadable.push(p);
+    }
+}
+
+/// Hands each document on as soon as it is read, keeping only the first problems.
+struct Streaming<F> {
+    each: F,
+    not_object: Option<Problem>,
+    unreadable: Option<Problem>,
+}
+
+impl<F: FnMut(Document)> Sink for Streaming<F> {
+    fn document(&mut self, d: Document) {
+        // After a problem the load fails anyway: indexing more would be wasted.
+        if self.not_object.is_none() && self.unreadable.is_none() {
+            (self.each)(d);
+        }
+    }
+    fn not_object(&mut self, p: Problem) {
+        self.not_object.get_or_insert(p);
+    }
+    fn unreadable(&mut self, p: Problem) {
+        self.unreadable.get_or_insert(p);
     }
 }
 
@@ -190,7 +236,7 @@ pub fn parse_documents(source: &str, text: &str) -> Manifests {
     out
 }
 
-fn parse_into(source: &str, text: &str, out: &mut Manifests) {
+fn parse_into(source: &str, text: &str, out: &mut impl Sink) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim_start().starts_with(['{', '[']) {
         let mut json = Manifests::default();
@@ -204,16 +250,23 @@ fn parse_into(source: &str, text: &str, out: &mut Manifests) {
                 json = yaml;
             }
         }
-        out.documents.append(&mut json.documents);
-        out.not_objects.append(&mut json.not_objects);
-        out.unreadable.append(&mut json.unreadable);
+        // Buffered per file: which reading holds is known only at its end.
+        for d in json.documents {
+            out.document(d);
+        }
+        for p in json.not_objects {
+            out.not_object(p);
+        }
+        for p in json.unreadable {
+            out.unreadable(p);
+        }
     } else {
         parse_yaml(source, text, out, MAX_ALIAS_NODES_PER_FILE);
     }
 }
 
 /// Each document on its own, with at most `alias_budget` nodes from aliases in the file.
-fn parse_yaml(source: &str, text: &str, out: &mut Manifests, mut alias_budget: usize) {
+fn parse_yaml(source: &str, text: &str, out: &mut impl Sink, mut alias_budget: usize) {
     let mut read = 0;
     split_documents(text, |index, doc| {
         if !doc.has_content {
@@ -221,7 +274,7 @@ fn parse_yaml(source: &str, text: &str, out: &mut Manifests, mut alias_budget: u
         }
         read += 1;
         if read > MAX_DOCUMENTS_PER_FILE {
-            out.unreadable.push(too_many_documents(source, index));
+            out.unreadable(too_many_documents(source, index));
             return ControlFlow::Break(());
         }
         let mut options = yaml_options();
@@ -250,7 +303,7 @@ fn parse_yaml(source: &str, text: &str, out: &mut Manifests, mut alias_budget: u
                         None => what,
                     }
                 });
-                out.unreadable.push(Problem {
+                out.unreadable(Problem {
                     file: source.to_owned(),
                     document: Some(index),
                     message,
@@ -273,11 +326,11 @@ fn too_many_documents(source: &str, index: usize) -> Problem {
 
 /// JSON: one value or a stream of values, each a document. JSON cannot be resynchronised after an
 /// error, so the rest of the file after one is not read.
-fn parse_json(source: &str, text: &str, out: &mut Manifests) {
+fn parse_json(source: &str, text: &str, out: &mut impl Sink) {
     let stream = serde_json::Deserializer::from_str(text).into_iter::<StrictJson>();
     for (index, v) in stream.enumerate() {
         if index >= MAX_DOCUMENTS_PER_FILE {
-            out.unreadable.push(too_many_documents(source, index));
+            out.unreadable(too_many_documents(source, index));
             break;
         }
         match v {
@@ -285,7 +338,7 @@ fn parse_json(source: &str, text: &str, out: &mut Manifests) {
             Err(e) => {
                 let line = u64::try_from(e.line()).ok().filter(|&l| l > 0);
                 let message = template_hint(text, 1, line).unwrap_or_else(|| e.to_string());
-                out.unreadable.push(Problem {
+                out.unreadable(Problem {
                     file: source.to_owned(),
                     document: Some(index),
                     message,
@@ -533,18 +586,44 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Document>, ManifestError> {
 /// Read every document under the given paths, reporting each file or document that cannot be
 /// read and going on. Fails only when a path given cannot be accessed.
 pub fn read_paths(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
+    let mut out = Manifests::default();
+    read_into(paths, &mut out)?;
+    Ok(out)
+}
+
+/// Hand every document under the given paths to `each` as it is read, one at a time, so that
+/// only one file's text and one document are held at once (all of them at once cost the file
+/// store ~6× its index). Fails, after reading everything, at the first file or document that
+/// cannot be read or is not an object, as [`load_paths`] does; `each` sees no document after
+/// the first problem.
+pub fn for_each_document(
+    paths: &[PathBuf],
+    each: impl FnMut(Document),
+) -> Result<(), ManifestError> {
+    let mut sink = Streaming {
+        each,
+        not_object: None,
+        unreadable: None,
+    };
+    read_into(paths, &mut sink)?;
+    match sink.unreadable.or(sink.not_object) {
+        Some(p) => Err(ManifestError::Unreadable(p)),
+        None => Ok(()),
+    }
+}
+
+fn read_into(paths: &[PathBuf], out: &mut impl Sink) -> Result<(), ManifestError> {
     let mut files = Vec::new();
     for p in paths {
         collect_files(p, &mut files)?;
     }
-    let mut out = Manifests::default();
     for f in files {
         match read_input(&f) {
-            Ok((name, text)) => parse_into(&name, &text, &mut out),
-            Err(p) => out.unreadable.push(p),
+            Ok((name, text)) => parse_into(&name, &text, out),
+            Err(p) => out.unreadable(p),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The manifest files under `path`, sorted, for loading and for watching.
@@ -994,5 +1073,43 @@ mod tests {
             read_paths(&[dir.path().join("missing")]),
             Err(ManifestError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn streaming_hands_on_what_reading_collects_and_fails_as_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "kind: Namespace\nmetadata: {name: a}\n---\nkind: SecretList\nitems:\n- kind: Secret\n  metadata: {name: s1}\n- kind: Secret\n  metadata: {name: s2}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.json"),
+            r#"{"kind": "ServiceAccount", "metadata": {"name": "sa"}} {"kind": "Pod"}"#,
+        )
+        .unwrap();
+        let paths = [dir.path().to_owned()];
+        let mut streamed = Vec::new();
+        for_each_document(&paths, |d| streamed.push(d)).unwrap();
+        assert_eq!(streamed, read_paths(&paths).unwrap().documents);
+        assert_eq!(
+            streamed.iter().map(Document::kind).collect::<Vec<_>>(),
+            ["Namespace", "Secret", "Secret", "ServiceAccount", "Pod"]
+        );
+
+        // A scalar document, then an unreadable file: the unreadable one is reported, as
+        // `load_paths` does, and nothing after the first problem is handed on.
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "kind: Namespace\n---\njust text\n---\nkind: Secret\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("c.yaml"), "kind: Secret\nkind: Secret\n").unwrap();
+        let mut kinds = Vec::new();
+        let err = for_each_document(&paths, |d| kinds.push(d.kind().to_owned())).unwrap_err();
+        let strict = load_paths(&paths).unwrap_err();
+        assert_eq!(err.to_string(), strict.to_string());
+        assert!(err.to_string().contains("c.yaml"), "{err}");
+        assert_eq!(kinds, ["Namespace"]);
     }
 }

@@ -71,8 +71,16 @@ fn requests_since(fake: &FakeApi, from: usize) -> Vec<LoggedRequest> {
     fake.request_log().into_iter().skip(from).collect()
 }
 
+/// A request for a resource's whole state: a streaming list (a watch with
+/// `sendInitialEvents`), or a LIST where the server offers no streaming.
+fn is_initial_list(r: &LoggedRequest) -> bool {
+    r.is_list() || r.is_watch() && r.param("sendInitialEvents") == Some("true")
+}
+
 fn lists_of(log: &[LoggedRequest], path: &str) -> usize {
-    log.iter().filter(|r| r.path == path && r.is_list()).count()
+    log.iter()
+        .filter(|r| r.path == path && is_initial_list(r))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +106,11 @@ async fn ready_only_after_every_initial_list_then_serves_the_cluster() {
     fake.set_stalled(true);
     let (store, metrics) = start_store(&fake, &[]).await;
     eventually("every initial list to reach the server", || {
-        fake.request_log().iter().filter(|r| r.is_list()).count() == WATCHERS
+        fake.request_log()
+            .iter()
+            .filter(|r| is_initial_list(r))
+            .count()
+            == WATCHERS
     })
     .await;
     assert!(!store.ready(), "not ready while the initial lists are held");
@@ -175,7 +187,7 @@ async fn ready_only_after_every_initial_list_then_serves_the_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
+async fn sends_field_selectors_lists_from_the_cache_and_resumes_from_bookmarks() {
     let fake = FakeApi::start_with(Options {
         bookmark_interval: Duration::from_millis(100),
         ..Options::default()
@@ -201,31 +213,24 @@ async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
         ("type=Opaque".to_owned(), true),
         (others.to_owned(), true),
     ] {
-        let list = log.iter().find(|r| {
-            r.path == "/api/v1/secrets"
-                && r.is_list()
-                && r.param("fieldSelector") == Some(&selector)
-        });
-        let list = list.unwrap_or_else(|| panic!("no list of {selector} in {log:#?}"));
-        assert_eq!(list.param("limit"), Some("500"));
+        // A streaming list: one watch that first sends the state, then the changes.
         let watch = log.iter().find(|r| {
             r.path == "/api/v1/secrets"
-                && r.is_watch()
+                && is_initial_list(r)
                 && r.param("fieldSelector") == Some(&selector)
         });
-        let watch = watch.unwrap_or_else(|| panic!("no watch of {selector}"));
+        let watch = watch.unwrap_or_else(|| panic!("no list of {selector} in {log:#?}"));
+        assert!(watch.is_watch());
+        assert_eq!(watch.param("sendInitialEvents"), Some("true"));
+        assert_eq!(watch.param("resourceVersionMatch"), Some("NotOlderThan"));
         assert_eq!(watch.param("allowWatchBookmarks"), Some("true"));
-        assert!(watch
-            .param("resourceVersion")
-            .is_some_and(|rv| !rv.is_empty()));
-        let accepts = (list.accept.as_deref(), watch.accept.as_deref());
+        let accept = watch.accept.as_deref();
         if metadata_only {
-            assert_eq!(accepts, (Some(METADATA_LIST), Some(METADATA)), "{selector}");
+            assert_eq!(accept, Some(METADATA), "{selector}");
         } else {
             assert!(
-                !accepts.0.unwrap_or_default().contains("as=")
-                    && !accepts.1.unwrap_or_default().contains("as="),
-                "{selector}: {accepts:?}"
+                !accept.unwrap_or_default().contains("as="),
+                "{selector}: {accept:?}"
             );
         }
     }
@@ -234,12 +239,10 @@ async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
             .all(|r| r.path != "/api/v1/secrets" || r.param("fieldSelector").is_some()),
         "never an unfiltered secret request"
     );
-    let pages: Vec<&LoggedRequest> = log
-        .iter()
-        .filter(|r| r.path == "/api/v1/serviceaccounts" && r.is_list())
-        .collect();
-    assert_eq!(pages.len(), 3);
-    assert!(pages[1].param("continue").is_some() && pages[2].param("continue").is_some());
+    // No LIST at all where the server streams: 1100 ServiceAccounts in one request, not
+    // three pages from etcd.
+    assert!(log.iter().all(|r| !r.is_list()), "{log:#?}");
+    assert_eq!(lists_of(&log, "/api/v1/serviceaccounts"), 1);
     assert!(log
         .iter()
         .any(|r| r.path == "/api/v1/namespaces" && r.is_watch()));
@@ -288,6 +291,83 @@ async fn sends_field_selectors_pages_and_resumes_from_bookmarks() {
         SECRET_WATCHERS,
         "resumed without relisting"
     );
+}
+
+/// A server with the WatchList feature off (v1.33's default) refuses streaming lists with 422:
+/// each watcher then lists in pages (bounded memory; a whole list from the watch cache held
+/// ~150 MiB more at 10,000 namespaces) and watches on from there; relists after a 410 do the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_streaming_lists_lists_in_pages() {
+    let fake = FakeApi::start_with(Options {
+        watch_list: false,
+        ..Options::default()
+    })
+    .await;
+    for i in 0..1100 {
+        fake.apply(fixtures::service_account("a", &format!("sa-{i}"), &[]));
+    }
+    fake.apply_secret("a", "regcred", &["r.io"], "pw");
+    fake.apply(fixtures::opaque_secret("a", "app-config", "token", "t"));
+    let (store, metrics) = synced(&fake, &[]).await;
+    assert_eq!(store.view().service_account_count(), 1100);
+    assert!(has_secret(&store, "a", "regcred"));
+
+    let log = fake.request_log();
+    let refused: Vec<&LoggedRequest> = log
+        .iter()
+        .filter(|r| r.is_watch() && r.param("sendInitialEvents") == Some("true"))
+        .collect();
+    assert_eq!(refused.len(), WATCHERS, "one attempt per watcher: {log:#?}");
+    assert!(refused.iter().all(|r| r.status == Some(422)));
+    let lists: Vec<&LoggedRequest> = log.iter().filter(|r| r.is_list()).collect();
+    for list in &lists {
+        assert_eq!(list.param("limit"), Some("500"), "{list:?}");
+        assert_eq!(list.param("resourceVersion"), None);
+        assert_eq!(list.status, Some(200));
+    }
+    let pages: Vec<&&LoggedRequest> = lists
+        .iter()
+        .filter(|r| r.path == "/api/v1/serviceaccounts")
+        .collect();
+    assert_eq!(pages.len(), 3, "{pages:#?}");
+    assert!(pages[1].param("continue").is_some() && pages[2].param("continue").is_some());
+    assert_eq!(
+        lists.len(),
+        WATCHERS + 2,
+        "one list per watcher, SAs in 3 pages"
+    );
+    assert_eq!(
+        lists
+            .iter()
+            .filter(|r| r.param("fieldSelector") == Some("type=Opaque"))
+            .map(|r| r.accept.as_deref())
+            .collect::<Vec<_>>(),
+        [Some(METADATA_LIST)]
+    );
+
+    // Then watched from the list's resourceVersion; a 410 relists in pages, not by trying a
+    // streaming list again.
+    eventually("every watch to open", || fake.open_watches() == WATCHERS).await;
+    let before = fake.request_log().len();
+    fake.set_stalled(true);
+    fake.drop_watches();
+    eventually("the watches to close", || fake.open_watches() == 0).await;
+    fake.apply_secret("a", "new", &["r.io"], "pw");
+    fake.compact();
+    fake.set_stalled(false);
+    eventually("the relist to bring the new secret", || {
+        has_secret(&store, "a", "new")
+    })
+    .await;
+    let after = requests_since(&fake, before);
+    assert!(
+        after.iter().all(|r| r.param("sendInitialEvents").is_none()),
+        "{after:#?}"
+    );
+    assert!(after
+        .iter()
+        .any(|r| r.is_list() && r.param("limit") == Some("500")));
+    eventually("the store to be fresh", || stale(&metrics) == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,9 +580,10 @@ async fn an_expired_resource_version_relists_and_prunes() {
     assert!(has_secret(&store, "a", "keep"));
     let after = requests_since(&fake, compacted_at);
     let expired = |r: &LoggedRequest| {
-        r.param("resourceVersion")
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|v| v < compacted_rv)
+        !is_initial_list(r)
+            && r.param("resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v < compacted_rv)
     };
     assert!(
         after
@@ -514,6 +595,10 @@ async fn an_expired_resource_version_relists_and_prunes() {
         lists_of(&requests_since(&fake, compacted_at), "/api/v1/secrets") == SECRET_WATCHERS
     })
     .await;
+    // Relists stream from the watch cache too: after an outage every replica relists at once.
+    assert!(requests_since(&fake, compacted_at)
+        .iter()
+        .all(|r| !r.is_list()));
     eventually("the store to be fresh again", || stale(&metrics) == 0).await;
     assert!(store.ready());
 }
@@ -609,8 +694,8 @@ async fn secrets_of_other_types_come_and_go_by_name_without_their_data() {
         })
         .collect();
     assert!(
-        metadata_requests.len() >= 4,
-        "a list and a watch each: {log:#?}"
+        metadata_requests.len() >= 2,
+        "a streaming list (then watch) each: {log:#?}"
     );
     assert!(metadata_requests.iter().all(|r| r
         .accept
@@ -869,6 +954,7 @@ async fn recovers_after(outage: Duration, compact: bool) {
     let after = requests_since(&fake, back_at);
     let expired = after.iter().any(|r| {
         r.is_watch()
+            && !is_initial_list(r)
             && r.param("resourceVersion")
                 .and_then(|v| v.parse::<u64>().ok())
                 .is_some_and(|v| v < compacted_rv)
@@ -883,13 +969,13 @@ async fn recovers_after(outage: Duration, compact: bool) {
         poll("every watcher to relist after the 410", remaining, || {
             let relists = requests_since(&fake, back_at)
                 .iter()
-                .filter(|r| r.is_list() && r.param("continue").is_none())
+                .filter(|r| is_initial_list(r) && r.param("continue").is_none())
                 .count();
             std::future::ready((relists == WATCHERS).then_some(()))
         })
         .await;
     } else {
-        let relists = after.iter().filter(|r| r.is_list()).count();
+        let relists = after.iter().filter(|r| is_initial_list(r)).count();
         assert_eq!(
             relists, 0,
             "resumed from the history without a relist: {after:#?}"

@@ -2,9 +2,9 @@
 //! when they change. A broken file keeps the last good state.
 
 use super::index::ClusterIndex;
-use super::objects::index_documents;
+use super::objects::index_document;
 use super::{Store, View};
-use crate::manifests::{collect_files, load_paths, ManifestError};
+use crate::manifests::{collect_files, for_each_document, ManifestError};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,11 +68,17 @@ impl FileStore {
     }
 }
 
+/// Build the index streaming: each document is indexed and dropped as it is read, so a load
+/// holds the index plus one file, not every parsed document (and a reload, the old index too).
 fn build(dir: &Path) -> Result<ClusterIndex, FileStoreError> {
-    let docs = load_paths(&[dir.to_owned()])?;
-    let (index, errors) = index_documents(&docs, DEFAULT_NAMESPACE);
+    let mut index = ClusterIndex::new();
+    let mut errors = Vec::new();
+    for_each_document(&[dir.to_owned()], |d| {
+        if let Err(p) = index_document(&mut index, &d, DEFAULT_NAMESPACE) {
+            errors.push(p.to_string());
+        }
+    })?;
     if !errors.is_empty() {
-        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(FileStoreError::Objects(errors.join("; ")));
     }
     Ok(index)

@@ -159,24 +159,31 @@ pub fn namespace_from_value(
 /// The index formed by the Secrets, ServiceAccounts and Namespaces among `docs`; errors name their document.
 pub fn index_documents(docs: &[Document], default_ns: &str) -> (ClusterIndex, Vec<Problem>) {
     let mut idx = ClusterIndex::new();
-    let mut errors = Vec::new();
-    for d in docs {
-        let res = match d.kind() {
-            "Secret" => secret_from_value(&d.value, default_ns).map(|s| idx.upsert_secret(s)),
-            "ServiceAccount" => service_account_from_value(&d.value, default_ns)
-                .map(|(ns, sa)| idx.upsert_service_account(&ns, sa)),
-            "Namespace" => namespace_from_value(&d.value).map(|(n, o)| idx.upsert_namespace(&n, o)),
-            _ => Ok(()),
-        };
-        if let Err(e) = res {
-            errors.push(Problem {
-                file: d.source.clone(),
-                document: Some(d.index),
-                message: e.to_string(),
-            });
-        }
-    }
+    let errors = docs
+        .iter()
+        .filter_map(|d| index_document(&mut idx, d, default_ns).err())
+        .collect();
     (idx, errors)
+}
+
+/// Add `d` to `idx` if it is a Secret, ServiceAccount or Namespace; the error names the document.
+pub fn index_document(
+    idx: &mut ClusterIndex,
+    d: &Document,
+    default_ns: &str,
+) -> Result<(), Problem> {
+    let res = match d.kind() {
+        "Secret" => secret_from_value(&d.value, default_ns).map(|s| idx.upsert_secret(s)),
+        "ServiceAccount" => service_account_from_value(&d.value, default_ns)
+            .map(|(ns, sa)| idx.upsert_service_account(&ns, sa)),
+        "Namespace" => namespace_from_value(&d.value).map(|(n, o)| idx.upsert_namespace(&n, o)),
+        _ => Ok(()),
+    };
+    res.map_err(|e| Problem {
+        file: d.source.clone(),
+        document: Some(d.index),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -80,6 +80,10 @@ pub struct App {
     pub token: String,
     /// Time between BOOKMARK events.
     pub bookmark_interval: Duration,
+    /// What lists cost.
+    pub list_cost: super::ListCost,
+    /// Whether `sendInitialEvents` is served.
+    pub watch_list: bool,
     /// BOOKMARK events sent: (index in the request log of the watch, resourceVersion).
     pub bookmarks: Mutex<Vec<(usize, u64)>>,
     /// Continued list requests still to meet an expired token ([`super::FakeApi::expire_continues`]).
@@ -449,12 +453,15 @@ async fn dispatch(
                 resource_version: param(query, "resourceVersion").map(str::to_owned),
                 resource_version_match: param(query, "resourceVersionMatch").map(str::to_owned),
             };
-            let mut state = app.state();
-            if q.continue_token.is_some() && take(&app.expire_continues) {
-                state.write_and_compact()?;
-            }
-            let body = state.list(&filter, &q)?;
-            drop(state);
+            let (body, items) = {
+                let mut state = app.state();
+                if q.continue_token.is_some() && take(&app.expire_continues) {
+                    state.write_and_compact()?;
+                }
+                state.list(&filter, &q)?
+            };
+            let per_item = if q.served_by_cache() { app.list_cost.cache } else { app.list_cost.storage };
+            tokio::time::sleep(per_item.saturating_mul(u32::try_from(items).unwrap_or(u32::MAX))).await;
             Ok(json_response(StatusCode::OK, output.list(&RESOURCES[res], body)?))
         }
         (Method::GET, Route::Object { res, ns, name }) => {
@@ -530,6 +537,25 @@ fn start_watch(
             ApiError::bad_request(format!("invalid timeoutSeconds {t:?}"))
         })?)),
     };
+    if q.send_initial_events && !app.watch_list {
+        // k8s.io/apimachinery's ValidateListOptions with the WatchList feature gate off.
+        return Err(ApiError::invalid(
+            "ListOptions.meta.k8s.io",
+            "",
+            "sendInitialEvents",
+            "Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+        ));
+    }
+    // Initial events (streamed or synthetic) come from the watch cache, at its pace.
+    let from_state = q.send_initial_events
+        || q.resource_version
+            .as_deref()
+            .is_none_or(|r| r.is_empty() || r == "0");
+    let pace = if from_state {
+        app.list_cost.cache
+    } else {
+        Duration::ZERO
+    };
     let start = app.state().watch(&filter, &q)?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let spec = WatchSpec {
@@ -538,6 +564,7 @@ fn start_watch(
         timeout,
         entry,
         output,
+        pace,
     };
     tokio::spawn(run_watch(app.clone(), start, spec, tx));
     let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
@@ -578,6 +605,8 @@ struct WatchSpec {
     entry: usize,
     /// The negotiated form of the events' objects.
     output: Output,
+    /// Time per opening line (the cache's cost per object).
+    pace: Duration,
 }
 
 async fn send_bookmark(
@@ -614,6 +643,7 @@ async fn run_watch(
         timeout,
         entry,
         output,
+        pace,
     } = spec;
     app.open_watches.fetch_add(1, Ordering::AcqRel);
     let _open = OpenWatch(app.clone());
@@ -628,7 +658,13 @@ async fn run_watch(
         from,
     } = start;
     let rt = &RESOURCES[filter.resource];
-    for line in lines {
+    const PACED: usize = 500;
+    let total = lines.len();
+    for (i, line) in lines.into_iter().enumerate() {
+        if i % PACED == 0 && !pace.is_zero() {
+            let chunk = u32::try_from((total - i).min(PACED)).unwrap_or(u32::MAX);
+            tokio::time::sleep(pace.saturating_mul(chunk)).await;
+        }
         if !send(&app, &tx, output, line).await {
             return;
         }

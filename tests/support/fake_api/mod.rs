@@ -63,6 +63,23 @@ pub struct Options {
     pub history_limit: usize,
     /// Bearer token clients must present.
     pub token: String,
+    /// What a list costs the server, to model a real one's pace (none by default).
+    pub list_cost: ListCost,
+    /// Whether streaming lists (`sendInitialEvents`) are served, as with the WatchList feature
+    /// on (the default from v1.34, which the fake reports); off, they are refused with 422 as
+    /// v1.33 does.
+    pub watch_list: bool,
+}
+
+/// The time a list takes per object returned, by where the API server reads it: a paged LIST
+/// goes to etcd (measured on a real one: 46,600 secrets in pages of 500 took 5.4 s, ~116 µs
+/// each), one at `resourceVersion=0` is served whole from its watch cache (1.5 s, ~32 µs each).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListCost {
+    /// Per object of a list read from storage.
+    pub storage: Duration,
+    /// Per object of a list (or a watch's initial events) served from the watch cache.
+    pub cache: Duration,
 }
 
 impl Default for Options {
@@ -71,6 +88,8 @@ impl Default for Options {
             bookmark_interval: Duration::from_millis(500),
             history_limit: 100 * 1024,
             token: "pullgate-fake-token".to_owned(),
+            list_cost: ListCost::default(),
+            watch_list: true,
         }
     }
 }
@@ -137,6 +156,8 @@ impl FakeApi {
             stalled: watch::channel(false).0,
             token: options.token.clone(),
             bookmark_interval: options.bookmark_interval,
+            list_cost: options.list_cost,
+            watch_list: options.watch_list,
             races: Mutex::new(Vec::new()),
             policy_report_crd: AtomicBool::new(false),
         });

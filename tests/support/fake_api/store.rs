@@ -408,6 +408,20 @@ pub struct ListQuery {
     pub resource_version_match: Option<String>,
 }
 
+impl ListQuery {
+    /// Whether the API server's cacher answers this list rather than etcd (`shouldDelegateList`
+    /// in k8s.io/apiserver's cacher.go): `resourceVersion=0` always, and then whole, because
+    /// the watch cache cannot continue a list (`limit` is ignored: "serve paginated requests
+    /// about revision 0 from watch cache to avoid overwhelming etcd"); a continue token, an
+    /// `Exact` match, or a `limit` with any other resourceVersion go to etcd; without a limit,
+    /// consistent lists come from the cache too (ConsistentListFromCache, beta from v1.31).
+    pub fn served_by_cache(&self) -> bool {
+        let rv = self.resource_version.as_deref().unwrap_or("");
+        let exact = self.resource_version_match.as_deref() == Some("Exact");
+        self.continue_token.is_none() && !exact && (rv == "0" || self.limit.is_none())
+    }
+}
+
 /// Parameters of a watch.
 #[derive(Debug, Clone, Default)]
 pub struct WatchQuery {
@@ -1039,7 +1053,8 @@ impl State {
 
     /// A list response body (`…List` with `metadata.resourceVersion`, `continue`,
     /// `remainingItemCount` when no selector is used, and items without kind/apiVersion).
-    pub fn list(&self, filter: &Filter, q: &ListQuery) -> Result<Vec<u8>, ApiError> {
+    /// Also the number of items in it.
+    pub fn list(&self, filter: &Filter, q: &ListQuery) -> Result<(Vec<u8>, usize), ApiError> {
         let rt = &RESOURCES[filter.resource];
         let (at, start) = self.read_point(q)?;
         let snap = self.snapshot(filter.resource, at);
@@ -1052,7 +1067,10 @@ impl State {
             Some(s) if s > prefix => s,
             _ => prefix.clone(),
         };
-        let limit = q.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let limit = match q.limit.filter(|l| *l > 0) {
+            Some(l) if !(q.served_by_cache() && q.resource_version.as_deref() == Some("0")) => l,
+            _ => usize::MAX,
+        };
         let selective = !filter.fields.is_empty() || !filter.labels.is_empty();
         let mut items: Vec<&Stored> = Vec::new();
         let mut last_key = "";
@@ -1100,7 +1118,7 @@ impl State {
             out.extend_from_slice(&o.body);
         }
         out.extend_from_slice(b"]}");
-        Ok(out)
+        Ok((out, items.len()))
     }
 
     /// Open a watch: `resourceVersion` unset or "0" starts with a synthetic ADDED per object,
