@@ -19,6 +19,8 @@
 //! ```text
 //! cargo bench --bench audit -- [--namespaces 5000] [--pods 10]
 //! ```
+// Bench code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/process.rs"]
 mod process;
