@@ -103,6 +103,8 @@ pub struct AppState {
     pub limiter: Semaphore,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// Who uses which secret, as of the last completed background audit.
+    pub audit_usage: crate::audit::background::SharedUsage,
 }
 
 impl AppState {
@@ -121,6 +123,7 @@ impl AppState {
             serving: AtomicBool::new(true),
             limiter: Semaphore::new(max_concurrent.max(1)),
             request_timeout,
+            audit_usage: Default::default(),
         }
     }
 }
@@ -256,9 +259,10 @@ async fn handle(endpoint: Endpoint, st: &AppState, headers: &HeaderMap, body: Bo
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
     let now = jiff::Timestamp::now().as_second();
+    let usage = st.audit_usage.current();
     let result = {
         let view = st.store.view();
-        admission::review(endpoint, &bytes, &st.policy, &view, now)
+        admission::review_with_usage(endpoint, &bytes, &st.policy, &view, now, usage.as_deref())
     };
     match result {
         Ok(outcome) => {
@@ -610,13 +614,19 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         tls::server_config(resolver.clone()).map_err(|e| ServeError::Tls(e.to_string()))?;
 
     let mut tasks = tokio::task::JoinSet::new();
+    let audit_usage = crate::audit::background::SharedUsage::default();
     let store: Arc<dyn Store> = if let Some(dir) = &args.manifests {
         let file_store =
             Arc::new(FileStore::load(dir).map_err(|e| ServeError::Store(e.to_string()))?);
         publish_store_metrics(&*file_store, &metrics);
-        if policy.verify.enabled || policy.attribution.enabled || policy.reconcile.service_accounts
+        if policy.verify.enabled
+            || policy.attribution.enabled
+            || policy.reconcile.service_accounts
+            || policy.audit.enabled
         {
-            warn!("verify, attribution and reconcile need --cluster: ignored with --manifests");
+            warn!(
+                "verify, attribution, reconcile and audit need --cluster: ignored with --manifests"
+            );
         }
         tasks.spawn(watch_manifests(
             file_store.clone(),
@@ -628,11 +638,13 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         let client = crate::store::kube::client(args.kubeconfig.as_deref())
             .await
             .map_err(|e| ServeError::Store(e.to_string()))?;
-        let store: Arc<dyn Store> = crate::store::kube::ClusterStore::start(
+        let cluster = crate::store::kube::ClusterStore::start(
             client.clone(),
             crate::store::kube::Scope::for_policy(args.watch_namespaces.clone(), &policy),
             metrics.clone(),
         );
+        let changes = cluster.subscribe();
+        let store: Arc<dyn Store> = cluster;
         if policy.verify.enabled {
             let verify = crate::verify::kube::cluster_task(
                 client.clone(),
@@ -658,6 +670,21 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
                 settings,
             ));
         }
+        if policy.audit.enabled {
+            let settings = crate::audit::background::Settings::new(
+                env("POD_NAMESPACE", "default"),
+                env("POD_NAME", &env("HOSTNAME", "pullgate")),
+            );
+            tasks.spawn(crate::audit::background::run(
+                client.clone(),
+                store.clone(),
+                changes,
+                Arc::new(policy.clone()),
+                metrics.clone(),
+                audit_usage.clone(),
+                settings,
+            ));
+        }
         if policy.reconcile.service_accounts {
             let cfg = crate::reconcile::LoopConfig {
                 lease_namespace: env("POD_NAMESPACE", "default"),
@@ -677,13 +704,15 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         return Err(ServeError::NoStore);
     };
 
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         policy,
         store,
         metrics.clone(),
         args.max_concurrent_requests,
         args.request_timeout,
-    ));
+    );
+    state.audit_usage = audit_usage;
+    let state = Arc::new(state);
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await

@@ -87,6 +87,8 @@ pub struct Stats {
     pub pages: u64,
     /// Objects read.
     pub objects: u64,
+    /// Objects read, by kind.
+    pub per_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Lists restarted after an expired continue token.
     pub restarts: u64,
 }
@@ -149,10 +151,21 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    pass(&client, &*store, policy, options, now).await
+}
+
+/// One audit over a store that is already synced (the webhook's own, in `serve --cluster`).
+pub async fn pass(
+    client: &Client,
+    store: &dyn Store,
+    policy: &Policy,
+    options: &Options,
+    now: i64,
+) -> Result<(AuditReport, Stats), AuditError> {
     let mut auditor = Auditor::new(policy, now);
     let mut stats = Stats::default();
     for kind in ORDER {
-        list(&client, kind, options, &store, &mut auditor, &mut stats).await?;
+        list(client, kind, options, store, &mut auditor, &mut stats).await?;
     }
     Ok((auditor.finish(), stats))
 }
@@ -162,7 +175,7 @@ async fn list<'p>(
     client: &Client,
     kind: WorkloadKind,
     options: &Options,
-    store: &ClusterStore,
+    store: &dyn Store,
     auditor: &mut Auditor<'p>,
     stats: &mut Stats,
 ) -> Result<(), AuditError> {
@@ -218,6 +231,7 @@ async fn list<'p>(
             }
         }
         stats.objects += items.len() as u64;
+        *stats.per_kind.entry(kind.as_str()).or_default() += items.len() as u64;
         drop(items);
         stats.evaluation += started.elapsed();
         stats.pages += 1;

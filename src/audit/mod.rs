@@ -3,10 +3,13 @@
 //! from plain data with the production engine; a thin adapter ([`cluster`]) reads the cluster
 //! page by page and feeds it.
 
+pub mod background;
 pub mod cluster;
+pub mod live;
 pub mod object;
 pub mod pod;
 pub mod report;
+pub mod schedule;
 pub mod workload;
 
 pub use report::{AuditReport, AuditResult, Auditor, ResultScope, UsageIndex, Verdict};

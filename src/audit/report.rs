@@ -263,6 +263,52 @@ impl UsageIndex {
         ))
     }
 
+    /// Replace what this index knows of `namespace` by what `pass` (an audit of that namespace)
+    /// found; workloads no longer named by anything are dropped, so repeated merges do not grow it.
+    pub fn merge_namespace(&mut self, namespace: &str, pass: &UsageIndex) {
+        let mut merged = UsageIndex::default();
+        let mut remap: HashMap<(bool, u32), u32> = HashMap::new();
+        let sources = self
+            .secrets
+            .iter()
+            .filter(|(ns, _)| ns.as_str() != namespace)
+            .map(|(ns, m)| (false, ns, m))
+            .chain(
+                pass.secrets
+                    .get_key_value(namespace)
+                    .map(|(ns, m)| (true, ns, m)),
+            );
+        for (from_pass, ns, by_name) in sources {
+            let source = if from_pass { pass } else { &*self };
+            let mut out = BTreeMap::new();
+            for (secret, usage) in by_name {
+                let workloads = usage
+                    .workloads
+                    .iter()
+                    .filter_map(|w| {
+                        if let Some(n) = remap.get(&(from_pass, *w)) {
+                            return Some(*n);
+                        }
+                        let r = source.workloads.get(usize::try_from(*w).ok()?)?;
+                        let n = u32::try_from(merged.workloads.len()).ok()?;
+                        merged.workloads.push(r.clone());
+                        remap.insert((from_pass, *w), n);
+                        Some(n)
+                    })
+                    .collect();
+                out.insert(
+                    secret.clone(),
+                    Usage {
+                        workloads,
+                        pods: usage.pods,
+                    },
+                );
+            }
+            merged.secrets.insert(ns.clone(), out);
+        }
+        *self = merged;
+    }
+
     /// Number of secrets named by anything audited.
     pub fn len(&self) -> usize {
         self.secrets.values().map(BTreeMap::len).sum()
@@ -748,6 +794,48 @@ mod tests {
         assert_eq!(json["results"][0]["pods"]["withProblems"], 3);
         assert_eq!(json["results"][1]["scope"], "pod");
         assert!(json.get("usage").is_none());
+    }
+
+    /// The usage index of an audit of Deployments `(namespace, name, secret)`.
+    fn usage_of(deployments: &[(&str, &str, &str)]) -> UsageIndex {
+        let policy = Policy::default();
+        let mut a = Auditor::new(&policy, 0);
+        for (i, (ns, name, secret)) in deployments.iter().enumerate() {
+            let mut m = meta(name, &format!("d{i}"), None);
+            m["namespace"] = json!(ns);
+            let d = json!({"metadata": m, "spec": {"template": template(secret)}});
+            a.workload(&obj(WorkloadKind::Deployment, d), &ClusterIndex::new());
+        }
+        a.finish().usage
+    }
+
+    #[test]
+    fn a_namespace_pass_replaces_that_namespace_only() {
+        let mut all = usage_of(&[
+            ("shop", "api", "regcred"),
+            ("shop", "web", "regcred"),
+            ("shop", "cron", "old"),
+            ("ci", "runner", "regcred"),
+        ]);
+        let pass = usage_of(&[("shop", "api", "regcred"), ("shop", "api2", "new")]);
+        for _ in 0..3 {
+            all.merge_namespace("shop", &pass);
+        }
+        assert_eq!(
+            all.describe("shop", "regcred").as_deref(),
+            Some("secret regcred is used by 0 pods of 1 workload (shop/api)")
+        );
+        assert_eq!(all.describe("shop", "old"), None);
+        assert!(all.describe("shop", "new").is_some());
+        assert_eq!(
+            all.describe("ci", "regcred").as_deref(),
+            Some("secret regcred is used by 0 pods of 1 workload (ci/runner)")
+        );
+        // Workloads no longer named are dropped: merging again does not grow the index.
+        assert_eq!(all.workloads.len(), 3);
+        assert_eq!(all.len(), 3);
+        all.merge_namespace("shop", &UsageIndex::default());
+        assert_eq!((all.len(), all.workloads.len()), (1, 1));
     }
 
     #[test]
