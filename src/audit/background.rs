@@ -8,7 +8,7 @@
 use super::cluster::{self, Options};
 use super::live::{finding_counts, workload_causes, Announced, Cause, FindingCounts};
 use super::schedule::{Pass, Schedule, Timing};
-use super::UsageIndex;
+use super::{AuditReport, UsageIndex};
 use crate::metrics::{AuditFindingLabels, KindLabels, Metrics, PassLabels};
 use crate::policy::Policy;
 use crate::reconcile::Elector;
@@ -80,7 +80,9 @@ impl Settings {
 /// What the passes have published so far.
 struct Published {
     counts: FindingCounts,
-    usage: UsageIndex,
+    /// The same index the admission handler reads: a full pass moves its own in, a namespace
+    /// pass merges into a copy (copy on write).
+    usage: Arc<UsageIndex>,
     announced: Announced,
 }
 
@@ -105,7 +107,7 @@ pub async fn run(
     let mut schedule = Schedule::new(timing);
     let mut published = Published {
         counts: FindingCounts::new(),
-        usage: UsageIndex::default(),
+        usage: Arc::default(),
         announced: Announced::new(settings.announced_capacity),
     };
     let mut tick = tokio::time::interval(settings.tick);
@@ -183,7 +185,7 @@ pub async fn run(
 
 fn clear(metrics: &Metrics, published: &mut Published, usage: &SharedUsage) {
     publish_counts(metrics, &mut published.counts, None, FindingCounts::new());
-    published.usage = UsageIndex::default();
+    published.usage = Arc::default();
     usage.set(None);
 }
 
@@ -226,20 +228,22 @@ async fn pass(
             .get_or_create(&KindLabels { kind })
             .inc_by(*n);
     }
-    publish_counts(
-        metrics,
-        &mut published.counts,
-        namespace.as_deref(),
-        finding_counts(&report),
-    );
-    match &namespace {
-        Some(ns) => published.usage.merge_namespace(ns, &report.usage),
-        None => published.usage = report.usage.clone(),
-    }
-    usage.set(Some(Arc::new(published.usage.clone())));
     let causes = workload_causes(&report);
+    let summary = report.summary.clone();
+    let found = finding_counts(&report);
+    // The results go here; only the usage index is kept.
+    let AuditReport {
+        usage: report_usage,
+        ..
+    } = report;
+    match &namespace {
+        Some(ns) => Arc::make_mut(&mut published.usage).merge_namespace(ns, &report_usage),
+        None => published.usage = Arc::new(report_usage),
+    }
+    usage.set(Some(published.usage.clone()));
     let current: HashSet<Cause> = causes.iter().map(|(c, _)| c.clone()).collect();
     published.announced.resolve(namespace.as_deref(), &current);
+    publish_counts(metrics, &mut published.counts, namespace.as_deref(), found);
     let mut written = 0;
     for (cause, message) in &causes {
         if written >= settings.events_per_pass {
@@ -261,12 +265,14 @@ async fn pass(
     info!(
         scope,
         namespace = namespace.as_deref().unwrap_or("*"),
-        workloads = report.summary.workloads,
-        workloads_with_problems = report.summary.workloads_with_problems,
-        pods = report.summary.pods,
-        pods_with_problems = report.summary.pods_with_problems,
+        workloads = summary.workloads,
+        workloads_with_problems = summary.workloads_with_problems,
+        pods = summary.pods,
+        pods_with_problems = summary.pods_with_problems,
+        objects = stats.objects,
         events = written,
         elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        evaluation_ms = u64::try_from(stats.evaluation.as_millis()).unwrap_or(u64::MAX),
         "audit pass complete"
     );
 }

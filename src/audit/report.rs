@@ -352,7 +352,9 @@ impl AuditReport {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    result: CheckResult,
+    /// Shared, so that the checkpoint the cluster adapter takes before each list (a clone of
+    /// the auditor) does not copy every workload's result: only the pods summaries change later.
+    result: std::sync::Arc<CheckResult>,
     pods: PodsSummary,
 }
 
@@ -426,7 +428,7 @@ impl<'p> Auditor<'p> {
             name: result.name.clone(),
         });
         self.entries.push(Entry {
-            result,
+            result: std::sync::Arc::new(result),
             pods: PodsSummary::default(),
         });
         if !o.uid.is_empty() {
@@ -496,7 +498,8 @@ impl<'p> Auditor<'p> {
                     summary.workloads_with_problems += 1;
                 }
                 AuditResult {
-                    result: e.result,
+                    // The sole owner once the adapter's checkpoints are gone: no copy then.
+                    result: std::sync::Arc::unwrap_or_clone(e.result),
                     scope: ResultScope::Workload,
                     verdict,
                     pods: Some(e.pods),
