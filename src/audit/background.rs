@@ -205,6 +205,7 @@ async fn pass(
     let options = Options {
         namespace: namespace.clone(),
         page_size: settings.page_size,
+        slim: true,
         ..Options::default()
     };
     let now = jiff::Timestamp::now();

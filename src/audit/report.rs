@@ -377,6 +377,8 @@ pub struct Auditor<'p> {
     errors: Vec<String>,
     unlisted_errors: u64,
     notes: Vec<String>,
+    /// Keep of each result only what the background audit publishes (findings at warning or error).
+    slim: bool,
 }
 
 impl<'p> Auditor<'p> {
@@ -394,7 +396,26 @@ impl<'p> Auditor<'p> {
             errors: Vec::new(),
             unlisted_errors: 0,
             notes: Vec::new(),
+            slim: false,
         }
+    }
+
+    /// Keep of each result only its identity and its findings at warning or error (no images,
+    /// secrets or info findings): what `serve`'s background audit publishes, in less memory.
+    pub fn slim(mut self) -> Self {
+        self.slim = true;
+        self
+    }
+
+    fn trimmed(&self, mut r: CheckResult) -> CheckResult {
+        if self.slim {
+            r.images = Vec::new();
+            r.injected_secrets = Vec::new();
+            r.image_pull_secrets = Vec::new();
+            r.findings.retain(|f| f.severity >= Severity::Warning);
+            r.findings.shrink_to_fit();
+        }
+        r
     }
 
     /// Audit one workload: its next pod, unless a workload audited earlier controls it (a
@@ -421,7 +442,7 @@ impl<'p> Auditor<'p> {
         for s in &d.image_pull_secrets {
             self.usage.add(&o.namespace, s, Some(w), false);
         }
-        let result = to_result(&o.view, &o.namespace, &d);
+        let result = self.trimmed(to_result(&o.view, &o.namespace, &d));
         self.usage.workloads.push(WorkloadRef {
             kind: kind.as_str(),
             namespace: o.namespace.clone(),
@@ -462,7 +483,7 @@ impl<'p> Auditor<'p> {
             Some(e) => e.pods.add(&o.view.meta().display_name(), &d.findings),
             None if verdict == Verdict::Ok => {}
             None if self.pods.len() < MAX_POD_RESULTS => self.pods.push(AuditResult {
-                result: to_result(&o.view, &o.namespace, &d),
+                result: self.trimmed(to_result(&o.view, &o.namespace, &d)),
                 scope: ResultScope::Pod,
                 verdict,
                 pods: None,
@@ -810,6 +831,45 @@ mod tests {
             a.workload(&obj(WorkloadKind::Deployment, d), &ClusterIndex::new());
         }
         a.finish().usage
+    }
+
+    #[test]
+    fn a_slim_audit_keeps_verdicts_findings_and_usage() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));
+        let policy = Policy::default();
+        let run = |slim: bool| {
+            let mut a = Auditor::new(&policy, 0);
+            if slim {
+                a = a.slim();
+            }
+            for (name, secret) in [("api", "regcred"), ("web", "gone")] {
+                let d = json!({"metadata": meta(name, name, None), "spec": {"template": template(secret)}});
+                a.workload(&obj(WorkloadKind::Deployment, d), &idx);
+            }
+            a.finish()
+        };
+        let (full, slim) = (run(false), run(true));
+        assert!(full.results.iter().all(|r| !r.result.images.is_empty()));
+        assert!(slim.results.iter().all(|r| r.result.images.is_empty()));
+        let outline = |r: &AuditReport| {
+            r.results
+                .iter()
+                .map(|r| {
+                    let codes: Vec<Code> = r
+                        .result
+                        .findings
+                        .iter()
+                        .filter(|f| f.severity >= Severity::Warning)
+                        .map(|f| f.code)
+                        .collect();
+                    (r.result.name.clone(), r.verdict, codes)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(outline(&full), outline(&slim));
+        assert_eq!(full.usage, slim.usage);
+        assert_eq!(full.summary, slim.summary);
     }
 
     #[test]
