@@ -202,8 +202,12 @@ fn warnings(resp: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// PullgateAudit Events in shop about `name`, as (reason, message).
+/// PullgateAudit Events in shop about `name`: their messages, once checked to name the object
+/// as `kubectl describe` finds it (kind, apiVersion, uid).
 async fn audit_events(fake: &FakeApi, name: &str) -> Vec<String> {
+    let uid = fake
+        .get("deployments.apps", "shop", name)
+        .map(|d| d["metadata"]["uid"].clone());
     let events: Api<Event> = Api::namespaced(fake.client().await, "shop");
     events
         .list(&ListParams::default())
@@ -215,7 +219,19 @@ async fn audit_events(fake: &FakeApi, name: &str) -> Vec<String> {
             e.reason.as_deref() == Some("PullgateAudit")
                 && e.involved_object.name.as_deref() == Some(name)
         })
-        .map(|e| e.message.unwrap_or_default())
+        .map(|e| {
+            let o = &e.involved_object;
+            assert_eq!(
+                (
+                    o.kind.as_deref(),
+                    o.api_version.as_deref(),
+                    e.type_.as_deref()
+                ),
+                (Some("Deployment"), Some("apps/v1"), Some("Warning"))
+            );
+            assert_eq!(o.uid.clone().map(Value::from), uid, "{e:?}");
+            e.message.unwrap_or_default()
+        })
         .collect()
 }
 

@@ -323,7 +323,7 @@ async fn record_event(client: &Client, cause: &Cause, message: &str, now: jiff::
             kind: &cause.kind,
             namespace: &cause.namespace,
             name: &cause.name,
-            uid: None,
+            uid: Some(cause.uid.as_str()).filter(|u| !u.is_empty()),
             reason: "PullgateAudit",
             type_: "Warning",
             message: format!("{}: {message}", cause.code),

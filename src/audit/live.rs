@@ -20,6 +20,8 @@ pub struct Cause {
     pub name: String,
     /// Finding code.
     pub code: Code,
+    /// The workload's uid (a workload recreated under the same name is another one).
+    pub uid: String,
 }
 
 /// Each workload's (or lone pod's) distinct codes at warning or error, counted per namespace.
@@ -82,6 +84,7 @@ pub fn workload_causes(report: &AuditReport) -> Vec<(Cause, String)> {
                     kind: r.result.kind.clone(),
                     name: r.result.name.clone(),
                     code,
+                    uid: r.uid.clone(),
                 },
                 message,
             ));
@@ -155,6 +158,7 @@ mod tests {
             kind: "Deployment".to_owned(),
             name: name.to_owned(),
             code,
+            uid: format!("uid-{name}"),
         }
     }
 

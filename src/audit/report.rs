@@ -157,6 +157,9 @@ pub struct AuditResult {
     /// A workload's existing pods.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<PodsSummary>,
+    /// The object's uid, for Events about it (`kubectl describe` selects them by it); not reported.
+    #[serde(skip)]
+    pub uid: String,
 }
 
 /// Totals.
@@ -352,6 +355,7 @@ impl AuditReport {
 
 #[derive(Debug, Clone)]
 struct Entry {
+    uid: String,
     /// Shared, so that the checkpoint the cluster adapter takes before each list (a clone of
     /// the auditor) does not copy every workload's result: only the pods summaries change later.
     result: std::sync::Arc<CheckResult>,
@@ -449,6 +453,7 @@ impl<'p> Auditor<'p> {
             name: result.name.clone(),
         });
         self.entries.push(Entry {
+            uid: o.uid.clone(),
             result: std::sync::Arc::new(result),
             pods: PodsSummary::default(),
         });
@@ -487,6 +492,7 @@ impl<'p> Auditor<'p> {
                 scope: ResultScope::Pod,
                 verdict,
                 pods: None,
+                uid: o.uid.clone(),
             }),
             None => self.summary.pods_not_listed += 1,
         }
@@ -524,6 +530,7 @@ impl<'p> Auditor<'p> {
                     scope: ResultScope::Workload,
                     verdict,
                     pods: Some(e.pods),
+                    uid: e.uid,
                 }
             })
             .collect();
