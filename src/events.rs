@@ -1,4 +1,5 @@
-//! core/v1 Events that pullgate records on the objects it acts on (ServiceAccounts, Secrets, Pods).
+//! core/v1 Events that pullgate records on the objects it acts on (ServiceAccounts, Secrets, Pods,
+//! and the workloads the audit finds broken).
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -8,7 +9,7 @@ const COMPONENT: &str = "pullgate";
 
 /// What an Event is about and says.
 pub struct EventSpec<'a> {
-    /// Kind of the object (a core/v1 kind).
+    /// Kind of the object (a core/v1, apps/v1 or batch/v1 kind).
     pub kind: &'a str,
     /// Namespace of the object (and of the Event).
     pub namespace: &'a str,
@@ -33,7 +34,7 @@ pub fn event(spec: EventSpec<'_>, now: jiff::Timestamp) -> Event {
             ..Default::default()
         },
         involved_object: ObjectReference {
-            api_version: Some("v1".to_owned()),
+            api_version: Some(api_version(spec.kind).to_owned()),
             kind: Some(spec.kind.to_owned()),
             name: Some(spec.name.to_owned()),
             namespace: Some(spec.namespace.to_owned()),
@@ -52,5 +53,14 @@ pub fn event(spec: EventSpec<'_>, now: jiff::Timestamp) -> Event {
         last_timestamp: Some(Time(now)),
         count: Some(1),
         ..Default::default()
+    }
+}
+
+/// The apiVersion of a kind pullgate records Events on.
+fn api_version(kind: &str) -> &'static str {
+    match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps/v1",
+        "Job" | "CronJob" => "batch/v1",
+        _ => "v1",
     }
 }

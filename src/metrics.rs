@@ -128,6 +128,22 @@ impl Overflow for CauseLabels {
     }
 }
 
+/// Labels of the audit's finding counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditFindingLabels {
+    /// Namespace of the workloads.
+    pub namespace: String,
+    /// Finding code.
+    pub code: &'static str,
+}
+
+/// Labels of an audit pass.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassLabels {
+    /// full | namespace.
+    pub scope: &'static str,
+}
+
 /// Labels of the overflow counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MetricLabels {
@@ -260,7 +276,18 @@ pub struct Metrics {
     pub attribution_events: Family<OutcomeLabels, Counter>,
     /// Pods waiting for a diagnosis.
     pub attribution_queued: Gauge,
+    /// Workloads (and lone pods) with a finding, by namespace and code, as of the last audit.
+    pub audit_findings: Bounded<AuditFindingLabels, Gauge>,
+    /// End of the last completed audit pass.
+    pub audit_last_run: Gauge<f64, AtomicU64>,
+    /// Time an audit pass took.
+    pub audit_duration: Family<PassLabels, Histogram>,
+    /// Objects the audit read, by kind.
+    pub audit_objects: Family<KindLabels, Counter>,
 }
+
+/// Histogram buckets in seconds of an audit pass: from one namespace to a large cluster.
+const AUDIT_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// Histogram buckets in seconds: sub-millisecond resolution where admission lives, up to the webhook timeout.
 const BUCKETS: [f64; 15] = [
@@ -398,6 +425,31 @@ impl Metrics {
             "Pods waiting for a pull-failure diagnosis",
             attribution_queued.clone(),
         );
+        let audit_findings = Bounded::new(max_series, overflowed("pullgate_audit_findings"));
+        registry.register(
+            "audit_findings",
+            "Workloads and pods owned by none with a finding, by namespace and code, as of the last audit",
+            audit_findings.family.clone(),
+        );
+        let audit_last_run = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "audit_last_run_timestamp_seconds",
+            "End of the last completed audit pass",
+            audit_last_run.clone(),
+        );
+        let audit_duration =
+            Family::<PassLabels, Histogram>::new_with_constructor(|| Histogram::new(AUDIT_BUCKETS));
+        registry.register(
+            "audit_duration_seconds",
+            "Time an audit pass took, by scope (full or namespace)",
+            audit_duration.clone(),
+        );
+        let audit_objects = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "audit_objects",
+            "Objects the audit read, by kind",
+            audit_objects.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -417,6 +469,10 @@ impl Metrics {
             pod_restarts,
             attribution_events,
             attribution_queued,
+            audit_findings,
+            audit_last_run,
+            audit_duration,
+            audit_objects,
         }
     }
 
@@ -429,6 +485,8 @@ impl Metrics {
         self.credential_status
             .remove_where(|l| l.namespace == namespace);
         self.credential_last_verified
+            .remove_where(|l| l.namespace == namespace);
+        self.audit_findings
             .remove_where(|l| l.namespace == namespace);
     }
 

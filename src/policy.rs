@@ -301,6 +301,80 @@ pub struct Policy {
     /// Pull-failure attribution (cluster mode, opt-in).
     #[serde(default)]
     pub attribution: Attribution,
+    /// Background audit of existing workloads (cluster mode, opt-in).
+    #[serde(default)]
+    pub audit: Audit,
+}
+
+/// The background audit in `serve --cluster`: every workload's next pod and every existing pod,
+/// a full pass every `interval` and a namespace pass soon after its pull secrets change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Audit {
+    /// Run the background audit at all (it lists every pod and workload, so opt-in).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Time between two full passes.
+    #[serde(default = "one_hour", deserialize_with = "positive_duration")]
+    pub interval: HumanDuration,
+    /// Deny the deletion of a pull secret the last audit found in use (a warning otherwise).
+    #[serde(default)]
+    pub protect_in_use_secrets: bool,
+    /// PolicyReports: `auto` where the CRD exists, `on`, or `off`.
+    #[serde(default)]
+    pub reports: Reports,
+}
+
+/// Whether the audit writes `wgpolicyk8s.io` PolicyReports. YAML 1.1 reads a bare `on`/`off`
+/// as a boolean, so `true`/`false` are accepted for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reports {
+    /// Where the PolicyReport CRD is served.
+    #[default]
+    Auto,
+    /// Always (an absent CRD is an error in the log).
+    On,
+    /// Never.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for Reports {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Flag(true) => Ok(Reports::On),
+            Raw::Flag(false) => Ok(Reports::Off),
+            Raw::Word(w) => match w.as_str() {
+                "auto" => Ok(Reports::Auto),
+                "on" => Ok(Reports::On),
+                "off" => Ok(Reports::Off),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{w:?}: expected auto, on or off"
+                ))),
+            },
+        }
+    }
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            enabled: false,
+            interval: one_hour(),
+            protect_in_use_secrets: false,
+            reports: Reports::Auto,
+        }
+    }
+}
+
+fn one_hour() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3_600))
 }
 
 /// Pull-failure attribution: watch the kubelet's image-pull failure Events, name each failure's
@@ -491,6 +565,7 @@ impl Default for Policy {
             validation_override: None,
             verify: Verify::default(),
             attribution: Attribution::default(),
+            audit: Audit::default(),
         }
     }
 }
@@ -776,6 +851,48 @@ mod tests {
             (
                 "verify:\n  registries:\n  - pattern: r.io\n    cafile: x\n",
                 "verify.registries[0]",
+            ),
+        ] {
+            match Policy::from_yaml(text) {
+                Err(PolicyError::Field { path: p, .. }) => {
+                    assert!(p.starts_with(path), "{text}: {p}")
+                }
+                other => panic!("{text}: expected field error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn audit_section_defaults_parses_and_rejects() {
+        let a = Policy::default().audit;
+        assert!(!a.enabled && !a.protect_in_use_secrets);
+        assert_eq!(a.interval.0, Duration::from_secs(3_600));
+        assert_eq!(a.reports, Reports::Auto);
+        let p = Policy::from_yaml(
+            "audit:\n  enabled: true\n  interval: 30m\n  protectInUseSecrets: true\n  reports: off\n",
+        )
+        .unwrap();
+        assert!(p.audit.enabled && p.audit.protect_in_use_secrets);
+        assert_eq!(p.audit.interval.0, Duration::from_secs(1_800));
+        assert_eq!(p.audit.reports, Reports::Off);
+        for (text, want) in [
+            ("on", Reports::On),
+            ("'off'", Reports::Off),
+            ("auto", Reports::Auto),
+            ("true", Reports::On),
+        ] {
+            let p = Policy::from_yaml(&format!("audit:\n  reports: {text}\n")).unwrap();
+            assert_eq!(p.audit.reports, want, "{text}");
+        }
+        for (text, path) in [
+            ("audit:\n  enable: true\n", "audit"),
+            ("audit:\n  interval: 0s\n", "audit.interval"),
+            ("audit:\n  interval: hourly\n", "audit.interval"),
+            ("audit:\n  reports: yes-please\n", "audit.reports"),
+            ("audit:\n  reports: 1\n", "audit.reports"),
+            (
+                "audit:\n  protectInUseSecrets: maybe\n",
+                "audit.protectInUseSecrets",
             ),
         ] {
             match Policy::from_yaml(text) {

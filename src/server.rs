@@ -2,6 +2,7 @@
 //! metrics server, hot reload of the store and of the certificate, and graceful shutdown.
 
 use crate::admission::{self, Endpoint, Outcome, ReviewError};
+use crate::audit::background::SharedUsage;
 use crate::cli::ServeArgs;
 use crate::metrics::{
     kind_label, operation_label, CodeLabels, EndpointLabels, KindLabels, Metrics, RequestLabels,
@@ -122,6 +123,8 @@ pub struct AppState {
     pub limiter: Semaphore,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// Who uses which secret, as of the last completed background audit.
+    pub audit_usage: SharedUsage,
 }
 
 impl AppState {
@@ -140,6 +143,7 @@ impl AppState {
             serving: AtomicBool::new(true),
             limiter: Semaphore::new(max_concurrent.max(1)),
             request_timeout,
+            audit_usage: Default::default(),
         }
     }
 }
@@ -275,9 +279,10 @@ async fn handle(endpoint: Endpoint, st: &AppState, headers: &HeaderMap, body: Bo
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
     let now = jiff::Timestamp::now().as_second();
+    let usage = st.audit_usage.current();
     let result = {
         let view = st.store.view();
-        admission::review(endpoint, &bytes, &st.policy, &view, now)
+        admission::review_with_usage(endpoint, &bytes, &st.policy, &view, now, usage.as_deref())
     };
     match result {
         Ok(outcome) => {
@@ -602,14 +607,17 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         leaders: JoinSet::new(),
         terminating,
     };
-    let store = start_store(&args, &policy, &metrics, &mut background).await?;
-    let state = Arc::new(AppState::new(
+    let audit_usage = SharedUsage::default();
+    let store = start_store(&args, &policy, &metrics, &mut background, &audit_usage).await?;
+    let mut state = AppState::new(
         policy,
         store,
         metrics.clone(),
         args.max_concurrent_requests,
         args.request_timeout,
-    ));
+    );
+    state.audit_usage = audit_usage;
+    let state = Arc::new(state);
     let listener = bind("listen", args.listen).await?;
     let metrics_listener = bind("metrics-listen", args.metrics_listen).await?;
     // Log the bound addresses (port 0 picks a free one, which tests rely on).
@@ -762,13 +770,14 @@ async fn start_store(
     policy: &Policy,
     metrics: &Arc<Metrics>,
     background: &mut Background,
+    audit_usage: &SharedUsage,
 ) -> Result<Arc<dyn Store>, ServeError> {
     if let Some(dir) = &args.manifests {
         let every = args.reload_interval;
         return manifest_store(dir, policy, metrics, every, &mut background.tasks);
     }
     if args.cluster {
-        return cluster_store(args, policy, metrics, background).await;
+        return cluster_store(args, policy, metrics, background, audit_usage).await;
     }
     Err(ServeError::NoStore)
 }
@@ -783,25 +792,32 @@ fn manifest_store(
 ) -> Result<Arc<dyn Store>, ServeError> {
     let file_store = Arc::new(FileStore::load(dir)?);
     publish_store_metrics(&*file_store, metrics);
-    if policy.verify.enabled || policy.attribution.enabled || policy.reconcile.service_accounts {
-        warn!("verify, attribution and reconcile need --cluster: ignored with --manifests");
+    if policy.verify.enabled
+        || policy.attribution.enabled
+        || policy.reconcile.service_accounts
+        || policy.audit.enabled
+    {
+        warn!("verify, attribution, reconcile and audit need --cluster: ignored with --manifests");
     }
     tasks.spawn(watch_manifests(file_store.clone(), metrics.clone(), every));
     Ok(file_store)
 }
 
 /// The watch-backed store, with the cluster-mode tasks the policy enables: verification,
-/// attribution and the ServiceAccount reconciler (the last two lead through Leases).
+/// attribution, the background audit and the ServiceAccount reconciler (the last three lead
+/// through Leases).
 async fn cluster_store(
     args: &ServeArgs,
     policy: &Policy,
     metrics: &Arc<Metrics>,
     background: &mut Background,
+    audit_usage: &SharedUsage,
 ) -> Result<Arc<dyn Store>, ServeError> {
     let client = kube_client(args, "loading the store").await?;
     let scope = crate::store::kube::Scope::for_policy(args.watch_namespaces.clone(), policy);
-    let store: Arc<dyn Store> =
-        crate::store::kube::ClusterStore::start(client.clone(), scope, metrics.clone());
+    let cluster = crate::store::kube::ClusterStore::start(client.clone(), scope, metrics.clone());
+    let changes = cluster.subscribe();
+    let store: Arc<dyn Store> = cluster;
     if policy.verify.enabled {
         let verify = crate::verify::kube::cluster_task(
             client.clone(),
@@ -826,6 +842,20 @@ async fn cluster_store(
             store.clone(),
             policy.clone(),
             metrics.clone(),
+            settings,
+            background.terminating.clone(),
+        ));
+    }
+    if policy.audit.enabled {
+        let settings =
+            crate::audit::background::Settings::new(lease_namespace.clone(), identity.clone());
+        background.leaders.spawn(crate::audit::background::run(
+            client.clone(),
+            store.clone(),
+            changes,
+            policy.clone(),
+            metrics.clone(),
+            audit_usage.clone(),
             settings,
             background.terminating.clone(),
         ));

@@ -57,6 +57,19 @@ fn exported() -> BTreeSet<String> {
     m.attribution_events
         .get_or_create(&OutcomeLabels { outcome: "queued" })
         .inc();
+    if let Some(g) = m.audit_findings.series(&AuditFindingLabels {
+        namespace: "a".into(),
+        code: "SecretNotFound",
+    }) {
+        g.set(1);
+    }
+    m.audit_last_run.set(1.0);
+    m.audit_duration
+        .get_or_create(&PassLabels { scope: "full" })
+        .observe(1.0);
+    m.audit_objects
+        .get_or_create(&KindLabels { kind: "Pod" })
+        .inc();
     let text = m.encode();
     let mut names = BTreeSet::new();
     for line in text.lines() {
@@ -107,6 +120,7 @@ fn every_exported_metric_is_pullgate_prefixed_with_units() {
             // Gauges that count objects: the unit is the object, named last.
             || name == "pullgate_store_objects"
             || name == "pullgate_attribution_queued_pods"
+            || name == "pullgate_audit_findings"
             || name == "pullgate_store_stale"
             || name.starts_with("pullgate_credential_status");
         assert!(unit_ok, "{name} has no unit suffix");

@@ -4,6 +4,7 @@
 
 pub mod patch;
 
+use crate::audit::UsageIndex;
 use crate::engine::keyring::MatchTarget;
 use crate::engine::podview::{PodView, WorkloadKind, INJECT_ANNOTATION};
 use crate::engine::{
@@ -89,6 +90,9 @@ struct RequestIn {
     sub_resource: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
+    /// Name of the object (set for DELETE, where `object` is null).
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     operation: String,
     #[serde(default)]
@@ -132,6 +136,7 @@ enum RequestField {
     Kind,
     SubResource,
     Namespace,
+    Name,
     Operation,
     Object,
     #[serde(other)]
@@ -155,6 +160,7 @@ impl<'de> Visitor<'de> for OnePassVisitor {
         }
         let (mut uid, mut kind, mut sub_resource, mut namespace, mut operation) =
             (None, None, None, None, None);
+        let mut name = None;
         let mut object: Option<Result<PodView, Option<Box<RawValue>>>> = None;
         while let Some(field) = map.next_key::<RequestField>()? {
             match field {
@@ -170,6 +176,7 @@ impl<'de> Visitor<'de> for OnePassVisitor {
                     map.next_value::<Option<String>>()?,
                     "namespace",
                 )?,
+                RequestField::Name => once(&mut name, map.next_value::<Option<String>>()?, "name")?,
                 RequestField::Operation => {
                     once(&mut operation, map.next_value::<String>()?, "operation")?
                 }
@@ -195,6 +202,7 @@ impl<'de> Visitor<'de> for OnePassVisitor {
             kind: kind.unwrap_or_default(),
             sub_resource: sub_resource.flatten(),
             namespace: namespace.flatten(),
+            name: name.flatten(),
             operation: operation.unwrap_or_default(),
             object,
             view,
@@ -343,6 +351,19 @@ pub fn review(
     index: &ClusterIndex,
     now: i64,
 ) -> Result<Outcome, ReviewError> {
+    review_with_usage(endpoint, body, policy, index, now, None)
+}
+
+/// Answer one AdmissionReview body, knowing who uses which secret as of the last completed audit
+/// (`None` before one completes: a Secret DELETE is then allowed without a word).
+pub fn review_with_usage(
+    endpoint: Endpoint,
+    body: &[u8],
+    policy: &Policy,
+    index: &ClusterIndex,
+    now: i64,
+    usage: Option<&UsageIndex>,
+) -> Result<Outcome, ReviewError> {
     // serde reads a JSON array into a struct by position: only objects are reviews.
     if !is_json_object(body) {
         return Err(ReviewError::NotAnObject("expected a JSON object"));
@@ -385,7 +406,11 @@ pub fn review(
             service_account(endpoint, &req, namespace, policy, index)
         }
         ("", "Secret") if sub.is_empty() && endpoint == Endpoint::Validate => {
-            secret(&req, namespace, policy)
+            if req.operation == "DELETE" {
+                secret_delete(&req, namespace, policy, usage)
+            } else {
+                secret(&req, namespace, policy)
+            }
         }
         ("apps" | "batch" | "", k) if sub.is_empty() && endpoint == Endpoint::Validate => {
             match WorkloadKind::from_kind(k) {
@@ -609,7 +634,11 @@ fn warning(f: &Finding) -> String {
         .as_deref()
         .map(|c| format!(" [{c}]"))
         .unwrap_or_default();
-    let mut w = format!("pullgate {}{container}: {}", f.code, f.message);
+    cut_warning(format!("pullgate {}{container}: {}", f.code, f.message))
+}
+
+/// A warning cut to [`MAX_WARNING`] bytes on a character boundary.
+fn cut_warning(mut w: String) -> String {
     if w.len() > MAX_WARNING {
         let mut cut = MAX_WARNING - 3;
         while !w.is_char_boundary(cut) {
@@ -702,6 +731,40 @@ fn service_account(
             }
         }
     }
+    a
+}
+
+/// A Secret DELETE: what the last audit found depending on it, as a warning, or a denial under
+/// `audit.protectInUseSecrets`.
+fn secret_delete(
+    req: &RequestIn,
+    namespace: &str,
+    policy: &Policy,
+    usage: Option<&UsageIndex>,
+) -> Answer {
+    let described = req
+        .name
+        .as_deref()
+        .zip(usage)
+        .and_then(|(name, usage)| usage.describe(namespace, name));
+    let Some(users) = described else {
+        return Answer::allow();
+    };
+    let message = format!("pullgate: {users}; their next pods will fail to pull");
+    if policy.audit.protect_in_use_secrets {
+        return Answer {
+            allowed: false,
+            deny: Some((
+                403,
+                "Forbidden",
+                format!("{message} (audit.protectInUseSecrets forbids deleting it)"),
+            )),
+            ..Default::default()
+        };
+    }
+    let mut a = Answer::allow();
+    a.warnings.push(cut_warning(message));
+    a.audit.insert("secret-in-use", "true".to_owned());
     a
 }
 
@@ -895,6 +958,87 @@ mod tests {
             Just("[]".to_owned()),
             Just("{}".to_owned()),
         ]
+    }
+
+    /// A Secret DELETE as the API server sends it: `name` set, `object` null, `oldObject` the secret.
+    fn secret_delete_body(name: &str) -> Vec<u8> {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u9","kind":{{"group":"","version":"v1","kind":"Secret"}},"resource":{{"group":"","version":"v1","resource":"secrets"}},"requestKind":{{"group":"","version":"v1","kind":"Secret"}},"name":"{name}","namespace":"shop","operation":"DELETE","userInfo":{{"username":"kubernetes-admin"}},"object":null,"oldObject":{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"{name}","namespace":"shop"}},"type":"kubernetes.io/dockerconfigjson","data":{{".dockerconfigjson":"e30="}}}},"dryRun":false,"options":{{"apiVersion":"meta.k8s.io/v1","kind":"DeleteOptions","propagationPolicy":"Background"}}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn usage() -> crate::audit::UsageIndex {
+        let policy = Policy::default();
+        let mut a = crate::audit::Auditor::new(&policy, 0);
+        let d = serde_json::json!({"metadata": {"name": "api", "namespace": "shop", "uid": "d1"},
+            "spec": {"template": {"spec": {"imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{"name": "a", "image": "registry.example.com/a:1"}]}}}});
+        let o =
+            crate::audit::object::parse(WorkloadKind::Deployment, d.to_string().as_bytes(), "shop")
+                .unwrap();
+        a.workload(&o, &index());
+        a.finish().usage
+    }
+
+    fn response(o: &Outcome) -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&o.body).unwrap()["response"].clone()
+    }
+
+    #[test]
+    fn deleting_a_secret_in_use_warns_or_denies_from_the_last_audit() {
+        let (policy, idx, usage) = (Policy::default(), index(), usage());
+        let run = |name: &str, policy: &Policy, usage| {
+            review_with_usage(
+                Endpoint::Validate,
+                &secret_delete_body(name),
+                policy,
+                &idx,
+                0,
+                usage,
+            )
+            .unwrap()
+        };
+        // No audit completed: nothing said.
+        let o = run("regcred", &policy, None);
+        assert!(o.allowed);
+        assert!(response(&o).get("warnings").is_none(), "{}", response(&o));
+        // In use: a warning naming the users.
+        let o = run("regcred", &policy, Some(&usage));
+        assert!(o.allowed);
+        assert_eq!(
+            response(&o)["warnings"][0],
+            "pullgate: secret regcred is used by 0 pods of 1 workload (shop/api); their next pods will fail to pull"
+        );
+        // Unused: allowed silently.
+        let o = run("other", &policy, Some(&usage));
+        assert!(o.allowed && response(&o).get("warnings").is_none());
+        // Protected: denied.
+        let mut protect = Policy::default();
+        protect.audit.protect_in_use_secrets = true;
+        let o = run("regcred", &protect, Some(&usage));
+        assert!(!o.allowed);
+        let r = response(&o);
+        assert_eq!(r["status"]["code"], 403);
+        assert!(
+            r["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("secret regcred is used by 0 pods of 1 workload (shop/api)"),
+            "{r}"
+        );
+        assert!(run("other", &protect, Some(&usage)).allowed);
+        // The mutating endpoint never answers on it.
+        let o = review_with_usage(
+            Endpoint::Mutate,
+            &secret_delete_body("regcred"),
+            &protect,
+            &idx,
+            0,
+            Some(&usage),
+        )
+        .unwrap();
+        assert!(o.allowed);
     }
 
     proptest! {

@@ -28,6 +28,8 @@ pub struct Options {
     pub page_size: u32,
     /// Longest wait for the store's first full read of Secrets, ServiceAccounts and Namespaces.
     pub sync_timeout: Duration,
+    /// Results with their findings at warning or error only (see [`Auditor::slim`]).
+    pub slim: bool,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             namespace: None,
             page_size: 500,
             sync_timeout: Duration::from_secs(60),
+            slim: false,
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct Stats {
     pub pages: u64,
     /// Objects read.
     pub objects: u64,
+    /// Objects read, by kind.
+    pub per_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Lists restarted after an expired continue token.
     pub restarts: u64,
 }
@@ -164,6 +169,9 @@ pub async fn pass(
     now: i64,
 ) -> Result<(AuditReport, Stats), AuditError> {
     let mut auditor = Auditor::new(policy, now);
+    if options.slim {
+        auditor = auditor.slim();
+    }
     let mut stats = Stats::default();
     for kind in ORDER {
         list(client, kind, options, store, &mut auditor, &mut stats).await?;
@@ -232,6 +240,7 @@ async fn list<'p>(
             }
         }
         stats.objects += items.len() as u64;
+        *stats.per_kind.entry(kind.as_str()).or_default() += items.len() as u64;
         drop(items);
         let spent = started.elapsed();
         stats.evaluation += spent;

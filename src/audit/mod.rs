@@ -4,12 +4,15 @@
 //! page by page and feeds it; [`policyreport`] turns a report into PolicyReports, pure, and
 //! [`publish`] writes them.
 
+pub mod background;
 pub mod cluster;
+pub mod live;
 pub mod object;
 pub mod pod;
 pub mod policyreport;
 pub mod publish;
 pub mod report;
+pub mod schedule;
 pub mod workload;
 
 pub use report::{AuditReport, AuditResult, Auditor, ResultScope, UsageIndex, Verdict};

@@ -157,7 +157,8 @@ pub struct AuditResult {
     /// A workload's existing pods.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<PodsSummary>,
-    /// `metadata.uid` (empty when absent), for PolicyReports; not in the JSON of `check`.
+    /// `metadata.uid` (empty when absent), for PolicyReports and Events (`kubectl describe`
+    /// selects them by it); not in the JSON of `check`.
     #[serde(skip)]
     pub uid: String,
 }
@@ -266,6 +267,52 @@ impl UsageIndex {
         ))
     }
 
+    /// Replace what this index knows of `namespace` by what `pass` (an audit of that namespace)
+    /// found; workloads no longer named by anything are dropped, so repeated merges do not grow it.
+    pub fn merge_namespace(&mut self, namespace: &str, pass: &UsageIndex) {
+        let mut merged = UsageIndex::default();
+        let mut remap: HashMap<(bool, u32), u32> = HashMap::new();
+        let sources = self
+            .secrets
+            .iter()
+            .filter(|(ns, _)| ns.as_str() != namespace)
+            .map(|(ns, m)| (false, ns, m))
+            .chain(
+                pass.secrets
+                    .get_key_value(namespace)
+                    .map(|(ns, m)| (true, ns, m)),
+            );
+        for (from_pass, ns, by_name) in sources {
+            let source = if from_pass { pass } else { &*self };
+            let mut out = BTreeMap::new();
+            for (secret, usage) in by_name {
+                let workloads = usage
+                    .workloads
+                    .iter()
+                    .filter_map(|w| {
+                        if let Some(n) = remap.get(&(from_pass, *w)) {
+                            return Some(*n);
+                        }
+                        let r = source.workloads.get(usize::try_from(*w).ok()?)?;
+                        let n = u32::try_from(merged.workloads.len()).ok()?;
+                        merged.workloads.push(r.clone());
+                        remap.insert((from_pass, *w), n);
+                        Some(n)
+                    })
+                    .collect();
+                out.insert(
+                    secret.clone(),
+                    Usage {
+                        workloads,
+                        pods: usage.pods,
+                    },
+                );
+            }
+            merged.secrets.insert(ns.clone(), out);
+        }
+        *self = merged;
+    }
+
     /// Number of secrets named by anything audited.
     pub fn len(&self) -> usize {
         self.secrets.values().map(BTreeMap::len).sum()
@@ -309,9 +356,11 @@ impl AuditReport {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    result: CheckResult,
-    pods: PodsSummary,
     uid: String,
+    /// Shared, so that the checkpoint the cluster adapter takes before each list (a clone of
+    /// the auditor) does not copy every workload's result: only the pods summaries change later.
+    result: std::sync::Arc<CheckResult>,
+    pods: PodsSummary,
 }
 
 /// Builds an [`AuditReport`] from objects fed in list order: Deployments, StatefulSets,
@@ -333,6 +382,8 @@ pub struct Auditor<'p> {
     errors: Vec<String>,
     unlisted_errors: u64,
     notes: Vec<String>,
+    /// Keep of each result only what the background audit publishes (findings at warning or error).
+    slim: bool,
 }
 
 impl<'p> Auditor<'p> {
@@ -350,7 +401,26 @@ impl<'p> Auditor<'p> {
             errors: Vec::new(),
             unlisted_errors: 0,
             notes: Vec::new(),
+            slim: false,
         }
+    }
+
+    /// Keep of each result only its identity and its findings at warning or error (no images,
+    /// secrets or info findings): what `serve`'s background audit publishes, in less memory.
+    pub fn slim(mut self) -> Self {
+        self.slim = true;
+        self
+    }
+
+    fn trimmed(&self, mut r: CheckResult) -> CheckResult {
+        if self.slim {
+            r.images = Vec::new();
+            r.injected_secrets = Vec::new();
+            r.image_pull_secrets = Vec::new();
+            r.findings.retain(|f| f.severity >= Severity::Warning);
+            r.findings.shrink_to_fit();
+        }
+        r
     }
 
     /// Audit one workload: its next pod, unless a workload audited earlier controls it (a
@@ -377,16 +447,16 @@ impl<'p> Auditor<'p> {
         for s in &d.image_pull_secrets {
             self.usage.add(&o.namespace, s, Some(w), false);
         }
-        let result = to_result(&o.view, &o.namespace, &d);
+        let result = self.trimmed(to_result(&o.view, &o.namespace, &d));
         self.usage.workloads.push(WorkloadRef {
             kind: kind.as_str(),
             namespace: o.namespace.clone(),
             name: result.name.clone(),
         });
         self.entries.push(Entry {
-            result,
-            pods: PodsSummary::default(),
             uid: o.uid.clone(),
+            result: std::sync::Arc::new(result),
+            pods: PodsSummary::default(),
         });
         if !o.uid.is_empty() {
             self.owners.insert(o.uid.clone(), w);
@@ -419,7 +489,7 @@ impl<'p> Auditor<'p> {
             Some(e) => e.pods.add(&o.view.meta().display_name(), &d.findings),
             None if verdict == Verdict::Ok => {}
             None if self.pods.len() < MAX_POD_RESULTS => self.pods.push(AuditResult {
-                result: to_result(&o.view, &o.namespace, &d),
+                result: self.trimmed(to_result(&o.view, &o.namespace, &d)),
                 scope: ResultScope::Pod,
                 verdict,
                 pods: None,
@@ -456,7 +526,8 @@ impl<'p> Auditor<'p> {
                     summary.workloads_with_problems += 1;
                 }
                 AuditResult {
-                    result: e.result,
+                    // The sole owner once the adapter's checkpoints are gone: no copy then.
+                    result: std::sync::Arc::unwrap_or_clone(e.result),
                     scope: ResultScope::Workload,
                     verdict,
                     pods: Some(e.pods),
@@ -755,6 +826,87 @@ mod tests {
         assert_eq!(json["results"][0]["pods"]["withProblems"], 3);
         assert_eq!(json["results"][1]["scope"], "pod");
         assert!(json.get("usage").is_none());
+    }
+
+    /// The usage index of an audit of Deployments `(namespace, name, secret)`.
+    fn usage_of(deployments: &[(&str, &str, &str)]) -> UsageIndex {
+        let policy = Policy::default();
+        let mut a = Auditor::new(&policy, 0);
+        for (i, (ns, name, secret)) in deployments.iter().enumerate() {
+            let mut m = meta(name, &format!("d{i}"), None);
+            m["namespace"] = json!(ns);
+            let d = json!({"metadata": m, "spec": {"template": template(secret)}});
+            a.workload(&obj(WorkloadKind::Deployment, d), &ClusterIndex::new());
+        }
+        a.finish().usage
+    }
+
+    #[test]
+    fn a_slim_audit_keeps_verdicts_findings_and_usage() {
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("shop", "regcred", &["registry.example.com"], 0));
+        let policy = Policy::default();
+        let run = |slim: bool| {
+            let mut a = Auditor::new(&policy, 0);
+            if slim {
+                a = a.slim();
+            }
+            for (name, secret) in [("api", "regcred"), ("web", "gone")] {
+                let d = json!({"metadata": meta(name, name, None), "spec": {"template": template(secret)}});
+                a.workload(&obj(WorkloadKind::Deployment, d), &idx);
+            }
+            a.finish()
+        };
+        let (full, slim) = (run(false), run(true));
+        assert!(full.results.iter().all(|r| !r.result.images.is_empty()));
+        assert!(slim.results.iter().all(|r| r.result.images.is_empty()));
+        let outline = |r: &AuditReport| {
+            r.results
+                .iter()
+                .map(|r| {
+                    let codes: Vec<Code> = r
+                        .result
+                        .findings
+                        .iter()
+                        .filter(|f| f.severity >= Severity::Warning)
+                        .map(|f| f.code)
+                        .collect();
+                    (r.result.name.clone(), r.verdict, codes)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(outline(&full), outline(&slim));
+        assert_eq!(full.usage, slim.usage);
+        assert_eq!(full.summary, slim.summary);
+    }
+
+    #[test]
+    fn a_namespace_pass_replaces_that_namespace_only() {
+        let mut all = usage_of(&[
+            ("shop", "api", "regcred"),
+            ("shop", "web", "regcred"),
+            ("shop", "cron", "old"),
+            ("ci", "runner", "regcred"),
+        ]);
+        let pass = usage_of(&[("shop", "api", "regcred"), ("shop", "api2", "new")]);
+        for _ in 0..3 {
+            all.merge_namespace("shop", &pass);
+        }
+        assert_eq!(
+            all.describe("shop", "regcred").as_deref(),
+            Some("secret regcred is used by 0 pods of 1 workload (shop/api)")
+        );
+        assert_eq!(all.describe("shop", "old"), None);
+        assert!(all.describe("shop", "new").is_some());
+        assert_eq!(
+            all.describe("ci", "regcred").as_deref(),
+            Some("secret regcred is used by 0 pods of 1 workload (ci/runner)")
+        );
+        // Workloads no longer named are dropped: merging again does not grow the index.
+        assert_eq!(all.workloads.len(), 3);
+        assert_eq!(all.len(), 3);
+        all.merge_namespace("shop", &UsageIndex::default());
+        assert_eq!((all.len(), all.workloads.len()), (1, 1));
     }
 
     #[test]

@@ -70,6 +70,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     gauges: ObjectGauges,
     started: Instant,
+    /// Namespaces whose pull Secrets or ServiceAccounts changed after the first list.
+    changes: tokio::sync::broadcast::Sender<String>,
 }
 
 /// The `store_objects` gauges, looked up once instead of per event.
@@ -127,6 +129,7 @@ impl ClusterStore {
             metrics,
             gauges,
             started: Instant::now(),
+            changes: tokio::sync::broadcast::channel(CHANGES_CAPACITY).0,
         });
         shared.publish_counts(&shared.read());
         let tasks = watches
@@ -134,6 +137,18 @@ impl ClusterStore {
             .map(|w| spawn_watch(&shared, &client, w))
             .collect();
         Arc::new(ClusterStore { shared, tasks })
+    }
+}
+
+/// Namespace changes a slow subscriber may fall behind by before it is told it lagged.
+const CHANGES_CAPACITY: usize = 1_024;
+
+impl ClusterStore {
+    /// The names of namespaces whose pull Secrets or ServiceAccounts change from now on (added,
+    /// updated, deleted, or found gone by a relist), once per change, after the change is in
+    /// the index. A receiver that falls behind gets `Lagged` and should assume anything changed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.shared.changes.subscribe()
     }
 }
 
@@ -473,6 +488,8 @@ struct Follower {
     listed_once: bool,
     /// Namespaces seen deleted since the last drain, whose metric series are to go too.
     deleted_namespaces: Vec<String>,
+    /// Namespaces whose objects changed since the last drain (not during the first list).
+    changed_namespaces: Vec<String>,
 }
 
 impl Follower {
@@ -482,11 +499,14 @@ impl Follower {
             unseen: None,
             listed_once: false,
             deleted_namespaces: Vec::new(),
+            changed_namespaces: Vec::new(),
         }
     }
 
     fn on_event<K: Watched>(&mut self, index: &RwLock<ClusterIndex>, event: Event<K>) -> Progress {
         let write = || index.write().unwrap_or_else(PoisonError::into_inner);
+        let tracked = self.watch.target != Target::Namespaces;
+        let live = tracked && matches!(&event, Event::Apply(_) | Event::Delete(_));
         match event {
             Event::Init => {
                 let read = index.read().unwrap_or_else(PoisonError::into_inner);
@@ -500,10 +520,14 @@ impl Follower {
             Event::InitApply(obj) | Event::Apply(obj) => {
                 // Convert (and parse secret payloads) before taking the lock.
                 if let Some(entry) = obj.into_entry(self.watch.target) {
+                    let key = entry.key();
                     if let Some(unseen) = &mut self.unseen {
-                        unseen.remove(&entry.key());
+                        unseen.remove(&key);
                     }
                     entry.apply(&mut write());
+                    if live {
+                        self.changed_namespaces.push(key.0);
+                    }
                 } else {
                     warn!(
                         resource = self.watch.target.resource(),
@@ -518,6 +542,8 @@ impl Follower {
                     self.watch.remove(&mut write(), &key);
                     if self.watch.target == Target::Namespaces {
                         self.deleted_namespaces.push(key.1);
+                    } else if live {
+                        self.changed_namespaces.push(key.0);
                     }
                 }
                 Progress::Changed
@@ -533,6 +559,9 @@ impl Follower {
                     if self.watch.target == Target::Namespaces {
                         self.deleted_namespaces
                             .extend(gone.into_iter().map(|(_, name)| name));
+                    } else if tracked && self.listed_once {
+                        self.changed_namespaces
+                            .extend(gone.into_iter().map(|(ns, _)| ns));
                     }
                 }
                 let first = !self.listed_once;
@@ -801,6 +830,10 @@ async fn follow<K: Watched>(
                 for ns in follower.deleted_namespaces.drain(..) {
                     shared.metrics.forget_namespace(&ns);
                 }
+                for ns in follower.changed_namespaces.drain(..) {
+                    // No subscriber is not an error: nothing listens unless the audit runs.
+                    let _ = shared.changes.send(ns);
+                }
                 health.synced();
                 shared.publish_counts(&shared.read());
                 match progress {
@@ -1001,6 +1034,33 @@ mod tests {
         assert!(nameless
             .into_entry(Target::Secrets(DOCKERCFG_TYPE))
             .is_none());
+    }
+
+    #[test]
+    fn changes_are_reported_per_namespace_after_the_first_list_only() {
+        let index = RwLock::new(ClusterIndex::new());
+        let mut f = follower(Target::ServiceAccounts, None);
+        f.on_event::<ServiceAccount>(&index, Event::Init);
+        f.on_event(&index, Event::InitApply(sa("a", "default", &[], &[])));
+        f.on_event(&index, Event::InitApply(sa("b", "default", &[], &[])));
+        f.on_event::<ServiceAccount>(&index, Event::InitDone);
+        assert!(
+            f.changed_namespaces.is_empty(),
+            "the first list is no change"
+        );
+        f.on_event(&index, Event::Apply(sa("a", "default", &["x"], &[])));
+        f.on_event(&index, Event::Delete(sa("c", "gone", &[], &[])));
+        // A relist that no longer shows b/default: deleted while the watch was down.
+        f.on_event::<ServiceAccount>(&index, Event::Init);
+        f.on_event(&index, Event::InitApply(sa("a", "default", &["x"], &[])));
+        f.on_event::<ServiceAccount>(&index, Event::InitDone);
+        assert_eq!(f.changed_namespaces, ["a", "c", "b"]);
+        let mut n = follower(Target::Namespaces, None);
+        n.on_event(&index, Event::Apply(namespace("a", &[])));
+        assert!(
+            n.changed_namespaces.is_empty(),
+            "namespaces are not tracked"
+        );
     }
 
     #[test]
