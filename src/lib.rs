@@ -14,7 +14,6 @@ pub mod engine;
 pub mod events;
 pub mod manifests;
 pub mod metrics;
-pub mod policy;
 pub mod reconcile;
 pub mod server;
 pub mod store;

@@ -4,8 +4,8 @@
 //! with resourceVersion preconditions, records Events, and only runs on the Lease holder.
 
 use crate::engine::evaluate_service_account;
-use crate::policy::Policy;
-use crate::store::index::{ClusterIndex, NamespaceInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
+use crate::engine::index::{ClusterIndex, NamespaceInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
+use crate::engine::policy::Policy;
 use crate::store::Store;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
@@ -391,7 +391,7 @@ fn namespace_index(ns: &NamespaceInfo, name: &str) -> ClusterIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::tests::pull_secret;
+    use crate::engine::index::tests::pull_secret;
     use std::collections::BTreeMap;
 
     fn policy() -> Policy {

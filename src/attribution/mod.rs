@@ -17,9 +17,9 @@ use crate::engine::diagnosis::{
     all_started, container_reports, diagnose, keyring_wait, pull_failure, Diagnosis,
 };
 use crate::engine::podview::{PodView, WorkloadKind};
+use crate::engine::policy::Policy;
 use crate::events::{event, EventSpec};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels};
-use crate::policy::Policy;
 use crate::reconcile::Elector;
 use crate::store::Store;
 use futures::StreamExt;

@@ -6,11 +6,11 @@ use super::keyring::{Keyring, MatchTarget, NearMiss, RegistryKey};
 use super::podview::{ContainerKind, PodView, WorkloadKind};
 use super::reference::ImageRef;
 use super::registry_class::{classify, RegistryClass};
-use crate::policy::{Effective, Policy, Validation};
-use crate::store::index::{
+use crate::engine::index::{
     ClusterIndex, CredentialStatus, NamespaceInfo, OtherSecret, SecretInfo,
     MAX_ELSEWHERE_CANDIDATES,
 };
+use crate::engine::policy::{Effective, Policy, Validation};
 
 /// The admission operation being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1040,8 +1040,8 @@ pub fn secret_findings(s: &SecretInfo, policy: &Policy) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::tests::pull_secret;
-    use crate::store::index::ServiceAccountInfo;
+    use crate::engine::index::tests::pull_secret;
+    use crate::engine::index::ServiceAccountInfo;
     use serde_json::json;
     use std::collections::BTreeMap;
 
@@ -1077,8 +1077,8 @@ mod tests {
     fn deny() -> Policy {
         Policy {
             validation: Validation::Deny,
-            registries: crate::policy::Registries {
-                private: vec![crate::policy::RegistryPattern::All],
+            registries: crate::engine::policy::Registries {
+                private: vec![crate::engine::policy::RegistryPattern::All],
                 public: Vec::new(),
             },
             ..Policy::default()
@@ -1447,7 +1447,7 @@ mod tests {
 
     #[test]
     fn rejected_credentials_warn_or_deny_as_configured() {
-        use crate::store::index::SecretVerification;
+        use crate::engine::index::SecretVerification;
         let verified = |idx: &ClusterIndex, name: &str, key: &str, status| {
             let rv = idx.namespace("shop").secrets[name].resource_version.clone();
             assert!(idx.record_verification(

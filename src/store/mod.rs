@@ -1,11 +1,10 @@
 //! The namespace views the engine reads: the pure index, and the stores that keep it current.
 
 pub mod files;
-pub mod index;
 pub mod kube;
 pub mod objects;
 
-use index::ClusterIndex;
+use crate::engine::index::ClusterIndex;
 use std::ops::Deref;
 use std::sync::Arc;
 

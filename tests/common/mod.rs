@@ -6,8 +6,8 @@
 #![allow(dead_code)]
 
 use base64::Engine;
+use pullgate::engine::policy::Policy;
 use pullgate::metrics::Metrics;
-use pullgate::policy::Policy;
 use pullgate::server::{self, AppState};
 use pullgate::store::files::FileStore;
 use pullgate::tls::{self, CertResolver};
