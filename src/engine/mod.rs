@@ -3,6 +3,7 @@
 pub mod diagnosis;
 pub mod evaluate;
 pub mod findings;
+pub mod gostd;
 pub mod index;
 pub mod keyring;
 pub mod podview;
