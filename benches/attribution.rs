@@ -26,8 +26,8 @@ mod support;
 
 use process::{arg, mib, status_kib};
 use pullgate::attribution::{run, Settings};
+use pullgate::engine::policy::Policy;
 use pullgate::metrics::Metrics;
-use pullgate::policy::Policy;
 use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use serde_json::json;

@@ -32,8 +32,8 @@ mod support;
 
 use process::{arg, mib, status_kib};
 use pullgate::audit::cluster::{self, Options};
+use pullgate::engine::policy::Policy;
 use pullgate::metrics::Metrics;
-use pullgate::policy::Policy;
 use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use std::io::{BufRead, BufReader, Read};

@@ -45,9 +45,9 @@ mod support;
 
 use process::{arg, mib, status_kib};
 use pullgate::admission::{self, Endpoint};
+use pullgate::engine::index::ClusterIndex;
+use pullgate::engine::policy::Policy;
 use pullgate::metrics::Metrics;
-use pullgate::policy::Policy;
-use pullgate::store::index::ClusterIndex;
 use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use std::ffi::OsStr;

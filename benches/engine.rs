@@ -8,11 +8,11 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pullgate::admission::{review, Endpoint};
+use pullgate::engine::index::ClusterIndex;
 use pullgate::engine::keyring::{Keyring, MatchTarget, RegistryKey};
 use pullgate::engine::podview::{PodView, WorkloadKind};
 use pullgate::engine::reference::ImageRef;
 use pullgate::engine::{evaluate_pod, Operation, PodContext};
-use pullgate::store::index::ClusterIndex;
 use std::hint::black_box;
 use std::time::Duration;
 

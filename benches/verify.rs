@@ -20,9 +20,9 @@ mod registry;
 
 use base64::Engine;
 use futures::future::BoxFuture;
+use pullgate::engine::index::{ClusterIndex, SecretInfo};
+use pullgate::engine::policy::Policy;
 use pullgate::metrics::Metrics;
-use pullgate::policy::Policy;
-use pullgate::store::index::{ClusterIndex, SecretInfo};
 use pullgate::store::{Store, View};
 use pullgate::verify::service::{
     FetchedSecret, LoopConfig, SecretData, SecretSource, SourceError, VerifyLoop,

@@ -1,11 +1,11 @@
 //! `pullgate check`: evaluate the Pods and workloads of manifests offline, against the Secrets,
 //! ServiceAccounts and Namespaces in the same input, as the mutating then validating webhook would.
 
+use crate::engine::index::{ClusterIndex, CredentialStatus};
 use crate::engine::podview::{PodView, WorkloadKind};
+use crate::engine::policy::Policy;
 use crate::engine::{evaluate_pod, Decision, Finding, PodContext};
 use crate::manifests::{Document, Manifests, Problem};
-use crate::policy::Policy;
-use crate::store::index::{ClusterIndex, CredentialStatus};
 use crate::store::objects::index_documents;
 use crate::verify::offline::VerifiedSecret;
 use serde::Serialize;

@@ -1,6 +1,6 @@
 //! The command line: `serve`, `check`, `certs`, `validate-config`, with `PULLGATE_*` env fallbacks.
 
-use crate::policy::{DurationError, HumanDuration};
+use crate::engine::policy::{DurationError, HumanDuration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

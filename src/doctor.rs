@@ -2,11 +2,11 @@
 //! turns the pod, its namespace's view and its events into verdicts; a thin adapter reads them.
 
 use crate::engine::diagnosis::{self, pull_failure, ContainerReport, Diagnosis, PullFailure};
+use crate::engine::index::ClusterIndex;
 use crate::engine::podview::{PodView, WorkloadKind};
+use crate::engine::policy::Policy;
 use crate::engine::{evaluate_pod, Code, Finding, PodContext, Severity};
 use crate::manifests::Document;
-use crate::policy::Policy;
-use crate::store::index::ClusterIndex;
 use crate::store::objects::{namespace_from_value, secret_from_value, service_account_from_value};
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams};
@@ -375,7 +375,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::tests::pull_secret;
+    use crate::engine::index::tests::pull_secret;
     use serde_json::json;
 
     fn view(v: serde_json::Value) -> PodView {
@@ -455,12 +455,12 @@ mod tests {
         let mut keys = std::collections::BTreeMap::new();
         keys.insert(
             "registry.example.com".to_owned(),
-            crate::store::index::CredentialStatus::Rejected,
+            crate::engine::index::CredentialStatus::Rejected,
         );
         assert!(idx.record_verification(
             "shop",
             "regcred",
-            crate::store::index::SecretVerification {
+            crate::engine::index::SecretVerification {
                 resource_version: None,
                 verified_at: 1,
                 keys

@@ -11,7 +11,6 @@ pub mod events;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
-pub mod policy;
 pub mod reconcile;
 pub mod server;
 pub mod store;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use pullgate::cli::{Cli, Command, OutputFormat, ValidationArg};
-use pullgate::policy::{Policy, Validation};
+use pullgate::engine::policy::{Policy, Validation};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -4,9 +4,9 @@
 //! with resourceVersion preconditions, records Events, and only runs on the Lease holder.
 
 use crate::engine::evaluate_service_account;
+use crate::engine::index::{ClusterIndex, NamespaceInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
+use crate::engine::policy::Policy;
 use crate::leader::{self, Elector};
-use crate::policy::Policy;
-use crate::store::index::{ClusterIndex, NamespaceInfo, ServiceAccountInfo, MANAGED_ANNOTATION};
 use crate::store::Store;
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -301,7 +301,7 @@ fn namespace_index(ns: &NamespaceInfo, name: &str) -> ClusterIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::tests::pull_secret;
+    use crate::engine::index::tests::pull_secret;
     use std::collections::BTreeMap;
 
     fn policy() -> Policy {

@@ -4,11 +4,11 @@
 use crate::admission::{self, Endpoint, Outcome, ReviewError};
 use crate::audit::background::SharedUsage;
 use crate::cli::ServeArgs;
+use crate::engine::policy::{Policy, PolicyError};
 use crate::metrics::{
     kind_label, operation_label, CodeLabels, EndpointLabels, KindLabels, Metrics, RequestLabels,
     WouldDenyLabels,
 };
-use crate::policy::{Policy, PolicyError};
 use crate::store::files::FileStore;
 use crate::store::Store;
 use crate::tls::{self, CertResolver, TlsError};

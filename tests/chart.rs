@@ -598,7 +598,9 @@ fn of_kind<'a>(
 }
 
 /// The policy file the chart renders: its text, as YAML data, and as the binary loads it.
-fn rendered_policy(case: &str) -> Result<(serde_json::Value, pullgate::policy::Policy), String> {
+fn rendered_policy(
+    case: &str,
+) -> Result<(serde_json::Value, pullgate::engine::policy::Policy), String> {
     let objects = objects(case)?;
     let cm = of_kind(objects, "ConfigMap")
         .find(|o| {
@@ -612,7 +614,7 @@ fn rendered_policy(case: &str) -> Result<(serde_json::Value, pullgate::policy::P
         .ok_or_else(|| format!("{case}: the policy ConfigMap has no policy.yaml"))?;
     let data: serde_json::Value = serde_saphyr::from_str(text)
         .map_err(|e| format!("{case}: policy.yaml is not YAML: {e}\n{text}"))?;
-    let policy = pullgate::policy::Policy::from_yaml(text)
+    let policy = pullgate::engine::policy::Policy::from_yaml(text)
         .map_err(|e| format!("{case}: pullgate refuses the rendered policy: {e}\n{text}"))?;
     Ok((data, policy))
 }
@@ -729,7 +731,7 @@ fn policy_configmap_carries_verify_and_attribution() -> TestResult {
     // The chart's defaults are the binary's: verification and attribution off, same settings, and
     // no empty probeRepository (the binary would refuse it).
     let (data, policy) = rendered_policy("default")?;
-    let defaults = pullgate::policy::Policy::default();
+    let defaults = pullgate::engine::policy::Policy::default();
     if policy.verify != defaults.verify || policy.attribution != defaults.attribution {
         failures.push(format!(
             "default values render verify {:?} / attribution {:?}, the binary defaults are {:?} / {:?}",

@@ -153,7 +153,7 @@ async fn ready_only_after_every_initial_list_then_serves_the_cluster() {
     assert_eq!(view.namespace("a").overrides.inject, Some(false));
     assert_eq!(
         view.namespace("a").overrides.validation,
-        Some(pullgate::policy::Validation::Deny)
+        Some(pullgate::engine::policy::Validation::Deny)
     );
     drop(view);
     assert_eq!(
@@ -811,7 +811,7 @@ async fn serve_cluster_names_a_secret_of_the_wrong_type_as_check_does() {
         let checked = pullgate::admission::review(
             pullgate::admission::Endpoint::Validate,
             &body,
-            &pullgate::policy::Policy::default(),
+            &pullgate::engine::policy::Policy::default(),
             &offline,
             jiff::Timestamp::now().as_second(),
         )
@@ -934,7 +934,7 @@ async fn recovers_after(outage: Duration, compact: bool) {
             && !a.service_accounts.contains_key("old")
             && a.service_accounts.contains_key("builder")
             && a.overrides.inject.is_none()
-            && a.overrides.validation == Some(pullgate::policy::Validation::Deny)
+            && a.overrides.validation == Some(pullgate::engine::policy::Validation::Deny)
     };
     poll("the store to be current again", RECOVERY_BOUND, || {
         std::future::ready(current(&store).then_some(()))

@@ -8,8 +8,8 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use pullgate::engine::policy::Policy;
 use pullgate::metrics::{Metrics, OVERFLOW};
-use pullgate::policy::Policy;
 use pullgate::server::{self, AppState};
 use pullgate::store::files::FileStore;
 use std::collections::BTreeSet;

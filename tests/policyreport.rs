@@ -10,7 +10,7 @@ mod support;
 use pullgate::audit::cluster::{self, Options};
 use pullgate::audit::policyreport::policy_reports;
 use pullgate::audit::publish::{publish, reports_served, should_publish, PublishStats};
-use pullgate::policy::Policy;
+use pullgate::engine::policy::Policy;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::fake_api::FakeApi;

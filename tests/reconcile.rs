@@ -11,8 +11,8 @@ mod support;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
+use pullgate::engine::policy::Policy;
 use pullgate::metrics::Metrics;
-use pullgate::policy::Policy;
 use pullgate::reconcile::{run, LoopConfig};
 use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;

@@ -13,13 +13,13 @@
 mod support;
 
 use k8s_openapi::api::core::v1::Event;
+use pullgate::engine::index::CredentialStatus;
 use pullgate::engine::keyring::RegistryKey;
 use pullgate::engine::podview::{PodView, WorkloadKind};
+use pullgate::engine::policy::Policy;
 use pullgate::engine::pullsecret::{credentials_for, DOCKER_CONFIG_JSON_TYPE};
 use pullgate::engine::{evaluate_pod, Code, Operation, PodContext, Severity};
 use pullgate::metrics::Metrics;
-use pullgate::policy::Policy;
-use pullgate::store::index::CredentialStatus;
 use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use pullgate::verify::kube::{KubeEvents, KubeSecrets};

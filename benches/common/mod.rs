@@ -7,8 +7,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine;
-use pullgate::policy::Policy;
-use pullgate::store::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
+use pullgate::engine::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
+use pullgate::engine::policy::Policy;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 

@@ -5,14 +5,14 @@
 pub mod patch;
 
 use crate::audit::UsageIndex;
+use crate::engine::index::ClusterIndex;
 use crate::engine::keyring::MatchTarget;
 use crate::engine::podview::{PodView, WorkloadKind, INJECT_ANNOTATION};
+use crate::engine::policy::{Policy, Registries, Validation};
 use crate::engine::{
     evaluate_pod, evaluate_service_account, Code, Decision, Finding, Operation, PodContext,
     Severity,
 };
-use crate::policy::{Policy, Registries, Validation};
-use crate::store::index::ClusterIndex;
 use crate::store::objects::secret_from_value;
 use base64::Engine;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -706,7 +706,7 @@ fn service_account(
     match endpoint {
         Endpoint::Mutate if !d.injected.is_empty() => {
             let managed = annotations
-                .and_then(|a| a.get(crate::store::index::MANAGED_ANNOTATION))
+                .and_then(|a| a.get(crate::engine::index::MANAGED_ANNOTATION))
                 .map(String::as_str);
             a.patch = Some(patch::service_account_pull_secrets(
                 sa.image_pull_secrets.is_some_and(|v| !v.is_empty()),
@@ -801,7 +801,7 @@ fn secret(req: &RequestIn, namespace: &str, policy: &Policy) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::tests::pull_secret;
+    use crate::engine::index::tests::pull_secret;
     use proptest::prelude::*;
 
     /// A review whose request has `kind` before `object` (as the API server writes it: read in

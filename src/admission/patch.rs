@@ -1,6 +1,6 @@
 //! RFC 6902 JSON patches that add imagePullSecrets (and pullgate's bookkeeping annotation).
 
-use crate::store::index::MANAGED_ANNOTATION;
+use crate::engine::index::MANAGED_ANNOTATION;
 use serde_json::{json, Value};
 
 /// Escape a JSON-pointer token (RFC 6901): `~` then `/`.

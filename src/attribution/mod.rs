@@ -17,10 +17,10 @@ use crate::engine::diagnosis::{
     all_started, container_reports, diagnose, keyring_wait, pull_failure, Diagnosis,
 };
 use crate::engine::podview::{PodView, WorkloadKind};
+use crate::engine::policy::Policy;
 use crate::events::{event, EventSpec};
 use crate::leader::{self, Elector};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels};
-use crate::policy::Policy;
 use crate::store::Store;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};

@@ -7,8 +7,8 @@
 use super::object;
 use super::report::{AuditReport, Auditor};
 use crate::engine::podview::WorkloadKind;
+use crate::engine::policy::Policy;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
 use crate::store::kube::{ClusterStore, Scope};
 use crate::store::Store;
 use k8s_openapi::api::core::v1::Namespace;

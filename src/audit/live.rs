@@ -184,9 +184,9 @@ mod tests {
     fn counts_and_causes_come_from_workloads_and_their_pods() {
         use crate::audit::object::parse;
         use crate::audit::Auditor;
+        use crate::engine::index::ClusterIndex;
         use crate::engine::podview::WorkloadKind;
-        use crate::policy::Policy;
-        use crate::store::index::ClusterIndex;
+        use crate::engine::policy::Policy;
         let deployment = |name: &str, secret: &str| {
             let v = serde_json::json!({"metadata": {"name": name, "namespace": "shop", "uid": name},
                 "spec": {"template": {"spec": {"imagePullSecrets": [{"name": secret}],

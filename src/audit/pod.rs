@@ -2,10 +2,10 @@
 //! A running pod keeps working from the node's image cache until it is restarted elsewhere, so
 //! this is the failure waiting for the next reschedule.
 
+use crate::engine::index::ClusterIndex;
 use crate::engine::podview::PodView;
+use crate::engine::policy::Policy;
 use crate::engine::{evaluate_pod, Decision, PodContext};
-use crate::policy::Policy;
-use crate::store::index::ClusterIndex;
 
 /// The decision for an existing pod as the kubelet would pull its images again: nothing is
 /// injected (an existing pod's imagePullSecrets cannot change); the pod's own list (which the
@@ -29,9 +29,9 @@ pub fn terminated(phase: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::index::tests::pull_secret;
     use crate::engine::podview::WorkloadKind;
     use crate::engine::Code;
-    use crate::store::index::tests::pull_secret;
     use serde_json::json;
 
     fn pod(secret: &str, image: &str) -> PodView {

@@ -6,10 +6,10 @@
 use super::object::AuditObject;
 use super::{pod, workload};
 use crate::check::{to_result, CheckResult};
+use crate::engine::index::ClusterIndex;
 use crate::engine::podview::WorkloadKind;
+use crate::engine::policy::Policy;
 use crate::engine::{Code, Finding, Severity};
-use crate::policy::Policy;
-use crate::store::index::ClusterIndex;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -711,7 +711,7 @@ pub fn render_text(report: &AuditReport) -> String {
 mod tests {
     use super::*;
     use crate::audit::object::parse;
-    use crate::store::index::tests::pull_secret;
+    use crate::engine::index::tests::pull_secret;
     use serde_json::{json, Value};
 
     fn obj(kind: WorkloadKind, v: Value) -> AuditObject {

@@ -1,9 +1,9 @@
 //! A workload's next pod: what the webhook would decide for its pod template now.
 
+use crate::engine::index::ClusterIndex;
 use crate::engine::podview::PodView;
+use crate::engine::policy::Policy;
 use crate::engine::{evaluate_pod, Decision, PodContext};
-use crate::policy::Policy;
-use crate::store::index::ClusterIndex;
 
 /// The decision for the next pod a workload's controller creates from `view`'s template, made
 /// as the admission path makes it for a workload: the context of a pod being created (so the
@@ -21,9 +21,9 @@ pub fn next_pod<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::index::tests::pull_secret;
     use crate::engine::podview::WorkloadKind;
     use crate::engine::Code;
-    use crate::store::index::tests::pull_secret;
     use serde_json::json;
 
     fn deployment(secrets: serde_json::Value) -> PodView {

@@ -6,8 +6,8 @@ use super::findings::{closest, Code, Finding, Severity};
 use super::keyring::MatchTarget;
 use super::podview::PodView;
 use super::registry_class::RegistryClass;
-use crate::policy::Policy;
-use crate::store::index::ClusterIndex;
+use crate::engine::index::ClusterIndex;
+use crate::engine::policy::Policy;
 use serde::Serialize;
 use std::fmt;
 
@@ -665,11 +665,11 @@ fn cause_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::podview::WorkloadKind;
-    use crate::store::index::tests::pull_secret;
-    use crate::store::index::{
+    use crate::engine::index::tests::pull_secret;
+    use crate::engine::index::{
         CredentialStatus, SecretInfo, SecretVerification, ServiceAccountInfo,
     };
+    use crate::engine::podview::WorkloadKind;
     use serde_json::json;
     use std::collections::BTreeMap;
 

@@ -1,16 +1,18 @@
 //! `evaluate_pod` and `evaluate_service_account`: what the kubelet will do with a pod's images,
 //! what to inject so that it can pull them, and the findings that name each cause and fix.
+//! This file decides (which finding, how severe); every sentence is written in [`super::findings`].
 
-use super::findings::{closest, Code, Finding, Severity};
-use super::keyring::{Keyring, MatchTarget, NearMiss, RegistryKey};
-use super::podview::{ContainerKind, PodView, WorkloadKind};
-use super::reference::ImageRef;
-use super::registry_class::{classify, RegistryClass};
-use crate::policy::{Effective, Policy, Validation};
-use crate::store::index::{
+use super::findings::{self, closest, Code, Finding, Severity};
+use super::index::{
     ClusterIndex, CredentialStatus, NamespaceInfo, OtherSecret, SecretInfo,
     MAX_ELSEWHERE_CANDIDATES,
 };
+use super::keyring::{Keyring, MatchTarget, RegistryKey};
+use super::podview::{ContainerKind, PodView, WorkloadKind};
+use super::policy::{Effective, Policy, Validation};
+use super::reference::ImageRef;
+use super::registry_class::{classify, RegistryClass};
+use std::ops::Range;
 
 /// The admission operation being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +121,8 @@ enum Source<'a> {
 impl Source<'_> {
     fn field(self) -> String {
         match self {
-            Source::Pod => "the pod's spec.imagePullSecrets".to_owned(),
-            Source::ServiceAccount(sa) => format!("ServiceAccount {sa:?} imagePullSecrets"),
+            Source::Pod => findings::secrets_field(None),
+            Source::ServiceAccount(sa) => findings::secrets_field(Some(sa)),
         }
     }
 }
@@ -133,7 +135,25 @@ enum Resolved<'a> {
     Unusable(&'a SecretInfo),
 }
 
-/// Decide for one pod or pod template, as the kubelet would pull its images.
+/// The pod's imagePullSecrets as the kubelet will see them, and what naming the cause of an
+/// uncovered image reads.
+struct PodSecrets<'a, 'c> {
+    ns: &'a NamespaceInfo,
+    index: &'a ClusterIndex,
+    ctx: &'c PodContext<'c>,
+    /// Where the names come from.
+    source: Source<'a>,
+    /// `spec.serviceAccountName`, defaulted.
+    sa_name: &'a str,
+    /// The names, deduplicated, in order.
+    names: Vec<&'a str>,
+    /// Each name resolved in the namespace.
+    resolved: Vec<Resolved<'a>>,
+}
+
+/// Decide for one pod or pod template, as the kubelet would pull its images: the images read,
+/// their registries classified, the pod's secrets resolved, each image covered (or a secret
+/// injected for it), then the credentials it would use checked.
 pub fn evaluate_pod<'a>(
     view: &'a PodView,
     ctx: &PodContext<'_>,
@@ -141,42 +161,112 @@ pub fn evaluate_pod<'a>(
     index: &'a ClusterIndex,
 ) -> Decision<'a> {
     let ns = index.namespace(ctx.namespace);
-    let effective = policy.for_namespace(&ns.overrides);
-    let spec = &view.pod.spec;
-    let mut d = Decision {
-        effective,
+    let mut d = new_decision(view, ctx, policy, ns);
+    if d.excluded {
+        return d;
+    }
+    let mut findings = Vec::new();
+    d.images = read_images(view, &mut findings);
+    // One match target per image, reused by every step below. Targets borrow their names, which
+    // are copied into one buffer so that `d.images` can still be changed.
+    let (names, spans) = image_names(&d.images);
+    let targets = match_targets(&names, &spans);
+    classify_registries(&mut d.images, &targets, policy, index, ctx.namespace);
+
+    if d.static_pod {
+        static_pod_findings(&d, view.pod.spec.has_own_pull_secrets(), &mut findings);
+        d.findings = sorted(findings);
+        return d;
+    }
+
+    let secrets = pod_secrets(view, ns, index, ctx, &mut findings);
+    d.image_pull_secrets = secrets.names.clone();
+    let (mut usable, fatal) = secrets.keyring();
+    if let Some(bad) = fatal {
+        // The kubelet's keyring construction fails: every pull of this pod fails, public images too.
+        let message = findings::secret_unusable_for_pod(
+            &bad.name,
+            &secrets.source.field(),
+            &payload_error(bad),
+            ctx.namespace,
+        );
+        findings.push(Finding::general(
+            Code::MalformedSecret,
+            Severity::Error,
+            message,
+        ));
+    }
+    let can_inject = d.effective.inject
+        && ctx.allow_inject
+        && ctx.operation == Operation::Create
+        && !view.pod.metadata.annotations.inject_opt_out
+        && fatal.is_none();
+    let mut blamed: Vec<&str> = Vec::new();
+    let lookups = if fatal.is_some() {
+        vec![None; d.images.len()]
+    } else {
+        cover_or_inject(
+            &mut d,
+            &targets,
+            &secrets,
+            &mut usable,
+            can_inject,
+            &mut blamed,
+            &mut findings,
+        )
+    };
+    // Referenced-secret problems that did not cause a failure are still worth fixing.
+    for r in &secrets.resolved {
+        name_level_findings(r, ns, index, ctx, secrets.source, &blamed, &mut findings);
+    }
+    check_used_credentials(
+        &mut d,
+        &targets,
+        lookups,
+        &usable,
+        &secrets,
+        policy,
+        &mut findings,
+    );
+
+    d.findings = sorted(findings);
+    d.would_deny = d.findings.iter().any(|f| f.severity == Severity::Error);
+    d.allowed = !(d.effective.validation == Validation::Deny && d.would_deny);
+    d
+}
+
+/// The decision before any image is looked at: the namespace's settings and the pod's kind.
+fn new_decision<'a>(
+    view: &'a PodView,
+    ctx: &PodContext<'_>,
+    policy: &Policy,
+    ns: &NamespaceInfo,
+) -> Decision<'a> {
+    Decision {
+        effective: policy.for_namespace(&ns.overrides),
         excluded: policy.excludes(ctx.namespace),
         static_pod: view.kind == WorkloadKind::Pod && view.pod.metadata.is_mirror(),
         allowed: true,
         would_deny: false,
         injected: Vec::new(),
-        had_own_pull_secrets: spec.has_own_pull_secrets(),
+        had_own_pull_secrets: view.pod.spec.has_own_pull_secrets(),
         image_pull_secrets: Vec::new(),
         images: Vec::new(),
         findings: Vec::new(),
-    };
-    if d.excluded {
-        return d;
     }
-    let mut findings = Vec::new();
+}
 
-    d.images.reserve_exact(spec.all_containers().count());
+/// Every container's image, parsed; an `InvalidImageReference` for each that does not parse.
+fn read_images<'a>(view: &'a PodView, findings: &mut Vec<Finding>) -> Vec<ImageDetail<'a>> {
+    let spec = &view.pod.spec;
+    let mut images = Vec::with_capacity(spec.all_containers().count());
     for (kind, c) in spec.all_containers() {
         let image = c.image.as_deref().unwrap_or_default();
         let parsed = if image.is_empty() {
-            Err(format!(
-                "container {:?} has no image: the API server rejects it ({}: Required value); set the image",
-                c.name,
-                container_field(kind)
-            ))
+            Err(findings::no_image(&c.name, container_field(kind)))
         } else {
-            ImageRef::parse(image).map_err(|e| {
-                format!(
-                    "image {image:?} of container {:?} is not a valid reference ({e}): the kubelet cannot pull it; fix {}",
-                    c.name,
-                    container_field(kind)
-                )
-            })
+            ImageRef::parse(image)
+                .map_err(|e| findings::invalid_reference(image, &c.name, &e, container_field(kind)))
         };
         let reference = parsed
             .map_err(|message| {
@@ -190,7 +280,7 @@ pub fn evaluate_pod<'a>(
                 ));
             })
             .ok();
-        d.images.push(ImageDetail {
+        images.push(ImageDetail {
             container: &c.name,
             container_kind: kind,
             image,
@@ -200,50 +290,76 @@ pub fn evaluate_pod<'a>(
             matched_secrets: Vec::new(),
         });
     }
-    // One match target per image, reused by every step below. Targets borrow their names, which
-    // are copied into one buffer so that `d.images` can still be changed.
+    images
+}
+
+/// The parsed images' names in one buffer, and where each image's name lies in it.
+fn image_names(images: &[ImageDetail<'_>]) -> (String, Vec<Option<Range<usize>>>) {
     let mut names = String::with_capacity(
-        d.images
+        images
             .iter()
             .filter_map(|i| i.reference.as_ref())
             .map(|r| r.name().len())
             .sum(),
     );
-    let spans: Vec<Option<(usize, usize)>> = d
-        .images
+    let spans = images
         .iter()
         .map(|img| {
             img.reference.as_ref().map(|r| {
                 let start = names.len();
                 names.push_str(r.name());
-                (start, names.len())
+                start..names.len()
             })
         })
         .collect();
-    let targets: Vec<Option<MatchTarget<'_>>> = spans
+    (names, spans)
+}
+
+/// A match target per parsed image, borrowing its name from `names`.
+fn match_targets<'n>(
+    names: &'n str,
+    spans: &[Option<Range<usize>>],
+) -> Vec<Option<MatchTarget<'n>>> {
+    spans
         .iter()
         .map(|span| {
-            span.and_then(|(start, end)| names.get(start..end))
+            span.clone()
+                .and_then(|s| names.get(s))
                 .map(MatchTarget::new)
         })
-        .collect();
-    for (img, t) in d.images.iter_mut().zip(&targets) {
+        .collect()
+}
+
+/// Whether each image's registry needs credentials, and why.
+fn classify_registries<'a>(
+    images: &mut [ImageDetail<'a>],
+    targets: &[Option<MatchTarget<'_>>],
+    policy: &Policy,
+    index: &'a ClusterIndex,
+    namespace: &str,
+) {
+    for (img, t) in images.iter_mut().zip(targets) {
         img.registry_class = t
             .as_ref()
-            .map(|t| classify(&policy.registries, t, index, ctx.namespace));
+            .map(|t| classify(&policy.registries, t, index, namespace));
         img.requires_credentials = img.registry_class.is_some_and(|c| c.requires_credentials());
     }
+}
 
-    if d.static_pod {
-        static_pod_findings(&d, spec.has_own_pull_secrets(), &mut findings);
-        d.findings = sorted(findings);
-        return d;
-    }
-
-    // The ServiceAccount admission plugin copies the SA's secrets only when the pod names none.
+/// The secrets the pod names, resolved in its namespace (the ServiceAccount admission plugin
+/// copies the ServiceAccount's only when the pod names none), and a finding when the pod's
+/// ServiceAccount does not exist.
+fn pod_secrets<'a, 'c>(
+    view: &'a PodView,
+    ns: &'a NamespaceInfo,
+    index: &'a ClusterIndex,
+    ctx: &'c PodContext<'c>,
+    findings: &mut Vec<Finding>,
+) -> PodSecrets<'a, 'c> {
+    let spec = &view.pod.spec;
     let sa_name = spec.service_account();
     let sa = ns.service_accounts.get(sa_name);
-    let (source, names): (Source<'a>, Vec<&'a str>) = if d.had_own_pull_secrets {
+    let (source, names): (Source<'a>, Vec<&'a str>) = if spec.has_own_pull_secrets() {
         let names = spec
             .image_pull_secrets
             .iter()
@@ -266,81 +382,72 @@ pub fn evaluate_pod<'a>(
         findings.push(Finding::general(
             Code::ServiceAccountMissing,
             severity,
-            format!(
-                "ServiceAccount {sa_name:?} does not exist in namespace {:?}, so pods using it are rejected: create it (kubectl create serviceaccount {sa_name} -n {}) or fix spec.serviceAccountName",
-                ctx.namespace, ctx.namespace
-            ),
+            findings::service_account_missing(sa_name, ctx.namespace),
         ));
     }
+    let resolved = names.iter().map(|n| resolve(ns, n)).collect();
+    PodSecrets {
+        ns,
+        index,
+        ctx,
+        source,
+        sa_name,
+        names,
+        resolved,
+    }
+}
 
-    let resolved: Vec<Resolved<'a>> = names.iter().map(|n| resolve(ns, n)).collect();
-    // The kubelet's keyring of the pod's usable secrets; injected secrets join it below.
-    let mut usable: Keyring<'a, &'a str> = Keyring::new();
-    let mut fatal: Option<&'a SecretInfo> = None;
-    for r in &resolved {
-        match r {
-            Resolved::Usable(s) => usable.add(s.usable_keys(), &*s.name),
-            Resolved::Unusable(s) if s.payload.as_ref().is_err_and(|e| e.is_fatal()) => {
-                fatal = fatal.or(Some(s));
+impl<'a> PodSecrets<'a, '_> {
+    /// The kubelet's keyring of the pod's usable secrets, and the first secret whose payload
+    /// makes building it fail (then every pull of the pod fails).
+    fn keyring(&self) -> (Keyring<'a, &'a str>, Option<&'a SecretInfo>) {
+        let mut usable: Keyring<'a, &'a str> = Keyring::new();
+        let mut fatal: Option<&'a SecretInfo> = None;
+        for r in &self.resolved {
+            match r {
+                Resolved::Usable(s) => usable.add(s.usable_keys(), &*s.name),
+                Resolved::Unusable(s) if s.payload.as_ref().is_err_and(|e| e.is_fatal()) => {
+                    fatal = fatal.or(Some(s));
+                }
+                _ => {}
             }
-            _ => {}
         }
+        (usable, fatal)
     }
-    d.image_pull_secrets = names.clone();
+}
 
-    if let Some(bad) = fatal {
-        // The kubelet's keyring construction fails: every pull of this pod fails, public images too.
-        let err = bad
-            .payload
-            .as_ref()
-            .err()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        findings.push(Finding::general(
-            Code::MalformedSecret,
-            Severity::Error,
-            format!(
-                "secret {:?} in {} is unusable ({err}): fix its .dockerconfigjson (kubectl create secret docker-registry {} -n {} --docker-server=… --dry-run=client -o yaml | kubectl apply -f -) or remove the reference",
-                bad.name,
-                source.field(),
-                bad.name,
-                ctx.namespace
-            ),
-        ));
-    }
-
-    // Coverage with what the pod has, then injection for what is left uncovered.
-    let can_inject = effective.inject
-        && ctx.allow_inject
-        && ctx.operation == Operation::Create
-        && !view.pod.metadata.annotations.inject_opt_out
-        && fatal.is_none();
-    let mut blamed: Vec<&str> = Vec::new();
-    // What the kubelet would use for each covered image; still right at the end unless a secret
-    // was injected meanwhile, so that each image is usually looked up only once.
+/// Coverage with what the pod has, then injection for what is left uncovered: injected secrets
+/// join `d.injected`, the pod's imagePullSecrets and `usable`; each image nothing covers gets a
+/// finding naming why. Returns
+/// what the kubelet would use for each image covered at first, still right at the end unless a
+/// secret was injected meanwhile, so that each image is usually looked up only once.
+fn cover_or_inject<'a>(
+    d: &mut Decision<'a>,
+    targets: &[Option<MatchTarget<'_>>],
+    secrets: &PodSecrets<'a, '_>,
+    usable: &mut Keyring<'a, &'a str>,
+    can_inject: bool,
+    blamed: &mut Vec<&'a str>,
+    findings: &mut Vec<Finding>,
+) -> Vec<Option<Vec<&'a str>>> {
     let mut lookups: Vec<Option<Vec<&'a str>>> = vec![None; d.images.len()];
-    for i in 0..d.images.len() {
-        let img = &d.images[i];
+    for ((img, target), slot) in d.images.iter().zip(targets).zip(&mut lookups) {
         let Some(r) = img.reference.as_ref().filter(|_| img.requires_credentials) else {
             continue;
         };
-        let Some(target) = targets.get(i).and_then(Option::as_ref) else {
+        let Some(target) = target.as_ref() else {
             continue;
         };
-        if fatal.is_some() {
-            continue;
-        }
         let found = usable.lookup_values(target);
         if !found.is_empty() {
-            if let Some(slot) = lookups.get_mut(i) {
-                *slot = Some(found);
-            }
+            *slot = Some(found);
             continue;
         }
-        let candidate = ns
+        let candidate = secrets
+            .ns
             .pull_secrets_newest_first()
             .into_iter()
-            .find(|s| s.payload.is_ok() && s.covers(target) && !names.contains(&&*s.name));
+            .find(|s| s.payload.is_ok() && s.covers(target) && !secrets.names.contains(&&*s.name));
         match candidate {
             Some(s) if can_inject => {
                 if !d.injected.contains(&&*s.name) {
@@ -349,25 +456,10 @@ pub fn evaluate_pod<'a>(
                 }
             }
             _ => {
-                let (container, image) = (img.container, img.image);
-                let certain = img.registry_class.is_none_or(|c| c.is_certain());
-                let mut f = uncovered_finding(
-                    ns,
-                    index,
-                    ctx,
-                    target,
-                    r,
-                    &resolved,
-                    source,
-                    sa_name,
-                    candidate,
-                    &mut blamed,
-                    container,
-                    image,
-                );
-                if !certain {
+                let mut f = uncovered_finding(secrets, img, r, target, candidate, blamed);
+                if !img.registry_class.is_none_or(|c| c.is_certain()) {
                     f.severity = Severity::Warning;
-                    f.message.push_str(" (Docker Hub serves public and private repositories alike, so this is a warning: list docker.io in registries.private to make it an error)");
+                    f.message.push_str(findings::MAYBE_PUBLIC);
                 }
                 findings.push(f);
             }
@@ -378,22 +470,27 @@ pub fn evaluate_pod<'a>(
         findings.push(Finding::general(
             Code::SecretsInjected,
             Severity::Info,
-            format!(
-                "added imagePullSecrets {} so that the kubelet can authenticate",
-                quoted(&d.injected)
-            ),
+            findings::secrets_injected(&d.injected),
         ));
     }
+    lookups
+}
 
-    // Referenced-secret problems that did not cause a failure are still worth fixing.
-    for r in &resolved {
-        name_level_findings(r, ns, index, ctx, source, &blamed, &mut findings);
-    }
-
+/// Record what the kubelet will use for each image, and find what is fragile in it: more than one
+/// covering secret, secrets older than `maxSecretAge`, credentials a registry rejected.
+fn check_used_credentials<'a>(
+    d: &mut Decision<'a>,
+    targets: &[Option<MatchTarget<'_>>],
+    lookups: Vec<Option<Vec<&'a str>>>,
+    usable: &Keyring<'a, &'a str>,
+    secrets: &PodSecrets<'a, '_>,
+    policy: &Policy,
+    findings: &mut Vec<Finding>,
+) {
     // Verification is opt-in: without any result recorded no credential can have been rejected.
-    let verified = index.has_verifications();
+    let verified = secrets.index.has_verifications();
     let injected = !d.injected.is_empty();
-    for ((img, target), found) in d.images.iter_mut().zip(&targets).zip(lookups) {
+    for ((img, target), found) in d.images.iter_mut().zip(targets).zip(lookups) {
         let (Some(r), Some(target)) = (img.reference.as_ref(), target.as_ref()) else {
             continue;
         };
@@ -411,150 +508,154 @@ pub fn evaluate_pod<'a>(
                 img.container,
                 img.image,
                 Some(r.domain()),
-                format!(
-                    "{} secrets cover registry {:?} ({}); the kubelet tries them in that order and a stale one can mask a valid one: keep one secret per registry",
-                    img.matched_secrets.len(),
-                    r.domain(),
-                    quoted(&img.matched_secrets)
-                ),
+                findings::ambiguous_credentials(r.domain(), &img.matched_secrets),
             ));
         }
-        if let Some(max) = policy.max_secret_age {
-            for name in &img.matched_secrets {
-                let Some(s) = ns.secrets.get(name) else {
-                    continue;
-                };
-                let Some(created) = s.created else { continue };
-                let age = ctx.now.saturating_sub(created);
-                if age > i64::try_from(max.0.as_secs()).unwrap_or(i64::MAX) {
-                    findings.push(Finding::for_image(
-                        Code::StaleCredentials,
-                        Severity::Warning,
-                        img.container,
-                        img.image,
-                        Some(r.domain()),
-                        format!(
-                            "secret {name:?} covering {:?} is {} days old (maxSecretAge {max}): rotate the credential at the registry, create a new secret and reference it before removing the old one",
-                            r.domain(),
-                            age / 86_400
-                        ),
-                    ));
-                }
-            }
-        }
+        stale_credentials(img, r, secrets.ns, secrets.ctx.now, policy, findings);
         if verified {
-            rejected_credentials(
-                img,
-                r,
-                &usable.lookup(target),
-                index,
-                ctx,
-                policy,
-                &mut findings,
-            );
+            rejected_credentials(img, r, &usable.lookup(target), secrets, policy, findings);
         }
     }
-
-    d.findings = sorted(findings);
-    d.would_deny = d.findings.iter().any(|f| f.severity == Severity::Error);
-    d.allowed = !(effective.validation == Validation::Deny && d.would_deny);
-    d
 }
 
-/// Everything needed to name why one image is not covered.
-#[allow(clippy::too_many_arguments)]
-fn uncovered_finding<'a>(
-    ns: &'a NamespaceInfo,
-    index: &'a ClusterIndex,
-    ctx: &PodContext<'_>,
-    target: &MatchTarget<'_>,
+/// `StaleCredentials`: a secret covering the image is older than `maxSecretAge`.
+fn stale_credentials(
+    img: &ImageDetail<'_>,
     r: &ImageRef,
-    resolved: &[Resolved<'a>],
-    source: Source<'_>,
-    sa_name: &str,
+    ns: &NamespaceInfo,
+    now: i64,
+    policy: &Policy,
+    findings: &mut Vec<Finding>,
+) {
+    let Some(max) = policy.max_secret_age else {
+        return;
+    };
+    for name in &img.matched_secrets {
+        let Some(s) = ns.secrets.get(name) else {
+            continue;
+        };
+        let Some(created) = s.created else { continue };
+        let age = now.saturating_sub(created);
+        if age > i64::try_from(max.0.as_secs()).unwrap_or(i64::MAX) {
+            findings.push(Finding::for_image(
+                Code::StaleCredentials,
+                Severity::Warning,
+                img.container,
+                img.image,
+                Some(r.domain()),
+                findings::stale_credentials(name, r.domain(), age / 86_400, &max),
+            ));
+        }
+    }
+}
+
+/// Why one image is not covered, as an error finding: the first cause found in the order below
+/// (a referenced secret blamed for it is recorded in `blamed`, so it gets no second finding).
+fn uncovered_finding<'a>(
+    secrets: &PodSecrets<'a, '_>,
+    img: &ImageDetail<'_>,
+    r: &ImageRef,
+    target: &MatchTarget<'_>,
     candidate: Option<&'a SecretInfo>,
     blamed: &mut Vec<&'a str>,
-    container: &str,
-    image: &str,
 ) -> Finding {
-    let registry = r.domain();
-    let recreate = if ctx.operation == Operation::Update {
-        "; a pod's imagePullSecrets cannot change after creation, so fix the workload or ServiceAccount and recreate the pod"
+    let (code, message) = referenced_cause(secrets, img.image, r, target, blamed)
+        .unwrap_or_else(|| unreferenced_cause(secrets, img.image, r, target, candidate));
+    let recreate = if secrets.ctx.operation == Operation::Update {
+        findings::RECREATE_POD
     } else {
         ""
     };
-    let mk = |code, message: String| {
-        Finding::for_image(
-            code,
-            Severity::Error,
-            container,
-            image,
-            Some(registry),
-            format!("{message}{recreate}"),
-        )
-    };
+    Finding::for_image(
+        code,
+        Severity::Error,
+        img.container,
+        img.image,
+        Some(r.domain()),
+        format!("{message}{recreate}"),
+    )
+}
 
+/// Causes 1–2 of an uncovered image: a secret the pod references is to blame.
+fn referenced_cause<'a>(
+    secrets: &PodSecrets<'a, '_>,
+    image: &str,
+    r: &ImageRef,
+    target: &MatchTarget<'_>,
+    blamed: &mut Vec<&'a str>,
+) -> Option<(Code, String)> {
+    let namespace = secrets.ctx.namespace;
     // 1. A referenced secret is for this host, but not exactly.
-    let referenced = resolved.iter().filter_map(|x| match x {
+    let referenced = secrets.resolved.iter().filter_map(|x| match x {
         Resolved::Usable(s) => Some(*s),
         _ => None,
     });
     if let Some((s, key, why)) = near_miss(referenced, target) {
         blamed.push(&s.name);
-        return mk(
+        return Some((
             Code::RegistryMismatch,
             mismatch_message(image, r, s, key, &why),
-        );
+        ));
     }
     // 2. A referenced secret is missing, in another namespace, of the wrong type, or unusable.
-    for x in resolved {
-        match x {
+    for x in &secrets.resolved {
+        let cause = match x {
             Resolved::Missing(name) => {
                 blamed.push(name);
-                return mk(
-                    missing_code(index, name, ctx.namespace),
-                    missing_message(ns, index, ctx, name, source, Some(registry)),
+                let message = missing_message(
+                    secrets.ns,
+                    secrets.index,
+                    secrets.ctx,
+                    name,
+                    secrets.source,
+                    Some(r.domain()),
                 );
+                (missing_code(secrets.index, name, namespace), message)
             }
             Resolved::WrongType(s) => {
                 blamed.push(&s.name);
-                return mk(Code::WrongSecretType, wrong_type_message(s, ctx.namespace));
+                (Code::WrongSecretType, wrong_type_message(s, namespace))
             }
             Resolved::Unusable(s) => {
                 blamed.push(&s.name);
-                let err = s
-                    .payload
-                    .as_ref()
-                    .err()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                return mk(
-                    Code::MalformedSecret,
-                    format!(
-                        "secret {:?} gives the kubelet no credentials ({err}), so image {image:?} is pulled without any: recreate it with kubectl create secret docker-registry {} -n {} --docker-server={registry}",
-                        s.name, s.name, ctx.namespace
-                    ),
+                let message = findings::secret_gives_image_nothing(
+                    &s.name,
+                    &payload_error(s),
+                    image,
+                    namespace,
+                    r.domain(),
                 );
+                (Code::MalformedSecret, message)
             }
-            Resolved::Usable(_) => {}
-        }
+            Resolved::Usable(_) => continue,
+        };
+        return Some(cause);
     }
+    None
+}
+
+/// Causes 3–5 of an uncovered image: nothing the pod references is to blame.
+fn unreferenced_cause(
+    secrets: &PodSecrets<'_, '_>,
+    image: &str,
+    r: &ImageRef,
+    target: &MatchTarget<'_>,
+    candidate: Option<&SecretInfo>,
+) -> (Code, String) {
+    let (ns, namespace, registry) = (secrets.ns, secrets.ctx.namespace, r.domain());
     // 3. A matching secret exists here but nothing references it.
     if let Some(s) = candidate {
-        let other_sa = ns
-            .service_accounts
-            .values()
-            .find(|a| a.name != sa_name && a.image_pull_secrets.iter().any(|n| **n == *s.name));
-        let hint = other_sa
-            .map(|a| format!("; ServiceAccount {:?} references it: should the pod use serviceAccountName: {}?", a.name, a.name))
-            .unwrap_or_default();
-        return mk(
-            Code::ServiceAccountNotPatched,
-            format!(
-                "secret {:?} covers registry {registry:?} but neither the pod nor ServiceAccount {sa_name:?} references it: kubectl patch serviceaccount {sa_name} -n {} -p '{{\"imagePullSecrets\":[{{\"name\":\"{}\"}}]}}' (or add it to spec.imagePullSecrets), then recreate the pod{hint}",
-                s.name, ctx.namespace, s.name
-            ),
+        let other_sa = ns.service_accounts.values().find(|a| {
+            a.name != secrets.sa_name && a.image_pull_secrets.iter().any(|n| **n == *s.name)
+        });
+        let message = findings::service_account_not_patched(
+            &s.name,
+            registry,
+            secrets.sa_name,
+            namespace,
+            other_sa.map(|a| a.name.as_str()),
         );
+        return (Code::ServiceAccountNotPatched, message);
     }
     // 4. An unreferenced secret of the namespace is for this host, but not exactly.
     let all = ns
@@ -562,42 +663,27 @@ fn uncovered_finding<'a>(
         .values()
         .filter(|s| s.payload.is_ok() && s.is_pull_type());
     if let Some((s, key, why)) = near_miss(all, target) {
-        return mk(
+        return (
             Code::RegistryMismatch,
             mismatch_message(image, r, s, key, &why),
         );
     }
     // 5. Nothing here covers it.
-    let elsewhere = index.covering_elsewhere(target, ctx.namespace, 3);
-    let create = format!(
-        "create one (kubectl create secret docker-registry regcred -n {} --docker-server={registry} --docker-username=… --docker-password=…) and reference it from the pod or its ServiceAccount",
-        ctx.namespace
-    );
-    let where_ = if elsewhere.found.is_empty() && elsewhere.exhaustive {
-        format!("and none exists elsewhere in the cluster: {create}")
-    } else if elsewhere.found.is_empty() {
-        format!(
-            "and none of the first {MAX_ELSEWHERE_CANDIDATES} secrets of other namespaces with a key for this registry covers it either: {create}"
-        )
+    let elsewhere = secrets.index.covering_elsewhere(target, namespace, 3);
+    let list: Vec<String> = elsewhere
+        .found
+        .iter()
+        .map(|s| format!("{}/{}", s.namespace, s.name))
+        .collect();
+    let where_ = if !list.is_empty() {
+        findings::Elsewhere::Found(&list)
+    } else if elsewhere.exhaustive {
+        findings::Elsewhere::Nowhere
     } else {
-        let list: Vec<String> = elsewhere
-            .found
-            .iter()
-            .map(|s| format!("{}/{}", s.namespace, s.name))
-            .collect();
-        format!(
-            "but {} covers it in another namespace and secrets are namespace-scoped: copy or sync it into {:?} and reference it",
-            list.join(", "),
-            ctx.namespace
-        )
+        findings::Elsewhere::NoneOfFirst(MAX_ELSEWHERE_CANDIDATES)
     };
-    mk(
-        Code::NoCredentials,
-        format!(
-            "no pull secret in namespace {:?} covers registry {registry:?} (image {image:?}), {where_}; a retry succeeds once it exists",
-            ctx.namespace
-        ),
-    )
+    let message = findings::no_credentials(namespace, registry, image, where_);
+    (Code::NoCredentials, message)
 }
 
 fn resolve<'a>(ns: &'a NamespaceInfo, name: &'a str) -> Resolved<'a> {
@@ -609,6 +695,15 @@ fn resolve<'a>(ns: &'a NamespaceInfo, name: &'a str) -> Resolved<'a> {
             None => Resolved::Missing(name),
         },
     }
+}
+
+/// Why a secret's payload is unusable, as text ("" for a usable one).
+fn payload_error(s: &SecretInfo) -> String {
+    s.payload
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }
 
 /// Findings about a referenced secret itself, when it was not already blamed for a failed pull.
@@ -631,10 +726,7 @@ fn name_level_findings(
             out.push(Finding::general(
                 Code::DeprecatedDockercfg,
                 Severity::Warning,
-                format!(
-                    "secret {name:?} uses the deprecated kubernetes.io/dockercfg type: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry {name} -n {} …)",
-                    ctx.namespace
-                ),
+                findings::dockercfg_referenced(name, ctx.namespace),
             ));
         }
         if let Ok(p) = &s.payload {
@@ -642,10 +734,7 @@ fn name_level_findings(
                 out.push(Finding::general(
                     Code::CredentialHelperIgnored,
                     Severity::Warning,
-                    format!(
-                        "secret {name:?} names credential helpers ({}), which the kubelet ignores: put the credentials under \"auths\"",
-                        p.ignored_helpers.join(", ")
-                    ),
+                    findings::credential_helpers_ignored(name, &p.ignored_helpers),
                 ));
             }
         }
@@ -665,19 +754,10 @@ fn name_level_findings(
             wrong_type_message(o, ctx.namespace),
         ),
         Resolved::Unusable(s) if s.payload.as_ref().is_err_and(|e| !e.is_fatal()) => {
-            let err = s
-                .payload
-                .as_ref()
-                .err()
-                .map(ToString::to_string)
-                .unwrap_or_default();
             Finding::general(
                 Code::MalformedSecret,
                 Severity::Warning,
-                format!(
-                    "secret {:?} gives the kubelet no credentials ({err}): fix or remove it",
-                    s.name
-                ),
+                findings::secret_gives_nothing_referenced(&s.name, &payload_error(s)),
             )
         }
         _ => return,
@@ -697,6 +777,7 @@ fn missing_code(index: &ClusterIndex, name: &str, namespace: &str) -> Code {
     }
 }
 
+/// The message of a missing secret: where else it exists, or the closest name that does.
 fn missing_message(
     ns: &NamespaceInfo,
     index: &ClusterIndex,
@@ -705,17 +786,12 @@ fn missing_message(
     source: Source<'_>,
     registry: Option<&str>,
 ) -> String {
-    let namespace = ctx.namespace;
     let others: Vec<&str> = index
-        .namespaces_with_secret(name, namespace)
+        .namespaces_with_secret(name, ctx.namespace)
         .take(3)
         .collect();
-    if let Some(first) = others.first() {
-        return format!(
-            "imagePullSecret {name:?} (from {}) exists only in namespace(s) {}, and a pod can use secrets of its own namespace only: copy it (kubectl get secret {name} -n {first} -o json | jq 'del(.metadata.namespace,.metadata.uid,.metadata.resourceVersion,.metadata.creationTimestamp)' | kubectl apply -n {namespace} -f -) or sync it",
-            source.field(),
-            others.join(", ")
-        );
+    if !others.is_empty() {
+        return findings::secret_in_other_namespace(name, &source.field(), &others, ctx.namespace);
     }
     let suggestion = closest(
         name,
@@ -723,72 +799,36 @@ fn missing_message(
             .values()
             .filter(|s| s.is_pull_type())
             .map(|s| &*s.name),
-    )
-    .map(|c| format!(" (did you mean {c:?}?)"))
-    .unwrap_or_default();
-    let server = registry.unwrap_or("<registry>");
-    format!(
-        "imagePullSecret {name:?} (from {}) does not exist in namespace {namespace:?}{suggestion}: fix the name, or create it (kubectl create secret docker-registry {name} -n {namespace} --docker-server={server} --docker-username=… --docker-password=…)",
-        source.field()
-    )
+    );
+    findings::secret_not_found(name, &source.field(), ctx.namespace, suggestion, registry)
 }
 
 fn wrong_type_message(s: &OtherSecret, namespace: &str) -> String {
-    let what = match &s.secret_type {
-        Some(t) => format!("has type {t:?}, which the kubelet ignores for image pulls"),
-        None => "is not of a pull-secret type (kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg), so the kubelet ignores it for image pulls".to_owned(),
-    };
-    format!(
-        "secret {:?} {what}: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry {} -n {namespace} …)",
-        s.name, s.name
-    )
+    findings::wrong_secret_type(&s.name, s.secret_type.as_deref(), namespace)
 }
 
+/// The message of a key that misses the image: the key as the secret wrote it, and why.
 fn mismatch_message(
     image: &str,
     r: &ImageRef,
     s: &SecretInfo,
     key: &RegistryKey,
-    why: &NearMiss,
+    why: &super::keyring::NearMiss,
 ) -> String {
-    let registry = r.domain();
     let raw = s
         .payload
         .as_ref()
         .ok()
         .and_then(|p| p.entries.iter().find(|e| e.key.as_ref().ok() == Some(key)))
         .map_or(key.as_str(), |e| e.raw());
-    let detail = match why {
-        NearMiss::Port { key: k, image: i } => format!(
-            "the port differs (key {}, image {})",
-            k.as_deref().map_or("none".to_owned(), |p| format!(":{p}")),
-            i.as_deref().map_or("none".to_owned(), |p| format!(":{p}"))
-        ),
-        NearMiss::Path {
-            key_path,
-            image_path,
-        } => {
-            format!("the key's path {key_path:?} is not a prefix of the image path {image_path:?}")
-        }
-        NearMiss::Case => "the host differs in letter case (keys are case-sensitive)".to_owned(),
-        NearMiss::LabelCount => {
-            "a glob matches one DNS label per '*', and the label counts differ".to_owned()
-        }
-    };
-    format!(
-        "image {image:?} needs credentials for {:?}, but secret {:?} has key {raw:?}: {detail}; add an entry for {registry:?} (kubectl create secret docker-registry {} -n {} --docker-server={registry} …)",
-        r.name(),
-        s.name,
-        s.name,
-        s.namespace
-    )
+    findings::registry_mismatch(image, r.name(), r.domain(), &s.name, &s.namespace, raw, why)
 }
 
 /// The first key among `secrets` that is for the image's host but does not cover it.
 fn near_miss<'s>(
     secrets: impl Iterator<Item = &'s SecretInfo>,
     target: &MatchTarget<'_>,
-) -> Option<(&'s SecretInfo, &'s RegistryKey, NearMiss)> {
+) -> Option<(&'s SecretInfo, &'s RegistryKey, super::keyring::NearMiss)> {
     for s in secrets {
         for k in s.usable_keys() {
             if let Some(why) = k.near_miss(target) {
@@ -807,17 +847,14 @@ fn static_pod_findings(d: &Decision<'_>, references_secrets: bool, out: &mut Vec
             img.container,
             img.image,
             img.reference.as_ref().map(ImageRef::domain),
-            format!(
-                "static pod: the kubelet cannot give it imagePullSecrets, so {:?} must be pulled with node credentials: configure a kubelet credential provider (--image-credential-provider-config and --image-credential-provider-bin-dir) or pre-pull the image",
-                img.image
-            ),
+            findings::static_pod_image(img.image),
         ));
     }
     if references_secrets {
         out.push(Finding::general(
             Code::StaticPod,
             Severity::Warning,
-            "static pod lists imagePullSecrets: the API server refuses its mirror pod (mirror pods may not reference secrets) and the kubelet cannot read them; remove them from the manifest and use a kubelet credential provider".to_owned(),
+            findings::STATIC_POD_WITH_SECRETS.to_owned(),
         ));
     }
 }
@@ -830,16 +867,17 @@ fn rejected_credentials(
     img: &ImageDetail<'_>,
     r: &ImageRef,
     hits: &[(&RegistryKey, &str)],
-    index: &ClusterIndex,
-    ctx: &PodContext<'_>,
+    secrets: &PodSecrets<'_, '_>,
     policy: &Policy,
     out: &mut Vec<Finding>,
 ) {
+    let namespace = secrets.ctx.namespace;
     let tried: Vec<(&str, &str)> = hits.iter().map(|(k, name)| (*name, k.as_str())).collect();
     let rejected: Vec<&(&str, &str)> = tried
         .iter()
         .filter(|(name, key)| {
-            index.credential_status(ctx.namespace, name, key) == Some(CredentialStatus::Rejected)
+            secrets.index.credential_status(namespace, name, key)
+                == Some(CredentialStatus::Rejected)
         })
         .collect();
     let all_rejected = rejected.len() == tried.len();
@@ -849,32 +887,24 @@ fn rejected_credentials(
         Severity::Warning
     };
     for (name, key) in &rejected {
-        let consequence = if all_rejected {
-            format!(
-                "the kubelet has no other credential for {:?}, so pulls fail on every node without a cached copy",
-                img.image
-            )
-        } else {
-            let others: Vec<&str> = img
-                .matched_secrets
-                .iter()
-                .copied()
-                .filter(|n| n != name)
-                .collect();
-            format!(
-                "the kubelet falls back to {}, but tries this one first",
-                quoted(&others)
-            )
-        };
+        let others: Vec<&str> = img
+            .matched_secrets
+            .iter()
+            .copied()
+            .filter(|n| n != name)
+            .collect();
         out.push(Finding::for_image(
             Code::CredentialsRejected,
             severity,
             img.container,
             img.image,
             Some(r.domain()),
-            format!(
-                "registry {key:?} rejected the credentials of secret {name:?} when pullgate last verified them: {consequence}; update the credential (kubectl create secret docker-registry {name} -n {} --docker-server={key} --docker-username=… --docker-password=… --dry-run=client -o yaml | kubectl apply -f -)",
-                ctx.namespace
+            findings::credentials_rejected(
+                key,
+                name,
+                img.image,
+                namespace,
+                (!all_rejected).then_some(others.as_slice()),
             ),
         ));
     }
@@ -896,14 +926,6 @@ fn container_field(kind: ContainerKind) -> &'static str {
         ContainerKind::Init => "spec.initContainers[].image",
         ContainerKind::Ephemeral => "spec.ephemeralContainers[].image",
     }
-}
-
-fn quoted(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn sorted(mut findings: Vec<Finding>) -> Vec<Finding> {
@@ -948,16 +970,10 @@ pub fn evaluate_service_account<'a>(
         let r = resolve(ns, name);
         if let Resolved::Unusable(s) = r {
             if s.payload.as_ref().is_err_and(|e| e.is_fatal()) {
-                let err = s
-                    .payload
-                    .as_ref()
-                    .err()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
                 d.findings.push(Finding::general(
                     Code::MalformedSecret,
                     Severity::Warning,
-                    format!("secret {name:?} has an unusable payload ({err}); every pod using this ServiceAccount will fail all image pulls: fix or remove it"),
+                    findings::secret_unusable_for_service_account(name, &payload_error(s)),
                 ));
                 continue;
             }
@@ -992,42 +1008,41 @@ pub fn secret_findings(s: &SecretInfo, policy: &Policy) -> Vec<Finding> {
         out.push(Finding::general(
             Code::DeprecatedDockercfg,
             Severity::Warning,
-            format!("secret {:?} uses the deprecated kubernetes.io/dockercfg type: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry)", s.name),
+            findings::dockercfg_secret(&s.name),
         ));
     }
     match &s.payload {
         Err(e) => out.push(Finding::general(
             Code::MalformedSecret,
             Severity::Warning,
-            if e.is_fatal() {
-                format!("secret {:?} has an unusable payload ({e}): every pod referencing it will fail all image pulls; fix its data", s.name)
-            } else {
-                format!("secret {:?} gives the kubelet no credentials ({e}): fix its data", s.name)
-            },
+            findings::secret_payload_unusable(&s.name, e, e.is_fatal()),
         )),
         Ok(p) => {
             if !p.ignored_helpers.is_empty() {
                 out.push(Finding::general(
                     Code::CredentialHelperIgnored,
                     Severity::Warning,
-                    format!("secret {:?} names credential helpers ({}), which the kubelet ignores: put the credentials under \"auths\"", s.name, p.ignored_helpers.join(", ")),
+                    findings::credential_helpers_ignored(&s.name, &p.ignored_helpers),
                 ));
             }
             for e in &p.entries {
-                let decorated = e.raw().contains("://") || e.key.as_ref().is_ok_and(|k| !k.path().is_empty());
+                let decorated =
+                    e.raw().contains("://") || e.key.as_ref().is_ok_and(|k| !k.path().is_empty());
                 let covers_private = e.key.as_ref().is_ok_and(|k| {
-                    policy.registries.requires_credentials(&MatchTarget::new(k.served_name()))
+                    policy
+                        .registries
+                        .requires_credentials(&MatchTarget::new(k.served_name()))
                 });
                 match &e.key {
                     Err(err) => out.push(Finding::general(
                         Code::RegistryMismatch,
                         Severity::Warning,
-                        format!("secret {:?} has registry key {:?} that the kubelet ignores ({err}): write it as host[:port]", s.name, e.raw()),
+                        findings::key_ignored(&s.name, e.raw(), err),
                     )),
                     Ok(k) if decorated && !covers_private => out.push(Finding::general(
                         Code::RegistryMismatch,
                         Severity::Warning,
-                        format!("secret {:?} has registry key {:?} (normalised {:?}) that matches no private registry of the policy: write it as the images' host[:port]", s.name, e.raw(), k.as_str()),
+                        findings::key_matches_no_private_registry(&s.name, e.raw(), k.as_str()),
                     )),
                     Ok(_) => {}
                 }
@@ -1040,8 +1055,8 @@ pub fn secret_findings(s: &SecretInfo, policy: &Policy) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::tests::pull_secret;
-    use crate::store::index::ServiceAccountInfo;
+    use crate::engine::index::tests::pull_secret;
+    use crate::engine::index::ServiceAccountInfo;
     use serde_json::json;
     use std::collections::BTreeMap;
 
@@ -1077,8 +1092,8 @@ mod tests {
     fn deny() -> Policy {
         Policy {
             validation: Validation::Deny,
-            registries: crate::policy::Registries {
-                private: vec![crate::policy::RegistryPattern::All],
+            registries: crate::engine::policy::Registries {
+                private: vec![crate::engine::policy::RegistryPattern::All],
                 public: Vec::new(),
             },
             ..Policy::default()
@@ -1447,7 +1462,7 @@ mod tests {
 
     #[test]
     fn rejected_credentials_warn_or_deny_as_configured() {
-        use crate::store::index::SecretVerification;
+        use crate::engine::index::SecretVerification;
         let verified = |idx: &ClusterIndex, name: &str, key: &str, status| {
             let rv = idx.namespace("shop").secrets[name].resource_version.clone();
             assert!(idx.record_verification(

@@ -1,5 +1,7 @@
-//! Finding codes, severities, and the one-line messages that name each cause and its fix.
+//! Finding codes, severities, and the one-line messages that name each cause and its fix: every
+//! sentence a pod or secret evaluation shows a user is written here, the decisions are elsewhere.
 
+use super::keyring::NearMiss;
 use serde::Serialize;
 use std::fmt;
 
@@ -145,6 +147,328 @@ impl Finding {
             message,
         }
     }
+}
+
+// ---- Messages: every sentence `evaluate` puts in a finding, with its fix ----
+//
+// The decision picks the code and severity; these name the cause and the command that fixes it.
+
+/// Where a pod's imagePullSecrets come from: its own spec, or its ServiceAccount (`Some(name)`).
+pub fn secrets_field(service_account: Option<&str>) -> String {
+    match service_account {
+        None => "the pod's spec.imagePullSecrets".to_owned(),
+        Some(sa) => format!("ServiceAccount {sa:?} imagePullSecrets"),
+    }
+}
+
+/// `InvalidImageReference`: a container without an image.
+pub fn no_image(container: &str, field: &str) -> String {
+    format!(
+        "container {container:?} has no image: the API server rejects it ({field}: Required value); set the image"
+    )
+}
+
+/// `InvalidImageReference`: an image the reference grammar refuses.
+pub fn invalid_reference(
+    image: &str,
+    container: &str,
+    error: &dyn fmt::Display,
+    field: &str,
+) -> String {
+    format!(
+        "image {image:?} of container {container:?} is not a valid reference ({error}): the kubelet cannot pull it; fix {field}"
+    )
+}
+
+/// `ServiceAccountMissing`.
+pub fn service_account_missing(sa: &str, namespace: &str) -> String {
+    format!(
+        "ServiceAccount {sa:?} does not exist in namespace {namespace:?}, so pods using it are rejected: create it (kubectl create serviceaccount {sa} -n {namespace}) or fix spec.serviceAccountName"
+    )
+}
+
+/// `MalformedSecret`, fatal: the kubelet's keyring cannot be built, every pull fails.
+pub fn secret_unusable_for_pod(name: &str, field: &str, error: &str, namespace: &str) -> String {
+    format!(
+        "secret {name:?} in {field} is unusable ({error}): fix its .dockerconfigjson (kubectl create secret docker-registry {name} -n {namespace} --docker-server=… --dry-run=client -o yaml | kubectl apply -f -) or remove the reference"
+    )
+}
+
+/// Appended to a finding about an image on a registry that may serve it without credentials.
+pub const MAYBE_PUBLIC: &str = " (Docker Hub serves public and private repositories alike, so this is a warning: list docker.io in registries.private to make it an error)";
+
+/// Appended to a finding about a pod that exists: its imagePullSecrets are fixed.
+pub const RECREATE_POD: &str = "; a pod's imagePullSecrets cannot change after creation, so fix the workload or ServiceAccount and recreate the pod";
+
+/// `SecretsInjected`.
+pub fn secrets_injected(names: &[&str]) -> String {
+    format!(
+        "added imagePullSecrets {} so that the kubelet can authenticate",
+        quoted(names)
+    )
+}
+
+/// `AmbiguousCredentials`.
+pub fn ambiguous_credentials(registry: &str, names: &[&str]) -> String {
+    format!(
+        "{} secrets cover registry {registry:?} ({}); the kubelet tries them in that order and a stale one can mask a valid one: keep one secret per registry",
+        names.len(),
+        quoted(names)
+    )
+}
+
+/// `StaleCredentials`.
+pub fn stale_credentials(name: &str, registry: &str, days: i64, max: &dyn fmt::Display) -> String {
+    format!(
+        "secret {name:?} covering {registry:?} is {days} days old (maxSecretAge {max}): rotate the credential at the registry, create a new secret and reference it before removing the old one"
+    )
+}
+
+/// `MalformedSecret` blamed for one image: the secret yields no credentials.
+pub fn secret_gives_image_nothing(
+    name: &str,
+    error: &str,
+    image: &str,
+    namespace: &str,
+    registry: &str,
+) -> String {
+    format!(
+        "secret {name:?} gives the kubelet no credentials ({error}), so image {image:?} is pulled without any: recreate it with kubectl create secret docker-registry {name} -n {namespace} --docker-server={registry}"
+    )
+}
+
+/// `ServiceAccountNotPatched`; `other_sa` is a ServiceAccount that does reference the secret.
+pub fn service_account_not_patched(
+    secret: &str,
+    registry: &str,
+    sa: &str,
+    namespace: &str,
+    other_sa: Option<&str>,
+) -> String {
+    let hint = other_sa
+        .map(|a| {
+            format!(
+                "; ServiceAccount {a:?} references it: should the pod use serviceAccountName: {a}?"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "secret {secret:?} covers registry {registry:?} but neither the pod nor ServiceAccount {sa:?} references it: kubectl patch serviceaccount {sa} -n {namespace} -p '{{\"imagePullSecrets\":[{{\"name\":\"{secret}\"}}]}}' (or add it to spec.imagePullSecrets), then recreate the pod{hint}"
+    )
+}
+
+/// Where else the cluster has credentials for an image that its namespace lacks.
+pub enum Elsewhere<'a> {
+    /// No other namespace has any.
+    Nowhere,
+    /// None among the first `examined` candidates (the walk is bounded).
+    NoneOfFirst(usize),
+    /// These `namespace/name` secrets cover it.
+    Found(&'a [String]),
+}
+
+/// `NoCredentials`.
+pub fn no_credentials(
+    namespace: &str,
+    registry: &str,
+    image: &str,
+    elsewhere: Elsewhere<'_>,
+) -> String {
+    let create = format!(
+        "create one (kubectl create secret docker-registry regcred -n {namespace} --docker-server={registry} --docker-username=… --docker-password=…) and reference it from the pod or its ServiceAccount"
+    );
+    let where_ = match elsewhere {
+        Elsewhere::Nowhere => format!("and none exists elsewhere in the cluster: {create}"),
+        Elsewhere::NoneOfFirst(examined) => format!(
+            "and none of the first {examined} secrets of other namespaces with a key for this registry covers it either: {create}"
+        ),
+        Elsewhere::Found(list) => format!(
+            "but {} covers it in another namespace and secrets are namespace-scoped: copy or sync it into {namespace:?} and reference it",
+            list.join(", ")
+        ),
+    };
+    format!(
+        "no pull secret in namespace {namespace:?} covers registry {registry:?} (image {image:?}), {where_}; a retry succeeds once it exists"
+    )
+}
+
+/// `SecretInOtherNamespace`: `others` (at least one) hold a secret of that name.
+pub fn secret_in_other_namespace(
+    name: &str,
+    field: &str,
+    others: &[&str],
+    namespace: &str,
+) -> String {
+    let first = others.first().copied().unwrap_or_default();
+    format!(
+        "imagePullSecret {name:?} (from {field}) exists only in namespace(s) {}, and a pod can use secrets of its own namespace only: copy it (kubectl get secret {name} -n {first} -o json | jq 'del(.metadata.namespace,.metadata.uid,.metadata.resourceVersion,.metadata.creationTimestamp)' | kubectl apply -n {namespace} -f -) or sync it",
+        others.join(", ")
+    )
+}
+
+/// `SecretNotFound`; `suggestion` is an existing name close to it, `registry` the image's.
+pub fn secret_not_found(
+    name: &str,
+    field: &str,
+    namespace: &str,
+    suggestion: Option<&str>,
+    registry: Option<&str>,
+) -> String {
+    let suggestion = suggestion
+        .map(|c| format!(" (did you mean {c:?}?)"))
+        .unwrap_or_default();
+    let server = registry.unwrap_or("<registry>");
+    format!(
+        "imagePullSecret {name:?} (from {field}) does not exist in namespace {namespace:?}{suggestion}: fix the name, or create it (kubectl create secret docker-registry {name} -n {namespace} --docker-server={server} --docker-username=… --docker-password=…)"
+    )
+}
+
+/// `WrongSecretType`; `secret_type` is `None` when only "not a pull type" is known.
+pub fn wrong_secret_type(name: &str, secret_type: Option<&str>, namespace: &str) -> String {
+    let what = match secret_type {
+        Some(t) => format!("has type {t:?}, which the kubelet ignores for image pulls"),
+        None => "is not of a pull-secret type (kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg), so the kubelet ignores it for image pulls".to_owned(),
+    };
+    format!(
+        "secret {name:?} {what}: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry {name} -n {namespace} …)"
+    )
+}
+
+/// Why a key for the image's host does not cover it, in words.
+pub fn near_miss_detail(why: &NearMiss) -> String {
+    match why {
+        NearMiss::Port { key: k, image: i } => format!(
+            "the port differs (key {}, image {})",
+            k.as_deref().map_or("none".to_owned(), |p| format!(":{p}")),
+            i.as_deref().map_or("none".to_owned(), |p| format!(":{p}"))
+        ),
+        NearMiss::Path {
+            key_path,
+            image_path,
+        } => {
+            format!("the key's path {key_path:?} is not a prefix of the image path {image_path:?}")
+        }
+        NearMiss::Case => "the host differs in letter case (keys are case-sensitive)".to_owned(),
+        NearMiss::LabelCount => {
+            "a glob matches one DNS label per '*', and the label counts differ".to_owned()
+        }
+    }
+}
+
+/// `RegistryMismatch`: secret `secret` of `namespace` has key `raw`, which misses image `image`
+/// (named `name`, on `registry`) for the reason `why`.
+pub fn registry_mismatch(
+    image: &str,
+    name: &str,
+    registry: &str,
+    secret: &str,
+    namespace: &str,
+    raw: &str,
+    why: &NearMiss,
+) -> String {
+    format!(
+        "image {image:?} needs credentials for {name:?}, but secret {secret:?} has key {raw:?}: {}; add an entry for {registry:?} (kubectl create secret docker-registry {secret} -n {namespace} --docker-server={registry} …)",
+        near_miss_detail(why)
+    )
+}
+
+/// `StaticPod`, per image: a static pod has no imagePullSecrets.
+pub fn static_pod_image(image: &str) -> String {
+    format!(
+        "static pod: the kubelet cannot give it imagePullSecrets, so {image:?} must be pulled with node credentials: configure a kubelet credential provider (--image-credential-provider-config and --image-credential-provider-bin-dir) or pre-pull the image"
+    )
+}
+
+/// `StaticPod`: a static pod that lists imagePullSecrets.
+pub const STATIC_POD_WITH_SECRETS: &str = "static pod lists imagePullSecrets: the API server refuses its mirror pod (mirror pods may not reference secrets) and the kubelet cannot read them; remove them from the manifest and use a kubelet credential provider";
+
+/// `CredentialsRejected`; `others` are the other secrets the kubelet falls back to (none: it has
+/// no other credential).
+pub fn credentials_rejected(
+    key: &str,
+    name: &str,
+    image: &str,
+    namespace: &str,
+    others: Option<&[&str]>,
+) -> String {
+    let consequence = match others {
+        None => format!(
+            "the kubelet has no other credential for {image:?}, so pulls fail on every node without a cached copy"
+        ),
+        Some(others) => format!(
+            "the kubelet falls back to {}, but tries this one first",
+            quoted(others)
+        ),
+    };
+    format!(
+        "registry {key:?} rejected the credentials of secret {name:?} when pullgate last verified them: {consequence}; update the credential (kubectl create secret docker-registry {name} -n {namespace} --docker-server={key} --docker-username=… --docker-password=… --dry-run=client -o yaml | kubectl apply -f -)"
+    )
+}
+
+/// `DeprecatedDockercfg`, for a secret a pod references.
+pub fn dockercfg_referenced(name: &str, namespace: &str) -> String {
+    format!(
+        "secret {name:?} uses the deprecated kubernetes.io/dockercfg type: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry {name} -n {namespace} …)"
+    )
+}
+
+/// `DeprecatedDockercfg`, for a secret on its own.
+pub fn dockercfg_secret(name: &str) -> String {
+    format!(
+        "secret {name:?} uses the deprecated kubernetes.io/dockercfg type: recreate it as kubernetes.io/dockerconfigjson (kubectl create secret docker-registry)"
+    )
+}
+
+/// `CredentialHelperIgnored`.
+pub fn credential_helpers_ignored(name: &str, helpers: &[String]) -> String {
+    format!(
+        "secret {name:?} names credential helpers ({}), which the kubelet ignores: put the credentials under \"auths\"",
+        helpers.join(", ")
+    )
+}
+
+/// `MalformedSecret`, not fatal, for a referenced secret that no failed pull was blamed on.
+pub fn secret_gives_nothing_referenced(name: &str, error: &str) -> String {
+    format!("secret {name:?} gives the kubelet no credentials ({error}): fix or remove it")
+}
+
+/// `MalformedSecret`, fatal, for a ServiceAccount's secret.
+pub fn secret_unusable_for_service_account(name: &str, error: &str) -> String {
+    format!(
+        "secret {name:?} has an unusable payload ({error}); every pod using this ServiceAccount will fail all image pulls: fix or remove it"
+    )
+}
+
+/// `MalformedSecret`, for a secret on its own; `fatal`: no pod referencing it can pull anything.
+pub fn secret_payload_unusable(name: &str, error: &dyn fmt::Display, fatal: bool) -> String {
+    if fatal {
+        format!("secret {name:?} has an unusable payload ({error}): every pod referencing it will fail all image pulls; fix its data")
+    } else {
+        format!("secret {name:?} gives the kubelet no credentials ({error}): fix its data")
+    }
+}
+
+/// `RegistryMismatch`: a key the kubelet ignores.
+pub fn key_ignored(name: &str, raw: &str, error: &dyn fmt::Display) -> String {
+    format!(
+        "secret {name:?} has registry key {raw:?} that the kubelet ignores ({error}): write it as host[:port]"
+    )
+}
+
+/// `RegistryMismatch`: a key with a scheme or path that matches no private registry.
+pub fn key_matches_no_private_registry(name: &str, raw: &str, normalised: &str) -> String {
+    format!(
+        "secret {name:?} has registry key {raw:?} (normalised {normalised:?}) that matches no private registry of the policy: write it as the images' host[:port]"
+    )
+}
+
+/// Names quoted and comma-separated, in order.
+pub fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Levenshtein distance, for suggesting the closest existing secret name.

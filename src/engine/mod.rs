@@ -3,8 +3,11 @@
 pub mod diagnosis;
 pub mod evaluate;
 pub mod findings;
+pub mod gostd;
+pub mod index;
 pub mod keyring;
 pub mod podview;
+pub mod policy;
 pub mod pullsecret;
 pub mod reference;
 pub mod registry_class;

@@ -15,7 +15,8 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 
-use super::keyring::{decode_rune, KeyError, RegistryKey};
+use super::gostd::decode_rune;
+use super::keyring::{KeyError, RegistryKey};
 
 /// Secret type whose `.dockerconfigjson` holds `{"auths": {registry: entry}}`.
 pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";

@@ -11,8 +11,8 @@
 
 use super::keyring::{is_default_registry_match, MatchTarget};
 use super::reference::ImageRef;
-use crate::policy::{Registries, RegistryPattern};
-use crate::store::index::{ClusterIndex, HostClaim};
+use crate::engine::index::{ClusterIndex, HostClaim};
+use crate::engine::policy::{Registries, RegistryPattern};
 use std::fmt;
 
 /// Why an image's registry counts as private or public.
@@ -156,8 +156,8 @@ pub fn classify<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Policy;
-    use crate::store::index::tests::pull_secret;
+    use crate::engine::index::tests::pull_secret;
+    use crate::engine::policy::Policy;
 
     fn index() -> ClusterIndex {
         let mut idx = ClusterIndex::new();

@@ -1,9 +1,9 @@
 //! The file store: Secrets, ServiceAccounts and Namespaces read from manifest files, reloaded
 //! when they change. A broken file keeps the last good state.
 
-use super::index::ClusterIndex;
 use super::objects::index_document;
 use super::{Store, View};
+use crate::engine::index::ClusterIndex;
 use crate::manifests::{collect_files, for_each_document, ManifestError};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};

@@ -13,11 +13,11 @@
 //! Secret data is decoded only to parse registry keys and is dropped at once: the index keeps
 //! what [`SecretInfo`] keeps, and nothing here logs or formats an object.
 
-use super::index::{ClusterIndex, OtherSecret, SecretInfo, ServiceAccountInfo};
 use super::{Store, View};
+use crate::engine::index::{ClusterIndex, OtherSecret, SecretInfo, ServiceAccountInfo};
+use crate::engine::policy::{NamespaceOverrides, Policy};
 use crate::engine::pullsecret::{DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE};
 use crate::metrics::{KindLabels, Metrics, ResourceLabels};
-use crate::policy::{NamespaceOverrides, Policy};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -887,8 +887,8 @@ async fn follow<K: Watched>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::index::MANAGED_ANNOTATION;
     use crate::engine::podview::INJECT_ANNOTATION;
-    use crate::store::index::MANAGED_ANNOTATION;
     use base64::Engine;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::ByteString;
@@ -1028,7 +1028,7 @@ mod tests {
             panic!("not a Namespace entry")
         };
         assert_eq!(name, "ci");
-        assert_eq!(o.validation, Some(crate::policy::Validation::Deny));
+        assert_eq!(o.validation, Some(crate::engine::policy::Validation::Deny));
 
         let nameless = Secret::default();
         assert!(nameless

@@ -1,11 +1,11 @@
-//! The namespace views the engine reads: the pure index, and the stores that keep it current.
+//! Keeps the engine's namespace view current: manifest files, API watches, object → entry conversion.
 
 pub mod files;
-pub mod index;
 pub mod kube;
 pub mod objects;
+pub mod policy_file;
 
-use index::ClusterIndex;
+use crate::engine::index::ClusterIndex;
 use std::ops::Deref;
 use std::sync::Arc;
 

@@ -1,9 +1,9 @@
 //! Secrets, ServiceAccounts and Namespaces read from manifests (JSON values) into index entries.
 
-pub use super::index::parse_managed;
-use super::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
+pub use crate::engine::index::parse_managed;
+use crate::engine::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
+use crate::engine::policy::NamespaceOverrides;
 use crate::manifests::{Document, Problem};
-use crate::policy::NamespaceOverrides;
 use base64::Engine;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -253,7 +253,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n, "ci");
-        assert_eq!(o.validation, Some(crate::policy::Validation::Deny));
+        assert_eq!(o.validation, Some(crate::engine::policy::Validation::Deny));
     }
 
     #[test]

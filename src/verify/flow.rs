@@ -11,8 +11,8 @@
 //! the registry itself named; redirects are followed within the same origin only.
 
 use super::challenge::{self, Challenge};
+use crate::engine::index::CredentialStatus;
 use crate::engine::keyring::RegistryKey;
-use crate::store::index::CredentialStatus;
 use std::fmt;
 
 /// Redirects followed (same origin only) per request before giving up.

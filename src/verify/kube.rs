@@ -6,9 +6,9 @@ use super::service::{
     EventSink, FetchedSecret, LoopConfig, SecretData, SecretSource, SourceError, StatusEvent,
     VerifyLoop,
 };
+use crate::engine::index::CredentialStatus;
+use crate::engine::policy::Policy;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
-use crate::store::index::CredentialStatus;
 use crate::store::Store;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Event, Secret};

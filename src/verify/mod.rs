@@ -30,9 +30,9 @@ pub mod tls;
 pub use flow::Verdict;
 pub use prober::{Settings, Verifier, VerifyError};
 
+use crate::engine::index::{ClusterIndex, SecretInfo};
 use crate::engine::keyring::{MatchTarget, RegistryKey};
-use crate::policy::Policy;
-use crate::store::index::{ClusterIndex, SecretInfo};
+use crate::engine::policy::Policy;
 
 /// The registry keys of a secret worth verifying: keys of a usable pull secret, in a namespace
 /// the policy acts on, that hold a credential, name one host (no glob), and cover a private
@@ -78,7 +78,7 @@ pub fn targets<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::tests::pull_secret;
+    use crate::engine::index::tests::pull_secret;
 
     #[test]
     fn targets_are_private_single_host_keys_with_credentials() {

@@ -5,10 +5,10 @@
 use super::flow::{Flow, Next, Origin, Verdict};
 use super::http;
 use super::tls::CaFileVerifier;
+use crate::engine::index::CredentialStatus;
 use crate::engine::keyring::{MatchTarget, RegistryKey};
+use crate::engine::policy::{RegistryPattern, Verify};
 use crate::engine::pullsecret::Credential;
-use crate::policy::{RegistryPattern, Verify};
-use crate::store::index::CredentialStatus;
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -407,7 +407,7 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not pem").unwrap();
         let policy = |file: &Path, insecure: bool| {
-            crate::policy::Policy::from_yaml(&format!(
+            crate::engine::policy::Policy::from_yaml(&format!(
                 "verify:\n  registries:\n  - pattern: r.test\n    caFile: {}\n    insecure: {insecure}\n",
                 file.display()
             ))

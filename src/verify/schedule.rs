@@ -3,7 +3,7 @@
 //! together (at start) spread out instead of probing their registries in lockstep forever.
 //! Pure: the caller passes the time.
 
-use crate::store::index::{CredentialStatus, SecretRef};
+use crate::engine::index::{CredentialStatus, SecretRef};
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;

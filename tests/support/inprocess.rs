@@ -2,8 +2,8 @@
 
 use super::certs::shared_certs;
 use super::{install_crypto, DEADLINE};
+use pullgate::engine::policy::Policy;
 use pullgate::metrics::Metrics;
-use pullgate::policy::Policy;
 use pullgate::server::{self, AppState};
 use pullgate::store::files::FileStore;
 use pullgate::tls::{self, CertResolver};

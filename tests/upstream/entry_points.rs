@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
+use pullgate::engine::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
 use pullgate::engine::keyring::{Keyring, MatchTarget};
 use pullgate::engine::podview::{PodView, WorkloadKind};
+use pullgate::engine::policy::{Policy, Validation};
 use pullgate::engine::reference::ImageRef;
 use pullgate::engine::{evaluate_pod, evaluate_service_account, Code, Decision, PodContext};
-use pullgate::policy::{Policy, Validation};
-use pullgate::store::index::{ClusterIndex, SecretInfo, ServiceAccountInfo};
 use serde_json::{json, Value};
 
 const NS: &str = "tables";

@@ -601,16 +601,10 @@ impl Policy {
         p
     }
 
-    /// Parse a policy from YAML (or JSON) text, naming the path of any bad field.
-    pub fn from_yaml(text: &str) -> Result<Policy, PolicyError> {
-        if text.len() > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge { size: text.len() });
-        }
-        let value: serde_json::Value = if text.trim().is_empty() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            crate::manifests::yaml_to_value(text).map_err(PolicyError::Yaml)?
-        };
+    /// A policy from the parsed policy document (null: every default), naming the path of any
+    /// bad field. Reading the file's YAML is the caller's (`store::policy_file`): the engine
+    /// reads no file format.
+    pub fn from_value(value: serde_json::Value) -> Result<Policy, PolicyError> {
         let value = match value {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
             v => v,

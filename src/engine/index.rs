@@ -2,10 +2,10 @@
 //! namespace overrides, with the cross-namespace lookups diagnostics need. Pure data, no I/O.
 
 use crate::engine::keyring::{is_default_registry_match, keys_cover, MatchTarget, RegistryKey};
+use crate::engine::policy::NamespaceOverrides;
 use crate::engine::pullsecret::{
     parse_pull_secret, PayloadError, PullSecretKeys, DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE,
 };
-use crate::policy::NamespaceOverrides;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
