@@ -387,3 +387,115 @@ async fn protect_in_use_secrets_denies_deleting_one_in_use() {
     assert_eq!(resp["allowed"], true, "{resp}");
     assert!(warnings(&resp).is_empty(), "{resp}");
 }
+
+/// The fake's resource key of PolicyReports.
+const REPORTS: &str = "policyreports.wgpolicyk8s.io";
+
+/// The (workload, result, rule) of each result of `report`, sorted.
+fn report_results(report: &Value) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["resources"][0]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                r["result"].as_str().unwrap_or_default().to_owned(),
+                r["rule"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_audit_writes_each_namespace_policy_report_and_updates_it_in_place() {
+    support::install_crypto();
+    let fake = cluster().await;
+    fake.install_policy_report_crd(true);
+    let mut s = serve(&fake, POLICY, "pullgate-0").await;
+    s.wait_pass("full", 0);
+    let fake_ref = &fake;
+    let first = poll("shop's PolicyReport", DEADLINE, || async move {
+        fake_ref.get(REPORTS, "shop", "pullgate")
+    })
+    .await;
+    assert_eq!(
+        report_results(&first),
+        [
+            (
+                "api".to_owned(),
+                "pass".to_owned(),
+                "PullSecretsCoverImages".to_owned()
+            ),
+            (
+                "web".to_owned(),
+                "pass".to_owned(),
+                "PullSecretsCoverImages".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(first["summary"]["pass"], 2, "{first}");
+
+    // apicred deleted: the namespace pass rewrites the same report (same uid), api now fails.
+    let mark = s.process.mark();
+    assert!(fake.delete("secrets", "shop", "apicred"));
+    s.wait_pass("namespace", mark);
+    let uid = first["metadata"]["uid"].clone();
+    let updated = poll("api failing in shop's report", DEADLINE, || async move {
+        fake_ref
+            .get(REPORTS, "shop", "pullgate")
+            .filter(|r| r["summary"]["fail"] == 1)
+    })
+    .await;
+    assert_eq!(
+        updated["metadata"]["uid"], uid,
+        "replaced in place, not recreated"
+    );
+    assert_eq!(
+        report_results(&updated),
+        [
+            (
+                "api".to_owned(),
+                "fail".to_owned(),
+                "SecretNotFound".to_owned()
+            ),
+            (
+                "web".to_owned(),
+                "pass".to_owned(),
+                "PullSecretsCoverImages".to_owned()
+            ),
+        ]
+    );
+    let text = updated.to_string();
+    assert!(
+        text.contains("apicred") && !text.contains(PLANTED),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_off_or_an_absent_crd_write_no_policy_report() {
+    support::install_crypto();
+    for (policy, crd) in [
+        (format!("{POLICY}  reports: \"off\"\n"), true),
+        (POLICY.to_owned(), false),
+    ] {
+        let fake = cluster().await;
+        fake.install_policy_report_crd(crd);
+        let mut s = serve(&fake, &policy, "pullgate-0").await;
+        s.wait_pass("full", 0);
+        assert!(fake.get(REPORTS, "shop", "pullgate").is_none(), "{policy}");
+        assert!(
+            !fake
+                .request_log()
+                .iter()
+                .any(|r| r.method != "GET" && r.path.contains("/policyreports")),
+            "{policy}: a PolicyReport was written"
+        );
+    }
+}

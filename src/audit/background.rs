@@ -7,9 +7,11 @@
 
 use super::cluster::{self, Options};
 use super::live::{finding_counts, workload_causes, Announced, Cause, FindingCounts};
+use super::policyreport::policy_reports;
+use super::publish;
 use super::schedule::{Pass, Schedule, Timing};
 use super::{AuditReport, UsageIndex};
-use crate::engine::policy::Policy;
+use crate::engine::policy::{Policy, Reports};
 use crate::leader::{self, Elector};
 use crate::metrics::{AuditFindingLabels, KindLabels, Metrics, PassLabels};
 use crate::store::Store;
@@ -194,6 +196,44 @@ async fn audit_while_leading(
     }
 }
 
+/// Write the pass's PolicyReports (one per namespace, in place) where `audit.reports` asks for
+/// them and the API server serves the CRD; a failure is logged, never fatal to the pass.
+async fn publish_reports(
+    client: &Client,
+    policy: &Policy,
+    namespace: Option<&str>,
+    report: &AuditReport,
+    now: i64,
+) {
+    let required = match policy.audit.reports {
+        Reports::Off => return,
+        Reports::Auto => false,
+        Reports::On => true,
+    };
+    let published = match publish::should_publish(client, required).await {
+        Ok(false) => return,
+        Ok(true) => {
+            publish::publish(client, namespace, policy_reports(report, now).into_values()).await
+        }
+        Err(e) => Err(e),
+    };
+    match published {
+        Ok(stats) => info!(
+            namespace = namespace.unwrap_or("*"),
+            created = stats.created,
+            updated = stats.updated,
+            unchanged = stats.unchanged,
+            deleted = stats.deleted,
+            foreign = stats.foreign,
+            failures = stats.failures.len() as u64 + stats.failures_not_listed,
+            "PolicyReports published"
+        ),
+        Err(e) => {
+            warn!(error = %e, namespace = namespace.unwrap_or("*"), "PolicyReports not published")
+        }
+    }
+}
+
 fn clear(metrics: &Metrics, published: &mut Published, usage: &SharedUsage) {
     publish_counts(metrics, &mut published.counts, None, FindingCounts::new());
     published.usage = Arc::default();
@@ -243,6 +283,14 @@ async fn pass(
     let causes = workload_causes(&report);
     let summary = report.summary.clone();
     let found = finding_counts(&report);
+    publish_reports(
+        client,
+        policy,
+        namespace.as_deref(),
+        &report,
+        now.as_second(),
+    )
+    .await;
     // The results go here; only the usage index is kept.
     let AuditReport {
         usage: report_usage,
