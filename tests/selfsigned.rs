@@ -320,7 +320,12 @@ async fn a_corrupted_secret_is_regenerated() {
         Some(&m.ca_bundle[..])
     );
     let (addr, server) = tls_server(managed.resolver()).await;
-    assert!(handshake(addr, &m.ca_bundle).await.is_ok());
+    let served = handshake(addr, &m.ca_bundle).await.expect("handshake");
+    assert_eq!(
+        served,
+        certs(&m.tls_crt)[0],
+        "serves the regenerated certificate"
+    );
     server.abort();
 
     // A Secret of another type is left alone, and the error says why.
@@ -420,6 +425,7 @@ impl Prober {
                     }
                     Err(e) => f.lock().unwrap_or_else(|p| p.into_inner()).push(e),
                 }
+                // Pacing of the probe loop (not a synchronisation): a handshake every ~15 ms.
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
         });
