@@ -30,13 +30,12 @@ mod process;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use process::{arg, mib, status_kib};
+use process::{arg, mib, serve_until_stdin_closes, spawn_fake_api, status_kib};
 use pullgate::audit::cluster::{self, Options};
 use pullgate::engine::policy::Policy;
 use pullgate::metrics::Metrics;
 use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,13 +96,7 @@ fn serve_fake(namespaces: usize, pods: usize) {
             fake.count("deployments.apps"),
             started.elapsed().as_secs_f64(),
         );
-        println!("READY {}", fake.kubeconfig_path().display());
-        tokio::task::spawn_blocking(|| {
-            let mut sink = Vec::new();
-            let _ = std::io::stdin().read_to_end(&mut sink);
-        })
-        .await
-        .expect("stdin reader");
+        serve_until_stdin_closes(fake.kubeconfig_path()).await;
     });
 }
 
@@ -114,31 +107,15 @@ fn main() {
         serve_fake(namespaces, pods);
         return;
     }
-    let exe = std::env::current_exe().expect("own executable");
-    let mut child = Command::new(exe)
-        .args([
-            "--namespaces",
-            &namespaces.to_string(),
-            "--pods",
-            &pods.to_string(),
-        ])
-        .env(ROLE, "fake-api")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the fake API server");
-    let mut lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
-    let kubeconfig = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(path) = line.strip_prefix("READY ") {
-                    break std::path::PathBuf::from(path);
-                }
-            }
-            _ => panic!("the fake API server exited before it was ready"),
-        }
-    };
+    let (mut child, kubeconfig) = spawn_fake_api(
+        ROLE,
+        &[
+            "--namespaces".to_owned(),
+            namespaces.to_string(),
+            "--pods".to_owned(),
+            pods.to_string(),
+        ],
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -23,10 +23,8 @@ mod support;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams};
-use process::{arg, mib, status_kib};
+use process::{arg, mib, serve_until_stdin_closes, spawn_fake_api, status_kib};
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::fake_api::FakeApi;
 use support::fixtures;
@@ -95,13 +93,7 @@ fn serve_fake(namespaces: usize, pods: usize) {
             fake.count("pods"),
             started.elapsed().as_secs_f64(),
         );
-        println!("READY {}", fake.kubeconfig_path().display());
-        tokio::task::spawn_blocking(|| {
-            let mut sink = Vec::new();
-            let _ = std::io::stdin().read_to_end(&mut sink);
-        })
-        .await
-        .expect("stdin reader");
+        serve_until_stdin_closes(fake.kubeconfig_path()).await;
     });
 }
 
@@ -112,31 +104,15 @@ fn main() {
         serve_fake(namespaces, pods);
         return;
     }
-    let exe = std::env::current_exe().expect("own executable");
-    let mut child = Command::new(exe)
-        .args([
-            "--namespaces",
-            &namespaces.to_string(),
-            "--pods-per-namespace",
-            &pods.to_string(),
-        ])
-        .env(ROLE, "fake-api")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the fake API server");
-    let mut lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
-    let kubeconfig = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(path) = line.strip_prefix("READY ") {
-                    break std::path::PathBuf::from(path);
-                }
-            }
-            _ => panic!("the fake API server exited before it was ready"),
-        }
-    };
+    let (mut child, kubeconfig) = spawn_fake_api(
+        ROLE,
+        &[
+            "--namespaces".to_owned(),
+            namespaces.to_string(),
+            "--pods-per-namespace".to_owned(),
+            pods.to_string(),
+        ],
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, "audit:\n  enabled: true\n  interval: 1h\n").expect("policy");

@@ -35,6 +35,8 @@
 // Test code states its expectations with unwrap, expect and panic (Cargo.toml [lints] denies them elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// Shared by the process-level benches, each using a part of it.
+#[allow(dead_code)]
 #[path = "common/process.rs"]
 mod process;
 // The test support module's self-tests compile here too (benches build with cfg(test)) but run
