@@ -10,10 +10,14 @@ use pullgate::audit::cluster::{self, Options};
 use pullgate::audit::policyreport::policy_reports;
 use pullgate::audit::publish::publish_watched;
 use pullgate::engine::policy::Policy;
+use pullgate::metrics::Metrics;
+use pullgate::store::kube::{ClusterStore, Scope};
+use pullgate::store::Store;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::Arc;
+
 use support::fake_api::{FakeApi, LoggedRequest};
 use support::fixtures;
 use support::registry::{self, Auth, RealRegistry, TestPki};
@@ -203,17 +207,25 @@ async fn namespace_scoped_audit_and_report_cleanup_list_only_inside_watched_name
     );
     assert_eq!(outside(&log, &["a", "b"]), Vec::<String>::new());
 
-    // The library as serve runs it, then the PolicyReport cleanup of that scope.
+    // As serve's background pass runs it: the scope comes from the webhook's store (started
+    // with --watch-namespace b,a), then the PolicyReport cleanup of that scope.
     let client = fake.client().await;
     let policy = Policy::from_yaml("inject: false\n").expect("policy");
-    let watched = vec!["a".to_owned(), "b".to_owned()];
+    let store = ClusterStore::start(
+        client.clone(),
+        Scope::for_policy(vec!["b".into(), "a".into(), "b".into()], &policy),
+        Arc::new(Metrics::new()),
+    );
+    support::eventually("the store to sync", || store.ready()).await;
+    let watched = store.watched_namespaces();
+    assert_eq!(watched, ["a", "b"]);
     let options = Options {
         watch_namespaces: watched.clone(),
-        sync_timeout: Duration::from_secs(10),
+        slim: true,
         ..Options::default()
     };
     let now = jiff::Timestamp::now().as_second();
-    let (report, _) = cluster::run(client.clone(), &policy, &options, now, None)
+    let (report, _) = cluster::pass(&client, &*store, &policy, &options, now)
         .await
         .expect("audit");
     let reports = policy_reports(&report, now);
