@@ -73,7 +73,7 @@ pub enum AuditError {
     #[error("cannot read the cluster: {0}")]
     Unreachable(#[source] kube::Error),
     /// The store's watchers did not complete their first list in time.
-    #[error("pull Secrets, ServiceAccounts and Namespaces not read within {0:?} (can this identity list and watch them cluster-wide?)")]
+    #[error("pull Secrets, ServiceAccounts and Namespaces not read within {0:?} (can this identity list and watch them cluster-wide, or in each of --namespaces?)")]
     Sync(Duration),
     /// A list failed.
     #[error("cannot list {resource}: {source}")]
@@ -323,5 +323,24 @@ async fn list<'p>(
         if token.is_none() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_go_to_the_audited_namespace_or_each_watched_one() {
+        let mut o = Options::default();
+        assert_eq!(o.list_scopes(), [None]);
+        o.watch_namespaces = vec!["b".into(), " ".into(), "a".into(), "b".into()];
+        assert_eq!(o.list_scopes(), [Some("a".into()), Some("b".into())]);
+        o.namespace = Some("b".into());
+        assert_eq!(o.list_scopes(), [Some("b".into())]);
+        assert_eq!(
+            collection_path(WorkloadKind::CronJob, Some("a")),
+            "/apis/batch/v1/namespaces/a/cronjobs"
+        );
     }
 }
