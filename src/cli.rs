@@ -271,6 +271,15 @@ pub struct AuditArgs {
     /// Audit every namespace.
     #[arg(long, short = 'A')]
     pub all_namespaces: bool,
+    /// Read only inside these namespaces (comma-separated), never cluster-wide, as `serve
+    /// --watch-namespace` does (for an identity with a Role per namespace); audits all of them
+    /// unless `-n` picks one.
+    #[arg(long, value_delimiter = ',', conflicts_with = "all_namespaces")]
+    pub namespaces: Vec<String>,
+    /// Also prove the audited pull secrets' credentials against their registries (as `verify`
+    /// does; sends them over the network), so a rejected one is `CredentialsRejected`.
+    #[arg(long)]
+    pub verify: bool,
     /// Kubeconfig (default: the usual KUBECONFIG lookup, then in-cluster config).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

@@ -151,6 +151,11 @@ fn audit(args: pullgate::cli::AuditArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let now = jiff::Timestamp::now().as_second();
+    let verifier = if args.verify {
+        Some(verifier(&policy)?)
+    } else {
+        None
+    };
     let (report, _) = rt.block_on(async {
         let client = pullgate::store::kube::client(args.kubeconfig.as_deref())
             .await
@@ -158,14 +163,17 @@ fn audit(args: pullgate::cli::AuditArgs) -> anyhow::Result<ExitCode> {
         let namespace = match (args.all_namespaces, args.namespace) {
             (true, _) => None,
             (false, Some(ns)) => Some(ns),
+            (false, None) if !args.namespaces.is_empty() => None,
             (false, None) => Some(client.default_namespace().to_owned()),
         };
         let options = pullgate::audit::cluster::Options {
             namespace,
+            watch_namespaces: args.namespaces,
             page_size: args.page_size,
             ..Default::default()
         };
-        let done = pullgate::audit::cluster::run(client, &policy, &options, now).await?;
+        let done = pullgate::audit::cluster::run(client, &policy, &options, now, verifier.as_ref())
+            .await?;
         anyhow::Ok(done)
     })?;
     let text = match args.output {

@@ -55,7 +55,7 @@ async fn audit_and_publish(fake: &FakeApi, now: i64) -> PublishStats {
         sync_timeout: Duration::from_secs(10),
         ..Options::default()
     };
-    let (report, _) = cluster::run(client.clone(), &policy, &options, now)
+    let (report, _) = cluster::run(client.clone(), &policy, &options, now, None)
         .await
         .expect("audit");
     publish(&client, None, policy_reports(&report, now).into_values())

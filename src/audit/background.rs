@@ -255,6 +255,7 @@ async fn pass(
     let started = Instant::now();
     let options = Options {
         namespace: namespace.clone(),
+        watch_namespaces: store.watched_namespaces(),
         page_size: settings.page_size,
         slim: true,
         ..Options::default()

@@ -6,12 +6,15 @@
 
 use super::object;
 use super::report::{AuditReport, Auditor};
+use super::verify;
 use crate::engine::podview::WorkloadKind;
 use crate::engine::policy::Policy;
 use crate::metrics::Metrics;
 use crate::store::kube::{ClusterStore, Scope};
 use crate::store::Store;
-use k8s_openapi::api::core::v1::Namespace;
+use crate::verify::kube::KubeSecrets;
+use crate::verify::Verifier;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ListParams};
 use kube::Client;
 use serde::Deserialize;
@@ -22,8 +25,12 @@ use std::time::{Duration, Instant};
 /// What to audit and how to read it.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// One namespace, or every one (`None`).
+    /// One namespace, or every one (`None`) the store watches.
     pub namespace: Option<String>,
+    /// The namespaces the store watches (the chart's `cluster.watchNamespaces`), where the
+    /// identity may hold only a Role per namespace: lists go to each of them, never
+    /// cluster-wide. Empty: the whole cluster.
+    pub watch_namespaces: Vec<String>,
     /// Objects per list page.
     pub page_size: u32,
     /// Longest wait for the store's first full read of Secrets, ServiceAccounts and Namespaces.
@@ -36,6 +43,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             namespace: None,
+            watch_namespaces: Vec::new(),
             page_size: 500,
             sync_timeout: Duration::from_secs(60),
             slim: false,
@@ -65,7 +73,7 @@ pub enum AuditError {
     #[error("cannot read the cluster: {0}")]
     Unreachable(#[source] kube::Error),
     /// The store's watchers did not complete their first list in time.
-    #[error("pull Secrets, ServiceAccounts and Namespaces not read within {0:?} (can this identity list and watch them cluster-wide?)")]
+    #[error("pull Secrets, ServiceAccounts and Namespaces not read within {0:?} (can this identity list and watch them cluster-wide, or in each of --namespaces?)")]
     Sync(Duration),
     /// A list failed.
     #[error("cannot list {resource}: {source}")]
@@ -130,23 +138,56 @@ pub fn collection_path(kind: WorkloadKind, namespace: Option<&str>) -> String {
     }
 }
 
-/// Audit the cluster `client` reaches, under `policy` at `now`.
+impl Options {
+    /// The namespaces to list in, one by one; `[None]` lists cluster-wide.
+    pub fn list_scopes(&self) -> Vec<Option<String>> {
+        if let Some(ns) = &self.namespace {
+            return vec![Some(ns.clone())];
+        }
+        let mut watched: Vec<Option<String>> = self
+            .watch_namespaces
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .map(|n| Some(n.to_owned()))
+            .collect();
+        watched.sort();
+        watched.dedup();
+        if watched.is_empty() {
+            watched.push(None);
+        }
+        watched
+    }
+}
+
+/// Audit the cluster `client` reaches, under `policy` at `now`; with a verifier, the audited
+/// namespaces' pull-secret credentials are proven against their registries first.
 pub async fn run(
     client: Client,
     policy: &Policy,
     options: &Options,
     now: i64,
+    verifier: Option<&Verifier>,
 ) -> Result<(AuditReport, Stats), AuditError> {
-    // Fail fast (exit 2) when the API server is not there, rather than at the sync deadline.
-    Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(AuditError::Unreachable)?;
-    // The index is built cluster-wide as the webhook builds it, so that decisions (a secret that
-    // exists only in another namespace, say) are the webhook's even when one namespace is audited.
+    // Fail fast (exit 2) when the API server is not there, rather than at the sync deadline,
+    // with a list this identity may make (a namespace-scoped one cannot list Namespaces).
+    match options.list_scopes().first().cloned().flatten() {
+        Some(ns) => Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().limit(1))
+            .await
+            .map(drop),
+        None => Api::<Namespace>::all(client.clone())
+            .list(&ListParams::default().limit(1))
+            .await
+            .map(drop),
+    }
+    .map_err(AuditError::Unreachable)?;
+    // The index is built as the webhook builds it (cluster-wide unless it watches namespaces), so
+    // that decisions (a secret that exists only in another namespace, say) are the webhook's
+    // even when one namespace is audited.
     let store = ClusterStore::start(
         client.clone(),
-        Scope::for_policy(Vec::new(), policy),
+        Scope::for_policy(options.watch_namespaces.clone(), policy),
         Arc::new(Metrics::new()),
     );
     let deadline = Instant::now() + options.sync_timeout;
@@ -156,7 +197,18 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    pass(&client, &*store, policy, options, now).await
+    let Some(verifier) = verifier else {
+        return pass(&client, &*store, policy, options, now).await;
+    };
+    let namespaces: Vec<String> = match &options.namespace {
+        Some(ns) => vec![ns.clone()],
+        None => crate::store::namespace_names(&*store),
+    };
+    let source = KubeSecrets::new(client.clone());
+    let outcomes = verify::verify_secrets(&*store, &source, verifier, policy, &namespaces).await;
+    let (mut report, stats) = pass(&client, &*store, policy, options, now).await?;
+    report.notes.extend(verify::notes(&outcomes));
+    Ok((report, stats))
 }
 
 /// One audit pass over workloads and Pods with an index that is already synced (the CLI's own
@@ -173,28 +225,47 @@ pub async fn pass(
         auditor = auditor.slim();
     }
     let mut stats = Stats::default();
+    let scopes = options.list_scopes();
     for kind in ORDER {
-        list(client, kind, options, store, &mut auditor, &mut stats).await?;
+        for namespace in &scopes {
+            let at = Listing {
+                kind,
+                namespace: namespace.as_deref(),
+                page_size: options.page_size,
+            };
+            list(client, at, store, &mut auditor, &mut stats).await?;
+        }
     }
     Ok((auditor.finish(), stats))
 }
 
-/// Read every page of `kind` into the audit.
+/// One list: a kind, in one namespace or cluster-wide.
+#[derive(Debug, Clone, Copy)]
+struct Listing<'a> {
+    kind: WorkloadKind,
+    namespace: Option<&'a str>,
+    page_size: u32,
+}
+
+/// Read every page of one list into the audit.
 async fn list<'p>(
     client: &Client,
-    kind: WorkloadKind,
-    options: &Options,
+    at: Listing<'_>,
     store: &dyn Store,
     auditor: &mut Auditor<'p>,
     stats: &mut Stats,
 ) -> Result<(), AuditError> {
-    let namespace = options.namespace.as_deref();
+    let Listing {
+        kind,
+        namespace,
+        page_size,
+    } = at;
     let path = collection_path(kind, namespace);
     let checkpoint = auditor.clone();
     let mut token: Option<String> = None;
     let mut restarts = 0;
     loop {
-        let mut params = ListParams::default().limit(options.page_size);
+        let mut params = ListParams::default().limit(page_size);
         if let Some(t) = &token {
             params = params.continue_token(t);
         }
@@ -252,5 +323,24 @@ async fn list<'p>(
         if token.is_none() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_go_to_the_audited_namespace_or_each_watched_one() {
+        let mut o = Options::default();
+        assert_eq!(o.list_scopes(), [None]);
+        o.watch_namespaces = vec!["b".into(), " ".into(), "a".into(), "b".into()];
+        assert_eq!(o.list_scopes(), [Some("a".into()), Some("b".into())]);
+        o.namespace = Some("b".into());
+        assert_eq!(o.list_scopes(), [Some("b".into())]);
+        assert_eq!(
+            collection_path(WorkloadKind::CronJob, Some("a")),
+            "/apis/batch/v1/namespaces/a/cronjobs"
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod policyreport;
 pub mod publish;
 pub mod report;
 pub mod schedule;
+pub mod verify;
 pub mod workload;
 
 pub use report::{AuditReport, AuditResult, Auditor, ResultScope, UsageIndex, Verdict};

@@ -249,6 +249,18 @@ pub async fn publish(
     scope: Option<&str>,
     reports: impl IntoIterator<Item = PolicyReport>,
 ) -> Result<PublishStats, ReportError> {
+    publish_watched(client, scope, &[], reports).await
+}
+
+/// [`publish`] for a store that watches only `watched` namespaces (empty: the whole cluster),
+/// where the identity may hold only a Role per namespace: with no `scope`, the cleanup lists
+/// pullgate's reports in each watched namespace instead of cluster-wide.
+pub async fn publish_watched(
+    client: &Client,
+    scope: Option<&str>,
+    watched: &[String],
+    reports: impl IntoIterator<Item = PolicyReport>,
+) -> Result<PublishStats, ReportError> {
     let mut stats = PublishStats::default();
     let mut written = BTreeSet::new();
     for report in reports {
@@ -266,10 +278,27 @@ pub async fn publish(
         }
         written.insert(ns);
     }
-    let api: Api<DynamicObject> = match scope {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource()),
-        None => Api::all_with(client.clone(), &resource()),
+    let apis: Vec<Api<DynamicObject>> = match scope {
+        Some(ns) => vec![Api::namespaced_with(client.clone(), ns, &resource())],
+        None if !watched.is_empty() => watched
+            .iter()
+            .map(|ns| Api::namespaced_with(client.clone(), ns, &resource()))
+            .collect(),
+        None => vec![Api::all_with(client.clone(), &resource())],
     };
+    for api in &apis {
+        delete_unwritten(client, api, &written, &mut stats).await?;
+    }
+    Ok(stats)
+}
+
+/// Delete pullgate's reports that `api` lists outside the namespaces just `written`.
+async fn delete_unwritten(
+    client: &Client,
+    api: &Api<DynamicObject>,
+    written: &BTreeSet<String>,
+    stats: &mut PublishStats,
+) -> Result<(), ReportError> {
     let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let mut lp = ListParams::default().labels(&selector).limit(500);
     loop {
@@ -296,10 +325,9 @@ pub async fn publish(
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),
-            None => break,
+            None => return Ok(()),
         }
     }
-    Ok(stats)
 }
 
 #[cfg(test)]

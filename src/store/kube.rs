@@ -57,6 +57,8 @@ pub struct ClusterStore {
     shared: Arc<Shared>,
     /// The watcher tasks; aborted when the store is dropped so nothing outlives it.
     tasks: Vec<AbortHandle>,
+    /// The namespaces watched, sorted; empty when watching the whole cluster.
+    namespaces: Vec<String>,
 }
 
 /// State the watcher tasks share with the store.
@@ -111,6 +113,9 @@ impl ClusterStore {
     /// list. Must be called within a Tokio runtime.
     pub fn start(client: Client, scope: Scope, metrics: Arc<Metrics>) -> Arc<ClusterStore> {
         let watches = plan(&scope.namespaces);
+        let mut namespaces: Vec<String> =
+            watches.iter().filter_map(|w| w.namespace.clone()).collect();
+        namespaces.dedup();
         let gauge = |kind| {
             metrics
                 .store_objects
@@ -136,7 +141,11 @@ impl ClusterStore {
             .into_iter()
             .map(|w| spawn_watch(&shared, &client, w))
             .collect();
-        Arc::new(ClusterStore { shared, tasks })
+        Arc::new(ClusterStore {
+            shared,
+            tasks,
+            namespaces,
+        })
     }
 }
 
@@ -167,6 +176,10 @@ impl Store for ClusterStore {
 
     fn ready(&self) -> bool {
         self.shared.unsynced.load(Ordering::Acquire) == 0
+    }
+
+    fn watched_namespaces(&self) -> Vec<String> {
+        self.namespaces.clone()
     }
 }
 

@@ -43,4 +43,9 @@ pub trait Store: Send + Sync + 'static {
     fn view(&self) -> View<'_>;
     /// Whether the initial load is complete.
     fn ready(&self) -> bool;
+    /// The namespaces this store is limited to (`--watch-namespace`), sorted; empty when it
+    /// sees the whole cluster.
+    fn watched_namespaces(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
