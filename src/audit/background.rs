@@ -201,7 +201,7 @@ async fn audit_while_leading(
 async fn publish_reports(
     client: &Client,
     policy: &Policy,
-    namespace: Option<&str>,
+    (namespace, watched): (Option<&str>, &[String]),
     report: &AuditReport,
     now: i64,
 ) {
@@ -213,7 +213,8 @@ async fn publish_reports(
     let published = match publish::should_publish(client, required).await {
         Ok(false) => return,
         Ok(true) => {
-            publish::publish(client, namespace, policy_reports(report, now).into_values()).await
+            let reports = policy_reports(report, now).into_values();
+            publish::publish_watched(client, namespace, watched, reports).await
         }
         Err(e) => Err(e),
     };
@@ -284,14 +285,9 @@ async fn pass(
     let causes = workload_causes(&report);
     let summary = report.summary.clone();
     let found = finding_counts(&report);
-    publish_reports(
-        client,
-        policy,
-        namespace.as_deref(),
-        &report,
-        now.as_second(),
-    )
-    .await;
+    let watched = store.watched_namespaces();
+    let where_ = (namespace.as_deref(), &watched[..]);
+    publish_reports(client, policy, where_, &report, now.as_second()).await;
     // The results go here; only the usage index is kept.
     let AuditReport {
         usage: report_usage,
