@@ -670,6 +670,52 @@ mod tests {
     }
 
     #[test]
+    fn diagnosis_sentences_keep_their_wording() {
+        assert_eq!(
+            pull_diagnosis(Some("a:1"), CAUSE_SECRET_NAME_MISMATCH, "secret \"x\" is missing.", true),
+            "pulling \"a:1\" fails (secret name mismatch): secret \"x\" is missing. pullgate now injects the missing secret at admission: delete the pod so that its controller recreates it."
+        );
+        assert_eq!(
+            pull_diagnosis(None, CAUSE_STATIC_POD, STATIC_POD_FALLBACK, false),
+            "pulling an image fails (static pods cannot use imagePullSecrets): configure a kubelet credential provider on the node."
+        );
+        assert_eq!(
+            keyring_secret_among(&[], "E"),
+            "in one of the pod's imagePullSecrets, E"
+        );
+        assert_eq!(
+            keyring_secret_among(&["a", "b"], "E"),
+            "in one of the pod's imagePullSecrets (a, b), E"
+        );
+        assert_eq!(
+            keyring_diagnosis(CAUSE_MALFORMED_SECRET, "D.", "K"),
+            "no image of the pod can be pulled (an imagePullSecret is unusable): D (kubelet: K)"
+        );
+        assert_eq!(
+            looks_right_diagnosis(None, CAUSE_CREDENTIALS_LOOK_RIGHT, LOOKS_RIGHT_ALL, "N", ""),
+            "pulling an image fails (credentials look right): the pod's secrets cover its images; N"
+        );
+        assert_eq!(
+            looks_right_diagnosis(
+                Some("a:1"),
+                CAUSE_CREDENTIALS_LOOK_RIGHT,
+                &looks_right_covered(&["s", "t"], "a:1"),
+                looks_right_next(false),
+                "K"
+            ),
+            "pulling \"a:1\" fails (credentials look right): secret \"s, t\" covers \"a:1\" and nothing about it looks wrong; check the image name and tag, and that the node can reach the registry (kubelet: K)"
+        );
+        assert_eq!(
+            container_waits("app", &waiting_text("ErrImagePull", "ErrImagePull")),
+            "container \"app\" waits: ErrImagePull"
+        );
+        assert_eq!(
+            container_waits("app", &waiting_text("ErrImagePull", "m")),
+            "container \"app\" waits: ErrImagePull: m"
+        );
+    }
+
+    #[test]
     fn codes_serialize_as_their_names() {
         let json = serde_json::to_string(&Code::RegistryMismatch).unwrap_or_default();
         assert_eq!(json, "\"RegistryMismatch\"");
