@@ -227,6 +227,16 @@ pub fn to_result(view: &PodView, namespace: &str, d: &Decision<'_>) -> CheckResu
 /// The report as a compact human table followed by findings with their fixes.
 pub fn render_text(report: &CheckReport) -> String {
     let mut out = String::new();
+    write_table(&mut out, report);
+    write_findings(&mut out, report);
+    write_credentials(&mut out, report);
+    write_errors_and_totals(&mut out, report);
+    out.push('\n');
+    out
+}
+
+/// One row per object: kind, namespace, name, result and injected secrets, in aligned columns.
+fn write_table(out: &mut String, report: &CheckReport) {
     let rows: Vec<[String; 5]> = report
         .results
         .iter()
@@ -270,6 +280,10 @@ pub fn render_text(report: &CheckReport) -> String {
             line([&row[0], &row[1], &row[2], &row[3], &row[4]])
         );
     }
+}
+
+/// Each object's findings, with its fixes, under a heading naming the object.
+fn write_findings(out: &mut String, report: &CheckReport) {
     for r in report.results.iter().filter(|r| !r.findings.is_empty()) {
         let _ = writeln!(out, "\n{} {}/{}:", r.kind, r.namespace, r.name);
         for f in &r.findings {
@@ -287,6 +301,10 @@ pub fn render_text(report: &CheckReport) -> String {
             );
         }
     }
+}
+
+/// The verified credentials, when `verify` ran.
+fn write_credentials(out: &mut String, report: &CheckReport) {
     if !report.credentials.is_empty() {
         let _ = writeln!(out, "\ncredentials:");
         for c in &report.credentials {
@@ -301,6 +319,10 @@ pub fn render_text(report: &CheckReport) -> String {
             );
         }
     }
+}
+
+/// Invalid documents, then the totals line (without its newline).
+fn write_errors_and_totals(out: &mut String, report: &CheckReport) {
     if !report.errors.is_empty() {
         out.push('\n');
     }
@@ -327,6 +349,4 @@ pub fn render_text(report: &CheckReport) -> String {
     if !report.skipped_invalid.is_empty() {
         let _ = write!(out, ", {} invalid skipped", report.skipped_invalid.len());
     }
-    out.push('\n');
-    out
 }

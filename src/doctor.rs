@@ -2,6 +2,7 @@
 //! turns the pod, its namespace's view and its events into verdicts; a thin adapter reads them.
 
 use crate::engine::diagnosis::{self, pull_failure, ContainerReport, Diagnosis, PullFailure};
+use crate::engine::evaluate::Decision;
 use crate::engine::index::ClusterIndex;
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::policy::Policy;
@@ -127,15 +128,47 @@ pub fn diagnose(
 ) -> DoctorReport {
     let ctx = PodContext::existing(namespace, now);
     let d = evaluate_pod(view, &ctx, policy, index);
-    let mut checks = Vec::new();
-    let failures: Vec<(&String, PullFailure)> = events
+    let failures = pull_failures(events);
+    let started = diagnosis::all_started(containers);
+    let mut checks = vec![
+        events_check(started, &failures, containers),
+        images_check(&d),
+    ];
+    checks.extend(guide_checks(&d));
+    let diagnosis = if started {
+        None
+    } else {
+        let latest = failures.into_iter().next_back().map(|(_, f)| f);
+        diagnosis::current_failure(containers, latest)
+            .map(|f| diagnosis::diagnose(view, namespace, policy, index, &f, now))
+    };
+    DoctorReport {
+        namespace: namespace.to_owned(),
+        pod: view.meta().display_name(),
+        checks,
+        findings: d.findings,
+        diagnosis,
+    }
+}
+
+/// The events (`reason: message`) that report a pull failure, each with the failure.
+fn pull_failures(events: &[String]) -> Vec<(&String, PullFailure)> {
+    events
         .iter()
         .filter_map(|e| {
             let (reason, message) = e.split_once(": ")?;
             Some((e, pull_failure(reason, message)?))
         })
-        .collect();
-    let started = diagnosis::all_started(containers);
+        .collect()
+}
+
+/// "pod events show no image pull errors": the failing waits and failure events, or, once every
+/// container has `started`, the failures as history.
+fn events_check(
+    started: bool,
+    failures: &[(&String, PullFailure)],
+    containers: &[ContainerReport],
+) -> Check {
     let (verdict, details) = if started {
         let details = failures.last().map(|(latest, _)| {
             let n = failures.len();
@@ -159,12 +192,16 @@ pub fn diagnose(
         };
         (verdict, details)
     };
-    checks.push(Check {
+    Check {
         check: "pod events show no image pull errors",
         verdict,
         details,
-    });
-    checks.push(Check {
+    }
+}
+
+/// "which images need credentials": each image's registry class, for the record.
+fn images_check(d: &Decision<'_>) -> Check {
+    Check {
         check: "which images need credentials",
         verdict: Verdict::Ok,
         details: d
@@ -175,9 +212,13 @@ pub fn diagnose(
                 Some(format!("{:?}: {}", i.image, class.describe_image(r)))
             })
             .collect(),
-    });
+    }
+}
+
+/// The guide's [`CHECKS`], each failed by a warning or error among its finding codes.
+fn guide_checks<'a>(d: &'a Decision<'_>) -> impl Iterator<Item = Check> + 'a {
     let requires = d.images.iter().any(|i| i.requires_credentials);
-    for (name, codes) in CHECKS {
+    CHECKS.iter().map(move |&(name, codes)| {
         let hits: Vec<&Finding> = d
             .findings
             .iter()
@@ -190,26 +231,12 @@ pub fn diagnose(
         } else {
             Verdict::NotApplicable
         };
-        checks.push(Check {
+        Check {
             check: name,
             verdict,
             details: hits.iter().map(|f| f.message.clone()).collect(),
-        });
-    }
-    let diagnosis = if started {
-        None
-    } else {
-        let latest = failures.into_iter().next_back().map(|(_, f)| f);
-        diagnosis::current_failure(containers, latest)
-            .map(|f| diagnosis::diagnose(view, namespace, policy, index, &f, now))
-    };
-    DoctorReport {
-        namespace: namespace.to_owned(),
-        pod: view.meta().display_name(),
-        checks,
-        findings: d.findings,
-        diagnosis,
-    }
+        }
+    })
 }
 
 /// The report as text: one line per check, with fixes indented.
@@ -245,6 +272,45 @@ pub async fn run(
     now: i64,
     verifier: Option<&crate::verify::Verifier>,
 ) -> Result<DoctorReport, DoctorError> {
+    let (value, view) = read_pod(&client, namespace, name).await?;
+    let mut index = ClusterIndex::new();
+    let values = read_namespace_secrets(&client, namespace, &view, &mut index).await;
+    if let Some(verifier) = verifier {
+        // The data is at hand: probe the namespace's secrets now, then drop it.
+        let docs: Vec<Document> = values
+            .into_iter()
+            .enumerate()
+            .map(|(index, value)| Document {
+                source: "cluster".to_owned(),
+                index,
+                value,
+            })
+            .collect();
+        for v in crate::verify::offline::verify_documents(&docs, policy, namespace, verifier).await
+        {
+            index.record_verification(&v.namespace, &v.name, v.verification);
+        }
+    }
+    read_elsewhere(&client, namespace, &mut index).await;
+    let messages = read_pod_events(client, namespace, name).await;
+    let containers = diagnosis::container_reports(&value);
+    Ok(diagnose(
+        &view,
+        namespace,
+        &index,
+        policy,
+        &messages,
+        &containers,
+        now,
+    ))
+}
+
+/// The pod as JSON and as the engine views it.
+async fn read_pod(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(serde_json::Value, PodView), DoctorError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod = pods.get(name).await.map_err(|source| DoctorError::Pod {
         namespace: namespace.to_owned(),
@@ -254,9 +320,17 @@ pub async fn run(
     let value = to_value(&pod).ok_or_else(|| DoctorError::Shape(name.to_owned()))?;
     let view = PodView::from_value(WorkloadKind::Pod, &value)
         .map_err(|_| DoctorError::Shape(name.to_owned()))?;
+    Ok((value, view))
+}
 
-    let mut index = ClusterIndex::new();
-    // Secrets: the namespace's pull secrets, plus every referenced name whatever its type.
+/// Index the namespace's ServiceAccounts and its pull secrets, plus every name the pod or a
+/// ServiceAccount references whatever its type; returns the secrets as JSON (for verify).
+async fn read_namespace_secrets(
+    client: &Client,
+    namespace: &str,
+    view: &PodView,
+    index: &mut ClusterIndex,
+) -> Vec<serde_json::Value> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut seen = Vec::new();
     for t in ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"] {
@@ -300,23 +374,12 @@ pub async fn run(
             index.upsert_secret(info);
         }
     }
-    if let Some(verifier) = verifier {
-        // The data is at hand: probe the namespace's secrets now, then drop it.
-        let docs: Vec<Document> = values
-            .into_iter()
-            .enumerate()
-            .map(|(index, value)| Document {
-                source: "cluster".to_owned(),
-                index,
-                value,
-            })
-            .collect();
-        for v in crate::verify::offline::verify_documents(&docs, policy, namespace, verifier).await
-        {
-            index.record_verification(&v.namespace, &v.name, v.verification);
-        }
-    }
-    // Elsewhere in the cluster: pull secrets of other namespaces (when the caller may list them).
+    values
+}
+
+/// Index what lies outside the namespace: pull secrets of other namespaces (when the caller may
+/// list them) and the Namespace object itself.
+async fn read_elsewhere(client: &Client, namespace: &str, index: &mut ClusterIndex) {
     let all: Api<Secret> = Api::all(client.clone());
     for t in ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"] {
         if let Ok(list) = all
@@ -341,35 +404,28 @@ pub async fn run(
             index.upsert_namespace(&n, o);
         }
     }
+}
+
+/// The pod's events as `reason: message`, oldest first, so the last pull failure is the latest.
+async fn read_pod_events(client: Client, namespace: &str, name: &str) -> Vec<String> {
     let events: Api<Event> = Api::namespaced(client, namespace);
     let lp = ListParams::default().fields(&format!(
         "involvedObject.name={name},involvedObject.kind=Pod"
     ));
     let mut items = events.list(&lp).await.map(|l| l.items).unwrap_or_default();
-    // Oldest first, so the last pull failure is the latest.
     items.sort_by_key(|e| {
         e.last_timestamp
             .as_ref()
             .or(e.first_timestamp.as_ref())
             .map(|t| t.0)
     });
-    let messages: Vec<String> = items
+    items
         .into_iter()
         .filter_map(|e| {
             e.message
                 .map(|m| format!("{}: {m}", e.reason.unwrap_or_default()))
         })
-        .collect();
-    let containers = diagnosis::container_reports(&value);
-    Ok(diagnose(
-        &view,
-        namespace,
-        &index,
-        policy,
-        &messages,
-        &containers,
-        now,
-    ))
+        .collect()
 }
 
 #[cfg(test)]

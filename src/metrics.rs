@@ -318,162 +318,171 @@ impl Metrics {
         );
         let overflowed =
             |metric: &'static str| overflow.get_or_create_owned(&MetricLabels { metric });
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let mut metrics = Metrics {
+            registry,
+            requests: Family::<RequestLabels, Counter>::default(),
+            duration: Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(BUCKETS)
+            }),
+            denials: Family::<CodeLabels, Counter>::default(),
+            warnings: Family::<CodeLabels, Counter>::default(),
+            would_deny: Bounded::new(max_series, overflowed("pullgate_would_deny_total")),
+            injected: Family::<KindLabels, Counter>::default(),
+            store_objects: Family::<KindLabels, Gauge>::default(),
+            store_last_reload: Gauge::<f64, AtomicU64>::default(),
+            store_last_sync: Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default(),
+            store_stale: Gauge::default(),
+            cert_expiry: Gauge::<f64, AtomicU64>::default(),
+            credential_status: Bounded::new(max_series, overflowed("pullgate_credential_status")),
+            credential_last_verified: Bounded::new(
+                max_series,
+                overflowed("pullgate_credential_last_verified_timestamp_seconds"),
+            ),
+            image_pull_failures: Bounded::new(
+                max_series,
+                overflowed("pullgate_image_pull_failures_total"),
+            ),
+            pod_restarts: Bounded::new(max_series, overflowed("pullgate_pod_restarts_total")),
+            attribution_events: Family::<OutcomeLabels, Counter>::default(),
+            attribution_queued: Gauge::default(),
+            audit_findings: Bounded::new(max_series, overflowed("pullgate_audit_findings")),
+            audit_last_run: Gauge::<f64, AtomicU64>::default(),
+            audit_duration: Family::<PassLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(AUDIT_BUCKETS)
+            }),
+            audit_objects: Family::<KindLabels, Counter>::default(),
+        };
+        metrics.register_admission();
+        metrics.register_store();
+        metrics.register_credentials();
+        metrics.register_attribution();
+        metrics.register_audit();
+        metrics
+    }
+
+    /// Register the metrics of one area. Admission: requests, latency, denials, warnings and injections.
+    fn register_admission(&mut self) {
+        self.registry.register(
             "admission_requests",
             "Admission requests by endpoint, kind, operation and result",
-            requests.clone(),
+            self.requests.clone(),
         );
-        let duration =
-            Family::<EndpointLabels, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS));
-        registry.register(
+        self.registry.register(
             "admission_duration_seconds",
             "Time to answer an admission request",
-            duration.clone(),
+            self.duration.clone(),
         );
-        let denials = Family::<CodeLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "denials",
             "Denied admissions by finding code",
-            denials.clone(),
+            self.denials.clone(),
         );
-        let warnings = Family::<CodeLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "warnings",
             "Admission warnings by finding code",
-            warnings.clone(),
+            self.warnings.clone(),
         );
-        let would_deny = Bounded::new(max_series, overflowed("pullgate_would_deny_total"));
-        registry.register(
+        self.registry.register(
             "would_deny",
             "Admissions that deny mode would have rejected (warn mode), by namespace and the policy's private-registry pattern",
-            would_deny.family.clone(),
+            self.would_deny.family.clone(),
         );
-        let injected = Family::<KindLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "injected_secrets",
             "imagePullSecrets injected, by kind of object",
-            injected.clone(),
+            self.injected.clone(),
         );
-        let store_objects = Family::<KindLabels, Gauge>::default();
-        registry.register(
+    }
+
+    /// Register the metrics of one area. The store, and the serving certificate.
+    fn register_store(&mut self) {
+        self.registry.register(
             "store_objects",
             "Objects in the store by kind",
-            store_objects.clone(),
+            self.store_objects.clone(),
         );
-        let store_last_reload = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        self.registry.register(
             "store_last_reload_timestamp_seconds",
             "Time of the last successful store (re)load",
-            store_last_reload.clone(),
+            self.store_last_reload.clone(),
         );
-        let store_last_sync = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        self.registry.register(
             "store_last_sync_timestamp_seconds",
             "Time of the last event or relist per watched resource",
-            store_last_sync.clone(),
+            self.store_last_sync.clone(),
         );
-        let store_stale = Gauge::default();
-        registry.register(
+        self.registry.register(
             "store_stale",
             "1 while the store may be out of date",
-            store_stale.clone(),
+            self.store_stale.clone(),
         );
-        let cert_expiry = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        self.registry.register(
             "tls_certificate_expiry_timestamp_seconds",
             "notAfter of the serving certificate",
-            cert_expiry.clone(),
+            self.cert_expiry.clone(),
         );
-        let credential_status = Bounded::new(max_series, overflowed("pullgate_credential_status"));
-        registry.register(
+    }
+
+    /// Register the metrics of one area. Credential verification (`verify`).
+    fn register_credentials(&mut self) {
+        self.registry.register(
             "credential_status",
             "1 for the current verification status of a pull secret's credential for a registry",
-            credential_status.family.clone(),
+            self.credential_status.family.clone(),
         );
-        let credential_last_verified = Bounded::new(
-            max_series,
-            overflowed("pullgate_credential_last_verified_timestamp_seconds"),
-        );
-        registry.register(
+        self.registry.register(
             "credential_last_verified_timestamp_seconds",
             "Time a pull secret's credential for a registry was last verified",
-            credential_last_verified.family.clone(),
+            self.credential_last_verified.family.clone(),
         );
-        let image_pull_failures =
-            Bounded::new(max_series, overflowed("pullgate_image_pull_failures_total"));
-        registry.register(
+    }
+
+    /// Register the metrics of one area. Pull-failure attribution (`attribution`).
+    fn register_attribution(&mut self) {
+        self.registry.register(
             "image_pull_failures",
             "Pods diagnosed with an image pull failure, once per pod and cause",
-            image_pull_failures.family.clone(),
+            self.image_pull_failures.family.clone(),
         );
-        let pod_restarts = Bounded::new(max_series, overflowed("pullgate_pod_restarts_total"));
-        registry.register(
+        self.registry.register(
             "pod_restarts",
             "Pods stuck on a pull failure that pullgate deleted so that their controller recreates them",
-            pod_restarts.family.clone(),
+            self.pod_restarts.family.clone(),
         );
-        let attribution_events = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "attribution_events",
             "Pull-failure Events by outcome (queued, coalesced, dropped; then per pod: diagnosed, duplicate, started, pod_gone, not_leader, event_dropped, error)",
-            attribution_events.clone(),
+            self.attribution_events.clone(),
         );
-        let attribution_queued = Gauge::default();
-        registry.register(
+        self.registry.register(
             "attribution_queued_pods",
             "Pods waiting for a pull-failure diagnosis",
-            attribution_queued.clone(),
+            self.attribution_queued.clone(),
         );
-        let audit_findings = Bounded::new(max_series, overflowed("pullgate_audit_findings"));
-        registry.register(
+    }
+
+    /// Register the metrics of one area. The background audit.
+    fn register_audit(&mut self) {
+        self.registry.register(
             "audit_findings",
             "Workloads and pods owned by none with a finding, by namespace and code, as of the last audit",
-            audit_findings.family.clone(),
+            self.audit_findings.family.clone(),
         );
-        let audit_last_run = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        self.registry.register(
             "audit_last_run_timestamp_seconds",
             "End of the last completed audit pass",
-            audit_last_run.clone(),
+            self.audit_last_run.clone(),
         );
-        let audit_duration =
-            Family::<PassLabels, Histogram>::new_with_constructor(|| Histogram::new(AUDIT_BUCKETS));
-        registry.register(
+        self.registry.register(
             "audit_duration_seconds",
             "Time an audit pass took, by scope (full or namespace)",
-            audit_duration.clone(),
+            self.audit_duration.clone(),
         );
-        let audit_objects = Family::<KindLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "audit_objects",
             "Objects the audit read, by kind",
-            audit_objects.clone(),
+            self.audit_objects.clone(),
         );
-        Metrics {
-            registry,
-            requests,
-            duration,
-            denials,
-            warnings,
-            would_deny,
-            injected,
-            store_objects,
-            store_last_reload,
-            store_last_sync,
-            store_stale,
-            cert_expiry,
-            credential_status,
-            credential_last_verified,
-            image_pull_failures,
-            pod_restarts,
-            attribution_events,
-            attribution_queued,
-            audit_findings,
-            audit_last_run,
-            audit_duration,
-            audit_objects,
-        }
     }
 
     /// Drop the series of a deleted namespace, so that namespaces coming and going do not fill the caps.

@@ -301,24 +301,16 @@ async fn pass(
     let current: HashSet<Cause> = causes.iter().map(|(c, _)| c.clone()).collect();
     published.announced.resolve(namespace.as_deref(), &current);
     publish_counts(metrics, &mut published.counts, namespace.as_deref(), found);
-    let mut written = 0;
-    for (cause, message) in &causes {
-        if written >= settings.events_per_pass {
-            break;
-        }
-        if published.announced.fresh(cause) {
-            record_event(client, cause, message, now).await;
-            written += 1;
-        }
-    }
+    let written = announce(
+        client,
+        &mut published.announced,
+        &causes,
+        settings.events_per_pass,
+        now,
+    )
+    .await;
     let elapsed = started.elapsed();
-    metrics
-        .audit_duration
-        .get_or_create(&PassLabels { scope })
-        .observe(elapsed.as_secs_f64());
-    metrics
-        .audit_last_run
-        .set(jiff::Timestamp::now().as_millisecond() as f64 / 1_000.0);
+    record_duration(metrics, scope, elapsed);
     info!(
         scope,
         namespace = namespace.as_deref().unwrap_or("*"),
@@ -332,6 +324,38 @@ async fn pass(
         evaluation_ms = u64::try_from(stats.evaluation.as_millis()).unwrap_or(u64::MAX),
         "audit pass complete"
     );
+}
+
+/// A pass of `scope` took `elapsed` and has just ended.
+fn record_duration(metrics: &Metrics, scope: &'static str, elapsed: Duration) {
+    metrics
+        .audit_duration
+        .get_or_create(&PassLabels { scope })
+        .observe(elapsed.as_secs_f64());
+    metrics
+        .audit_last_run
+        .set(jiff::Timestamp::now().as_millisecond() as f64 / 1_000.0);
+}
+
+/// Record an Event for each cause not announced yet, at most `limit`; returns how many.
+async fn announce(
+    client: &Client,
+    announced: &mut Announced,
+    causes: &[(Cause, String)],
+    limit: usize,
+    now: jiff::Timestamp,
+) -> usize {
+    let mut written = 0;
+    for (cause, message) in causes {
+        if written >= limit {
+            break;
+        }
+        if announced.fresh(cause) {
+            record_event(client, cause, message, now).await;
+            written += 1;
+        }
+    }
+    written
 }
 
 /// Set the finding gauges of the namespaces a pass covered to what it found, removing the

@@ -584,6 +584,17 @@ fn worst(findings: &[Finding]) -> Option<&Finding> {
 /// The report as a table of what needs fixing (workload, namespace, verdict, cause, fix), the
 /// full findings of each, and the totals.
 pub fn render_text(report: &AuditReport) -> String {
+    let mut out = String::new();
+    write_problem_table(&mut out, &problem_rows(report));
+    for r in report.results.iter().filter(|r| r.verdict != Verdict::Ok) {
+        write_problem_details(&mut out, r);
+    }
+    write_errors_and_totals(&mut out, report);
+    out
+}
+
+/// One row per workload or pod with a problem: its worst finding (or its pods' worst cause) and fix.
+fn problem_rows(report: &AuditReport) -> Vec<[String; 5]> {
     let mut rows: Vec<[String; 5]> = Vec::new();
     for r in report.results.iter().filter(|r| r.verdict != Verdict::Ok) {
         let (cause, message) = match (worst(&r.result.findings), &r.pods) {
@@ -609,82 +620,93 @@ pub fn render_text(report: &AuditReport) -> String {
             fix.to_owned(),
         ]);
     }
-    let mut out = String::new();
-    if !rows.is_empty() {
-        let header = ["WORKLOAD", "NAMESPACE", "VERDICT", "CAUSE", "FIX"];
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let line = |cells: [&str; 5]| {
-            let mut l = String::new();
-            for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-                if i == 4 {
-                    l.push_str(c);
-                } else {
-                    let _ = write!(l, "{c:<w$}  ");
-                }
-            }
-            l
-        };
-        let _ = writeln!(out, "{}", line(header));
-        for r in &rows {
-            let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    rows
+}
+
+/// The rows under a header, in aligned columns; nothing when no row has a problem.
+fn write_problem_table(out: &mut String, rows: &[[String; 5]]) {
+    if rows.is_empty() {
+        return;
+    }
+    let header = ["WORKLOAD", "NAMESPACE", "VERDICT", "CAUSE", "FIX"];
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
         }
     }
-    for r in report.results.iter().filter(|r| r.verdict != Verdict::Ok) {
-        let what = match r.scope {
-            ResultScope::Workload => "next pod",
-            ResultScope::Pod => "pod",
-        };
+    let line = |cells: [&str; 5]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 4 {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ");
+            }
+        }
+        l
+    };
+    let _ = writeln!(out, "{}", line(header));
+    for r in rows {
+        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+}
+
+/// One result's findings (warnings and errors) and its pods' causes, under a heading naming it.
+fn write_problem_details(out: &mut String, r: &AuditResult) {
+    let what = match r.scope {
+        ResultScope::Workload => "next pod",
+        ResultScope::Pod => "pod",
+    };
+    let _ = writeln!(
+        out,
+        "\n{} {}/{} ({what}):",
+        r.result.kind, r.result.namespace, r.result.name
+    );
+    for f in r
+        .result
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+    {
+        let container = f
+            .container
+            .as_deref()
+            .map(|c| format!(" [{c}]"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "\n{} {}/{} ({what}):",
-            r.result.kind, r.result.namespace, r.result.name
+            "  {:<7} {}{container}: {}",
+            f.severity.as_str(),
+            f.code,
+            f.message
         );
-        for f in r
-            .result
-            .findings
-            .iter()
-            .filter(|f| f.severity >= Severity::Warning)
-        {
-            let container = f
-                .container
-                .as_deref()
-                .map(|c| format!(" [{c}]"))
-                .unwrap_or_default();
+    }
+    if r.result
+        .findings
+        .iter()
+        .all(|f| f.severity < Severity::Warning)
+    {
+        let _ = writeln!(out, "  ok      the next pod can pull its images");
+    }
+    if let Some(p) = r.pods.as_ref().filter(|p| p.with_problems > 0) {
+        for c in &p.causes {
             let _ = writeln!(
                 out,
-                "  {:<7} {}{container}: {}",
-                f.severity.as_str(),
-                f.code,
-                f.message
+                "  {:<7} {} of {} pods (e.g. {}): {}: {}",
+                c.severity.as_str(),
+                c.pods,
+                p.total,
+                c.example,
+                c.code,
+                c.message
             );
         }
-        if r.result
-            .findings
-            .iter()
-            .all(|f| f.severity < Severity::Warning)
-        {
-            let _ = writeln!(out, "  ok      the next pod can pull its images");
-        }
-        if let Some(p) = r.pods.as_ref().filter(|p| p.with_problems > 0) {
-            for c in &p.causes {
-                let _ = writeln!(
-                    out,
-                    "  {:<7} {} of {} pods (e.g. {}): {}: {}",
-                    c.severity.as_str(),
-                    c.pods,
-                    p.total,
-                    c.example,
-                    c.code,
-                    c.message
-                );
-            }
-        }
     }
+}
+
+/// Errors and notes, then the totals line.
+fn write_errors_and_totals(out: &mut String, report: &AuditReport) {
     if !report.errors.is_empty() || !report.notes.is_empty() {
         out.push('\n');
     }
@@ -704,7 +726,6 @@ pub fn render_text(report: &AuditReport) -> String {
         let _ = write!(out, " ({} pods not listed)", s.pods_not_listed);
     }
     let _ = writeln!(out, ", {} skipped", report.skipped);
-    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! likely cause of one from the engine's view of the pod, as the guide's causes table does.
 
 use super::evaluate::{evaluate_pod, Decision, PodContext};
-use super::findings::{closest, Code, Finding, Severity};
+use super::findings::{self, closest, Code, Finding, Severity};
 use super::keyring::MatchTarget;
 use super::podview::PodView;
 use super::registry_class::RegistryClass;
@@ -66,17 +66,17 @@ impl Cause {
     /// One phrase naming the cause, as the guide's table does.
     fn summary(self) -> &'static str {
         match self {
-            Cause::SecretMissing => "no pull secret for its registry in the namespace",
-            Cause::SecretNameMismatch => "secret name mismatch",
-            Cause::RegistryMismatch => "the secret's registry differs from the image's",
-            Cause::ServiceAccountNotPatched => "ServiceAccount not patched",
-            Cause::WrongServiceAccount => "pod uses the wrong ServiceAccount",
-            Cause::NamespaceIsolation => "the secret is in another namespace",
-            Cause::StaticPod => "static pods cannot use imagePullSecrets",
-            Cause::CredentialsRejected => "the registry rejects the credentials",
-            Cause::MalformedSecret => "an imagePullSecret is unusable",
-            Cause::InvalidImageReference => "invalid image reference",
-            Cause::CredentialsLookRight => "credentials look right",
+            Cause::SecretMissing => findings::CAUSE_SECRET_MISSING,
+            Cause::SecretNameMismatch => findings::CAUSE_SECRET_NAME_MISMATCH,
+            Cause::RegistryMismatch => findings::CAUSE_REGISTRY_MISMATCH,
+            Cause::ServiceAccountNotPatched => findings::CAUSE_SERVICE_ACCOUNT_NOT_PATCHED,
+            Cause::WrongServiceAccount => findings::CAUSE_WRONG_SERVICE_ACCOUNT,
+            Cause::NamespaceIsolation => findings::CAUSE_NAMESPACE_ISOLATION,
+            Cause::StaticPod => findings::CAUSE_STATIC_POD,
+            Cause::CredentialsRejected => findings::CAUSE_CREDENTIALS_REJECTED,
+            Cause::MalformedSecret => findings::CAUSE_MALFORMED_SECRET,
+            Cause::InvalidImageReference => findings::CAUSE_INVALID_IMAGE_REFERENCE,
+            Cause::CredentialsLookRight => findings::CAUSE_CREDENTIALS_LOOK_RIGHT,
         }
     }
 }
@@ -123,17 +123,11 @@ impl KeyringError {
     /// What is wrong with the secret and how to fix it, for a pod in `namespace`.
     fn explain(self, namespace: &str) -> String {
         let what = match self {
-            KeyringError::AuthNotBase64 => {
-                "the \"auth\" field of a registry entry is not valid base64"
-            }
-            KeyringError::AuthNotUserPassword => {
-                "the \"auth\" field of a registry entry decodes to text without a ':' (it must be base64 of username:password; a token alone needs its username too)"
-            }
-            KeyringError::Json => "the payload is not a valid docker config JSON document",
+            KeyringError::AuthNotBase64 => findings::KEYRING_AUTH_NOT_BASE64,
+            KeyringError::AuthNotUserPassword => findings::KEYRING_AUTH_NOT_USER_PASSWORD,
+            KeyringError::Json => findings::KEYRING_JSON,
         };
-        format!(
-            "{what}, so the kubelet pulls none of the pod's images: recreate the secret (kubectl create secret docker-registry NAME -n {namespace} --docker-server=… --docker-username=… --docker-password=… --dry-run=client -o yaml | kubectl apply -f -)"
-        )
+        findings::keyring_unreadable(what, namespace)
     }
 }
 
@@ -251,15 +245,10 @@ impl ContainerReport {
     /// The wait as one line for a report, e.g. `container "app" waits: ImagePullBackOff: Back-off …`.
     pub fn describe_wait(&self) -> Option<String> {
         let (reason, message) = self.waiting.as_ref()?;
-        let text = if message.is_empty() || message == reason {
-            reason.clone()
-        } else {
-            format!("{reason}: {message}")
-        };
-        Some(format!(
-            "container {:?} waits: {}",
-            self.name,
-            cut(&text, MAX_QUOTE_LEN)
+        let text = findings::waiting_text(reason, message);
+        Some(findings::container_waits(
+            &self.name,
+            cut(&text, MAX_QUOTE_LEN),
         ))
     }
 }
@@ -439,7 +428,7 @@ pub fn diagnose(
             .iter()
             .find(|f| f.code == Code::StaticPod)
             .map_or_else(
-                || "configure a kubelet credential provider on the node".to_owned(),
+                || findings::STATIC_POD_FALLBACK.to_owned(),
                 |f| f.message.clone(),
             );
         return diagnosis(Cause::StaticPod, image, &message, false);
@@ -467,23 +456,10 @@ pub fn diagnose(
 }
 
 fn diagnosis(cause: Cause, image: Option<&str>, detail: &str, fixed: bool) -> Diagnosis {
-    let what = image.map_or_else(
-        || "pulling an image fails".to_owned(),
-        |i| format!("pulling {i:?} fails"),
-    );
-    let recreate = if fixed {
-        " pullgate now injects the missing secret at admission: delete the pod so that its controller recreates it."
-    } else {
-        ""
-    };
     Diagnosis {
         cause,
         image: image.map(str::to_owned),
-        message: format!(
-            "{what} ({}): {}.{recreate}",
-            cause.summary(),
-            detail.trim_end_matches('.')
-        ),
+        message: findings::pull_diagnosis(image, cause.summary(), detail, fixed),
         fixed_by_recreation: fixed,
     }
 }
@@ -503,27 +479,16 @@ fn keyring_diagnosis(
         .filter(|f| f.code == Code::MalformedSecret)
         .max_by_key(|f| f.severity);
     let detail = finding.map_or_else(
-        || {
-            let names = if current.image_pull_secrets.is_empty() {
-                "one of the pod's imagePullSecrets".to_owned()
-            } else {
-                format!(
-                    "one of the pod's imagePullSecrets ({})",
-                    current.image_pull_secrets.join(", ")
-                )
-            };
-            format!("in {names}, {}", kind.explain(namespace))
-        },
+        || findings::keyring_secret_among(&current.image_pull_secrets, &kind.explain(namespace)),
         |f| f.message.clone(),
     );
     Diagnosis {
         cause: Cause::MalformedSecret,
         image: None,
-        message: format!(
-            "no image of the pod can be pulled ({}): {} (kubelet: {})",
+        message: findings::keyring_diagnosis(
             Cause::MalformedSecret.summary(),
-            detail.trim_end_matches('.'),
-            failure.message
+            &detail,
+            &failure.message,
         ),
         fixed_by_recreation: false,
     }
@@ -537,44 +502,23 @@ fn looks_right(current: &Decision<'_>, image: Option<&str>, failure: &PullFailur
         .find(|d| image.is_none_or(|i| d.image == i))
         .map(|d| {
             if !d.requires_credentials {
-                format!(
-                    "registry of {:?} is public in the policy, so no secret is needed",
-                    d.image
-                )
+                findings::looks_right_public(d.image)
             } else if d.matched_secrets.is_empty() {
-                format!(
-                    "no secret covers {:?}, but the policy does not require one here",
-                    d.image
-                )
+                findings::looks_right_not_required(d.image)
             } else {
-                format!(
-                    "secret {:?} covers {:?} and nothing about it looks wrong",
-                    d.matched_secrets.join(", "),
-                    d.image
-                )
+                findings::looks_right_covered(&d.matched_secrets, d.image)
             }
         })
-        .unwrap_or_else(|| "the pod's secrets cover its images".to_owned());
-    let next = if failure.auth_error {
-        "the registry refused the credentials: check that they are current (docker login with them, or enable verify) and that the account may pull this repository"
-    } else {
-        "check the image name and tag, and that the node can reach the registry"
-    };
-    let quote = if failure.message.is_empty() {
-        String::new()
-    } else {
-        format!(" (kubelet: {})", failure.message)
-    };
+        .unwrap_or_else(|| findings::LOOKS_RIGHT_ALL.to_owned());
     Diagnosis {
         cause: Cause::CredentialsLookRight,
         image: image.map(str::to_owned),
-        message: format!(
-            "{} ({}): {detail}; {next}{quote}",
-            image.map_or_else(
-                || "pulling an image fails".to_owned(),
-                |i| format!("pulling {i:?} fails")
-            ),
-            Cause::CredentialsLookRight.summary()
+        message: findings::looks_right_diagnosis(
+            image,
+            Cause::CredentialsLookRight.summary(),
+            &detail,
+            findings::looks_right_next(failure.auth_error),
+            &failure.message,
         ),
         fixed_by_recreation: false,
     }

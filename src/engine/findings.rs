@@ -1,5 +1,6 @@
 //! Finding codes, severities, and the one-line messages that name each cause and its fix: every
-//! sentence a pod or secret evaluation shows a user is written here, the decisions are elsewhere.
+//! sentence a pod or secret evaluation or a pull-failure diagnosis shows a user is written here, the
+//! decisions are elsewhere.
 
 use super::keyring::NearMiss;
 use serde::Serialize;
@@ -462,6 +463,157 @@ pub fn key_matches_no_private_registry(name: &str, raw: &str, normalised: &str) 
     )
 }
 
+// ---- Messages of a pull-failure diagnosis: every sentence `diagnose` shows a user ----
+//
+// diagnosis.rs names the cause; these word it, its fix and the kubelet's text quoted back.
+
+/// Cause `SecretMissing`, in a few words.
+pub const CAUSE_SECRET_MISSING: &str = "no pull secret for its registry in the namespace";
+/// Cause `SecretNameMismatch`, in a few words.
+pub const CAUSE_SECRET_NAME_MISMATCH: &str = "secret name mismatch";
+/// Cause `RegistryMismatch`, in a few words.
+pub const CAUSE_REGISTRY_MISMATCH: &str = "the secret's registry differs from the image's";
+/// Cause `ServiceAccountNotPatched`, in a few words.
+pub const CAUSE_SERVICE_ACCOUNT_NOT_PATCHED: &str = "ServiceAccount not patched";
+/// Cause `WrongServiceAccount`, in a few words.
+pub const CAUSE_WRONG_SERVICE_ACCOUNT: &str = "pod uses the wrong ServiceAccount";
+/// Cause `NamespaceIsolation`, in a few words.
+pub const CAUSE_NAMESPACE_ISOLATION: &str = "the secret is in another namespace";
+/// Cause `StaticPod`, in a few words.
+pub const CAUSE_STATIC_POD: &str = "static pods cannot use imagePullSecrets";
+/// Cause `CredentialsRejected`, in a few words.
+pub const CAUSE_CREDENTIALS_REJECTED: &str = "the registry rejects the credentials";
+/// Cause `MalformedSecret`, in a few words.
+pub const CAUSE_MALFORMED_SECRET: &str = "an imagePullSecret is unusable";
+/// Cause `InvalidImageReference`, in a few words.
+pub const CAUSE_INVALID_IMAGE_REFERENCE: &str = "invalid image reference";
+/// Cause `CredentialsLookRight`, in a few words.
+pub const CAUSE_CREDENTIALS_LOOK_RIGHT: &str = "credentials look right";
+
+/// Keyring error: an `auth` that is not base64.
+pub const KEYRING_AUTH_NOT_BASE64: &str =
+    "the \"auth\" field of a registry entry is not valid base64";
+/// Keyring error: an `auth` without a ':'.
+pub const KEYRING_AUTH_NOT_USER_PASSWORD: &str = "the \"auth\" field of a registry entry decodes to text without a ':' (it must be base64 of username:password; a token alone needs its username too)";
+/// Keyring error: a payload that is not docker config JSON.
+pub const KEYRING_JSON: &str = "the payload is not a valid docker config JSON document";
+
+/// A keyring error (`what`, one of the `KEYRING_*` texts) and how to fix it, for a pod in `namespace`.
+pub fn keyring_unreadable(what: &str, namespace: &str) -> String {
+    format!(
+        "{what}, so the kubelet pulls none of the pod's images: recreate the secret (kubectl create secret docker-registry NAME -n {namespace} --docker-server=… --docker-username=… --docker-password=… --dry-run=client -o yaml | kubectl apply -f -)"
+    )
+}
+
+/// A container's waiting `reason` with its `message`, unless that adds nothing.
+pub fn waiting_text(reason: &str, message: &str) -> String {
+    if message.is_empty() || message == reason {
+        reason.to_owned()
+    } else {
+        format!("{reason}: {message}")
+    }
+}
+
+/// A container's wait as one line; `text` is its (cut) [`waiting_text`].
+pub fn container_waits(container: &str, text: &str) -> String {
+    format!("container {container:?} waits: {text}")
+}
+
+/// The detail of a `StaticPod` diagnosis when the engine gave no finding for it.
+pub const STATIC_POD_FALLBACK: &str = "configure a kubelet credential provider on the node";
+
+/// What fails: pulling `image`, or an unnamed image.
+pub fn pulling_fails(image: Option<&str>) -> String {
+    image.map_or_else(
+        || "pulling an image fails".to_owned(),
+        |i| format!("pulling {i:?} fails"),
+    )
+}
+
+/// A diagnosis from a finding: what fails, the cause, the finding's `detail`, and, when
+/// `fixed`, that recreating the pod fixes it.
+pub fn pull_diagnosis(image: Option<&str>, cause: &str, detail: &str, fixed: bool) -> String {
+    let recreate = if fixed {
+        " pullgate now injects the missing secret at admission: delete the pod so that its controller recreates it."
+    } else {
+        ""
+    };
+    format!(
+        "{} ({cause}): {}.{recreate}",
+        pulling_fails(image),
+        detail.trim_end_matches('.')
+    )
+}
+
+/// Where the kubelet found an unreadable secret: among the pod's imagePullSecrets `names`.
+pub fn keyring_secret_among(names: &[&str], explanation: &str) -> String {
+    if names.is_empty() {
+        format!("in one of the pod's imagePullSecrets, {explanation}")
+    } else {
+        format!(
+            "in one of the pod's imagePullSecrets ({}), {explanation}",
+            names.join(", ")
+        )
+    }
+}
+
+/// A diagnosis of an unreadable keyring: no image can be pulled; `kubelet` is its text.
+pub fn keyring_diagnosis(cause: &str, detail: &str, kubelet: &str) -> String {
+    format!(
+        "no image of the pod can be pulled ({cause}): {} (kubelet: {kubelet})",
+        detail.trim_end_matches('.')
+    )
+}
+
+/// Nothing wrong found: `image`'s registry is public in the policy.
+pub fn looks_right_public(image: &str) -> String {
+    format!("registry of {image:?} is public in the policy, so no secret is needed")
+}
+
+/// Nothing wrong found: no secret covers `image`, and none is required.
+pub fn looks_right_not_required(image: &str) -> String {
+    format!("no secret covers {image:?}, but the policy does not require one here")
+}
+
+/// Nothing wrong found: `secrets` cover `image`.
+pub fn looks_right_covered(secrets: &[&str], image: &str) -> String {
+    format!(
+        "secret {:?} covers {image:?} and nothing about it looks wrong",
+        secrets.join(", ")
+    )
+}
+
+/// Nothing wrong found, and no image of the pod is named.
+pub const LOOKS_RIGHT_ALL: &str = "the pod's secrets cover its images";
+
+/// What to check next when the credentials look right: after an auth error, or any other.
+pub fn looks_right_next(auth_error: bool) -> &'static str {
+    if auth_error {
+        "the registry refused the credentials: check that they are current (docker login with them, or enable verify) and that the account may pull this repository"
+    } else {
+        "check the image name and tag, and that the node can reach the registry"
+    }
+}
+
+/// A diagnosis that found nothing wrong: `detail`, what to check `next`, the kubelet's text.
+pub fn looks_right_diagnosis(
+    image: Option<&str>,
+    cause: &str,
+    detail: &str,
+    next: &str,
+    kubelet: &str,
+) -> String {
+    let quote = if kubelet.is_empty() {
+        String::new()
+    } else {
+        format!(" (kubelet: {kubelet})")
+    };
+    format!(
+        "{} ({cause}): {detail}; {next}{quote}",
+        pulling_fails(image)
+    )
+}
+
 /// Names quoted and comma-separated, in order.
 pub fn quoted(names: &[&str]) -> String {
     names
@@ -515,6 +667,52 @@ mod tests {
         let names = ["regcred", "other-registry", "ghcr"];
         assert_eq!(closest("regcreds", names.iter().copied()), Some("regcred"));
         assert_eq!(closest("totally-different", names.iter().copied()), None);
+    }
+
+    #[test]
+    fn diagnosis_sentences_keep_their_wording() {
+        assert_eq!(
+            pull_diagnosis(Some("a:1"), CAUSE_SECRET_NAME_MISMATCH, "secret \"x\" is missing.", true),
+            "pulling \"a:1\" fails (secret name mismatch): secret \"x\" is missing. pullgate now injects the missing secret at admission: delete the pod so that its controller recreates it."
+        );
+        assert_eq!(
+            pull_diagnosis(None, CAUSE_STATIC_POD, STATIC_POD_FALLBACK, false),
+            "pulling an image fails (static pods cannot use imagePullSecrets): configure a kubelet credential provider on the node."
+        );
+        assert_eq!(
+            keyring_secret_among(&[], "E"),
+            "in one of the pod's imagePullSecrets, E"
+        );
+        assert_eq!(
+            keyring_secret_among(&["a", "b"], "E"),
+            "in one of the pod's imagePullSecrets (a, b), E"
+        );
+        assert_eq!(
+            keyring_diagnosis(CAUSE_MALFORMED_SECRET, "D.", "K"),
+            "no image of the pod can be pulled (an imagePullSecret is unusable): D (kubelet: K)"
+        );
+        assert_eq!(
+            looks_right_diagnosis(None, CAUSE_CREDENTIALS_LOOK_RIGHT, LOOKS_RIGHT_ALL, "N", ""),
+            "pulling an image fails (credentials look right): the pod's secrets cover its images; N"
+        );
+        assert_eq!(
+            looks_right_diagnosis(
+                Some("a:1"),
+                CAUSE_CREDENTIALS_LOOK_RIGHT,
+                &looks_right_covered(&["s", "t"], "a:1"),
+                looks_right_next(false),
+                "K"
+            ),
+            "pulling \"a:1\" fails (credentials look right): secret \"s, t\" covers \"a:1\" and nothing about it looks wrong; check the image name and tag, and that the node can reach the registry (kubelet: K)"
+        );
+        assert_eq!(
+            container_waits("app", &waiting_text("ErrImagePull", "ErrImagePull")),
+            "container \"app\" waits: ErrImagePull"
+        );
+        assert_eq!(
+            container_waits("app", &waiting_text("ErrImagePull", "m")),
+            "container \"app\" waits: ErrImagePull: m"
+        );
     }
 
     #[test]

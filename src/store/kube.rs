@@ -838,40 +838,7 @@ async fn follow<K: Watched>(
         match item {
             Ok(event) => {
                 backoff.reset();
-                health.recovered();
-                let progress = follower.on_event(&shared.index, event);
-                for ns in follower.deleted_namespaces.drain(..) {
-                    shared.metrics.forget_namespace(&ns);
-                }
-                for ns in follower.changed_namespaces.drain(..) {
-                    // No subscriber is not an error: nothing listens unless the audit runs.
-                    let _ = shared.changes.send(ns);
-                }
-                health.synced();
-                shared.publish_counts(&shared.read());
-                match progress {
-                    Progress::Changed => {}
-                    Progress::Relisting => info!("relisting"),
-                    Progress::Listed { first, removed } => {
-                        if removed > 0 {
-                            info!(
-                                removed,
-                                "relist removed objects deleted while the watch was down"
-                            );
-                        }
-                        if first && shared.unsynced.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            let idx = shared.read();
-                            info!(
-                                secrets = idx.secret_count(),
-                                service_accounts = idx.service_account_count(),
-                                namespaces = idx.namespace_count(),
-                                elapsed_ms = u64::try_from(shared.started.elapsed().as_millis())
-                                    .unwrap_or(u64::MAX),
-                                "cluster store synced"
-                            );
-                        }
-                    }
-                }
+                apply_event(&shared, &health, &mut follower, event);
             }
             // The server expired our resourceVersion: routine (history is compacted, and an API
             // server that restarted answers so to every watcher). Relist at once, as the state
@@ -895,6 +862,55 @@ async fn follow<K: Watched>(
     }
     // The watcher retries forever, so the stream only ends if kube changes that.
     warn!("watch stream ended; this resource is no longer updated");
+}
+
+/// Apply one watch event to the index and tell the rest of the store: metrics of deleted
+/// namespaces dropped, changed namespaces sent to the audit, health, counts, and sync progress.
+fn apply_event<K: Watched>(
+    shared: &Shared,
+    health: &Health,
+    follower: &mut Follower,
+    event: Event<K>,
+) {
+    health.recovered();
+    let progress = follower.on_event(&shared.index, event);
+    for ns in follower.deleted_namespaces.drain(..) {
+        shared.metrics.forget_namespace(&ns);
+    }
+    for ns in follower.changed_namespaces.drain(..) {
+        // No subscriber is not an error: nothing listens unless the audit runs.
+        let _ = shared.changes.send(ns);
+    }
+    health.synced();
+    shared.publish_counts(&shared.read());
+    log_progress(shared, progress);
+}
+
+/// Log a relist, and the store's first complete sync (when this watcher was the last to list).
+fn log_progress(shared: &Shared, progress: Progress) {
+    match progress {
+        Progress::Changed => {}
+        Progress::Relisting => info!("relisting"),
+        Progress::Listed { first, removed } => {
+            if removed > 0 {
+                info!(
+                    removed,
+                    "relist removed objects deleted while the watch was down"
+                );
+            }
+            if first && shared.unsynced.fetch_sub(1, Ordering::AcqRel) == 1 {
+                let idx = shared.read();
+                info!(
+                    secrets = idx.secret_count(),
+                    service_accounts = idx.service_account_count(),
+                    namespaces = idx.namespace_count(),
+                    elapsed_ms =
+                        u64::try_from(shared.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "cluster store synced"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
