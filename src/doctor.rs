@@ -5,6 +5,7 @@ use crate::engine::diagnosis::{self, pull_failure, ContainerReport, Diagnosis, P
 use crate::engine::index::ClusterIndex;
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use crate::engine::{evaluate_pod, Code, Finding, PodContext, Severity};
 use crate::manifests::Document;
 use crate::store::objects::{namespace_from_value, secret_from_value, service_account_from_value};
@@ -116,17 +117,17 @@ const CHECKS: [(&str, &[Code]); 8] = [
 /// Diagnose a pod from plain data: the engine's findings grouped into the guide's checks, plus
 /// pull-error events (`reason: message`, oldest first) and container statuses, and the cause of
 /// the current pull failure. Once all containers have started, past pull failures are history.
+/// `ctx` is an existing pod's ([`PodContext::existing`]), with any verification results.
 pub fn diagnose(
     view: &PodView,
-    namespace: &str,
+    ctx: &PodContext<'_>,
     index: &ClusterIndex,
     policy: &Policy,
     events: &[String],
     containers: &[ContainerReport],
-    now: i64,
 ) -> DoctorReport {
-    let ctx = PodContext::existing(namespace, now);
-    let d = evaluate_pod(view, &ctx, policy, index);
+    let (namespace, now) = (ctx.namespace, ctx.now);
+    let d = evaluate_pod(view, ctx, policy, index);
     let mut checks = Vec::new();
     let failures: Vec<(&String, PullFailure)> = events
         .iter()
@@ -201,7 +202,7 @@ pub fn diagnose(
     } else {
         let latest = failures.into_iter().next_back().map(|(_, f)| f);
         diagnosis::current_failure(containers, latest)
-            .map(|f| diagnosis::diagnose(view, namespace, policy, index, &f, now))
+            .map(|f| diagnosis::diagnose(view, namespace, policy, index, ctx.verified, &f, now))
     };
     DoctorReport {
         namespace: namespace.to_owned(),
@@ -256,6 +257,7 @@ pub async fn run(
         .map_err(|_| DoctorError::Shape(name.to_owned()))?;
 
     let mut index = ClusterIndex::new();
+    let mut verified = VerificationTable::new();
     // Secrets: the namespace's pull secrets, plus every referenced name whatever its type.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut seen = Vec::new();
@@ -313,7 +315,7 @@ pub async fn run(
             .collect();
         for v in crate::verify::offline::verify_documents(&docs, policy, namespace, verifier).await
         {
-            index.record_verification(&v.namespace, &v.name, v.verification);
+            verified.record(&index, &v.namespace, &v.name, v.verification);
         }
     }
     // Elsewhere in the cluster: pull secrets of other namespaces (when the caller may list them).
@@ -361,14 +363,14 @@ pub async fn run(
         })
         .collect();
     let containers = diagnosis::container_reports(&value);
+    let ctx = PodContext::existing(namespace, now).with_verified(Some(&verified));
     Ok(diagnose(
         &view,
-        namespace,
+        &ctx,
         &index,
         policy,
         &messages,
         &containers,
-        now,
     ))
 }
 
@@ -394,7 +396,14 @@ mod tests {
             "Failed: Failed to pull image \"registry.example.com:5000/a:1\": 401 Unauthorized"
                 .to_owned(),
         ];
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &events,
+            &[],
+        );
         assert!(r.has_problem());
         let classes = r
             .checks
@@ -438,7 +447,14 @@ mod tests {
                 .to_owned(),
             "BackOff: Back-off pulling image \"registry.example.com/a:1\"".to_owned(),
         ];
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &events,
+            &[],
+        );
         assert_eq!(
             r.checks[0].details.len(),
             2,
@@ -457,7 +473,9 @@ mod tests {
             "registry.example.com".to_owned(),
             crate::engine::index::CredentialStatus::Rejected,
         );
-        assert!(idx.record_verification(
+        let mut table = VerificationTable::new();
+        assert!(table.record(
+            &idx,
             "shop",
             "regcred",
             crate::engine::index::SecretVerification {
@@ -466,7 +484,8 @@ mod tests {
                 keys
             }
         ));
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
+        let ctx = PodContext::existing("shop", 0).with_verified(Some(&table));
+        let r = diagnose(&v, &ctx, &idx, &Policy::default(), &events, &[]);
         let fresh = r
             .checks
             .iter()
@@ -477,7 +496,14 @@ mod tests {
             r.diagnosis.map(|d| d.cause),
             Some(crate::engine::diagnosis::Cause::CredentialsRejected)
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &[],
+        );
         assert!(r.diagnosis.is_none());
     }
 
@@ -498,7 +524,14 @@ mod tests {
             &json!({"status": {"containerStatuses": [{"name": "c", "started": true,
             "state": {"running": {}}}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &running, 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &events,
+            &running,
+        );
         assert!(!r.has_problem(), "{}", render_text(&r));
         assert!(r.diagnosis.is_none());
         assert_eq!(
@@ -510,13 +543,27 @@ mod tests {
             &json!({"status": {"containerStatuses": [{"name": "c",
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &waiting, 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &events,
+            &waiting,
+        );
         assert!(r.has_problem());
         assert_eq!(r.checks[0].details.len(), 3, "{:?}", r.checks[0]);
         assert!(r.checks[0].details[0].starts_with("container \"c\" waits: ImagePullBackOff"));
         assert!(r.diagnosis.is_some());
         // Events expired, the status still shows the wait: diagnosed from it.
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &waiting, 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &waiting,
+        );
         assert!(
             r.has_problem() && r.diagnosis.is_some(),
             "{}",
@@ -532,13 +579,27 @@ mod tests {
             json!({"metadata": {"name": "web"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
             "containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &[],
+        );
         assert!(!r.has_problem(), "{}", render_text(&r));
         let public = Policy::from_yaml("registries:\n  public: [docker.io]\n").unwrap();
         let v = view(
             json!({"metadata": {"name": "n"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &public, &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &public,
+            &[],
+            &[],
+        );
         assert!(r.checks.iter().any(|c| c.verdict == Verdict::NotApplicable));
         assert!(!r.has_problem());
     }
@@ -551,12 +612,26 @@ mod tests {
             json!({"metadata": {"name": "s", "annotations": {"kubernetes.io/config.mirror": "x"}},
             "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &[],
+        );
         assert_eq!(r.checks.last().map(|c| c.verdict), Some(Verdict::Problem));
         let v = view(
             json!({"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &[],
+        );
         let sa = r
             .checks
             .iter()

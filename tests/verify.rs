@@ -24,7 +24,7 @@ use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use pullgate::verify::kube::{KubeEvents, KubeSecrets};
 use pullgate::verify::service::{LoopConfig, VerifyLoop};
-use pullgate::verify::{Settings, Verdict, Verifier};
+use pullgate::verify::{Settings, Verdict, Verifications, Verifier};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -428,8 +428,16 @@ fn credential_lines(metrics: &Metrics, secret: &str) -> Vec<String> {
         .collect()
 }
 
-fn status_of(store: &ClusterStore, ns: &str, name: &str, key: &str) -> Option<CredentialStatus> {
-    store.view().credential_status(ns, name, key)
+fn status_of(
+    store: &ClusterStore,
+    verified: &Verifications,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Option<CredentialStatus> {
+    verified
+        .snapshot()
+        .credential_status(&store.view(), ns, name, key)
 }
 
 async fn events(fake: &support::fake_api::FakeApi, ns: &str) -> Vec<Event> {
@@ -478,8 +486,10 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
     yaml.push_str("  interval: 1h\n");
     let policy = Arc::new(policy(&yaml));
     let client = fake.client().await;
+    let verified = Arc::new(Verifications::new());
     let verify_loop = VerifyLoop {
         store: store.clone() as Arc<dyn Store>,
+        verifications: verified.clone(),
         policy: policy.clone(),
         verifier: Arc::new(Verifier::new(
             Settings::from_policy(&policy.verify).expect("settings"),
@@ -496,7 +506,7 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
 
     // The wrong password: rejected in the index, the metrics, an Event, and an admission finding.
     poll("the secret to be verified rejected", DEADLINE, || async {
-        (status_of(&store, "shop", "regcred", &key) == Some(CredentialStatus::Rejected))
+        (status_of(&store, &verified, "shop", "regcred", &key) == Some(CredentialStatus::Rejected))
             .then_some(())
     })
     .await;
@@ -523,8 +533,11 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
         operation: Operation::Create,
         now: 0,
         allow_inject: false,
+        verified: None,
     };
     let findings_json = {
+        let table = verified.snapshot();
+        let ctx = ctx.with_verified(Some(&table));
         let index = store.view();
         let d = evaluate_pod(&view, &ctx, &policy, &index);
         let rejected: Vec<_> = d
@@ -561,7 +574,7 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
         "the rotated secret to be verified valid",
         DEADLINE,
         || async {
-            (status_of(&store, "shop", "regcred", &key) == Some(CredentialStatus::Valid))
+            (status_of(&store, &verified, "shop", "regcred", &key) == Some(CredentialStatus::Valid))
                 .then_some(())
         },
     )
@@ -591,7 +604,7 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
     }
     // The secret whose registry is unreachable is reported as such, never as rejected.
     poll("the unreachable registry's status", DEADLINE, || async {
-        status_of(&store, "shop", "other-registry", &down)
+        status_of(&store, &verified, "shop", "other-registry", &down)
             .filter(|s| *s == CredentialStatus::Unreachable)
     })
     .await;

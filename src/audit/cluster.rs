@@ -8,6 +8,7 @@ use super::object;
 use super::report::{AuditReport, Auditor};
 use crate::engine::podview::WorkloadKind;
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use crate::metrics::Metrics;
 use crate::store::kube::{ClusterStore, Scope};
 use crate::store::Store;
@@ -30,6 +31,8 @@ pub struct Options {
     pub sync_timeout: Duration,
     /// Results with their findings at warning or error only (see [`Auditor::slim`]).
     pub slim: bool,
+    /// Credential verification results the decisions read (see [`Auditor::with_verified`]).
+    pub verified: Option<Arc<VerificationTable>>,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
             page_size: 500,
             sync_timeout: Duration::from_secs(60),
             slim: false,
+            verified: None,
         }
     }
 }
@@ -171,6 +175,9 @@ pub async fn pass(
     let mut auditor = Auditor::new(policy, now);
     if options.slim {
         auditor = auditor.slim();
+    }
+    if let Some(verified) = &options.verified {
+        auditor = auditor.with_verified(Arc::clone(verified));
     }
     let mut stats = Stats::default();
     for kind in ORDER {
