@@ -851,6 +851,7 @@ async fn serve_cluster_starts_the_verifier_when_enabled() {
     fake.apply_secret("shop", "regcred", &[&key], WRONG);
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("policy.yaml");
+    let ca_out = dir.path().join("webhook-ca.pem");
     std::fs::write(
         &config,
         registry::verify_policy(
@@ -866,6 +867,8 @@ async fn serve_cluster_starts_the_verifier_when_enabled() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"))
         .args(["serve", "--cluster", "--self-signed"])
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--ca-out")
+        .arg(&ca_out)
         .arg("--kubeconfig")
         .arg(fake.kubeconfig_path())
         .arg("--config")
@@ -890,13 +893,18 @@ async fn serve_cluster_starts_the_verifier_when_enabled() {
     });
     let served = ServeChild { child, stdout };
     let served = &served;
-    let metrics_addr = poll("pullgate serve to start", DEADLINE, || async move {
+    let (listen, metrics_addr) = poll("pullgate serve to start", DEADLINE, || async move {
         served
             .lines()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["message"] == "pullgate serving")
-            .and_then(|v| v["metrics"].as_str().map(str::to_owned))
+            .and_then(|v| {
+                Some((
+                    v["listen"].as_str()?.to_owned(),
+                    v["metrics"].as_str()?.to_owned(),
+                ))
+            })
     })
     .await;
     let want = format!(
@@ -914,6 +922,20 @@ async fn serve_cluster_starts_the_verifier_when_enabled() {
     )
     .await;
     assert!(leaks(&metrics).is_empty());
+    // The admission path reads the verifier's results: a pod using the secret is warned.
+    let ca_pem = std::fs::read_to_string(&ca_out).expect("the webhook CA written at start");
+    let client = support::client::https_client(&ca_pem, false);
+    let mut pod = support::admission::pod("shop", "web", &[&format!("{key}/shop/web:1")]);
+    pod["spec"]["imagePullSecrets"] = json!([{"name": "regcred"}]);
+    let review = support::admission::create_review("u-verify", &pod);
+    let answer =
+        support::client::post_json(&client, &format!("https://{listen}/validate"), &review).await;
+    let warnings = answer.response()["warnings"].to_string();
+    assert!(
+        warnings.contains("rejected the credentials of secret"),
+        "{warnings}"
+    );
+    assert!(leaks(&warnings).is_empty());
     let output = served.lines().join("\n");
     assert!(
         output.contains("plain HTTP allowed") && output.contains("plain.example.test:5000"),
