@@ -1,7 +1,7 @@
 //! The verification loop: every few seconds, plan over the store which secrets are due, probe
 //! them (reading each secret's data from its [`SecretSource`] only when its registry has a free
-//! slot), record results in the index for the engine, publish metrics, and report status
-//! changes as Events.
+//! slot), record results in the [`Verifications`] table the decisions read, publish metrics,
+//! and report status changes as Events.
 
 use super::flow::Verdict;
 use super::prober::Verifier;
