@@ -168,6 +168,7 @@ fn ctx(allow_inject: bool) -> PodContext<'static> {
         operation: Operation::Create,
         now: common::NOW,
         allow_inject,
+        verified: None,
     }
 }
 

@@ -27,7 +27,7 @@ use pullgate::store::{Store, View};
 use pullgate::verify::service::{
     FetchedSecret, LoopConfig, SecretData, SecretSource, SourceError, VerifyLoop,
 };
-use pullgate::verify::{Settings, Verifier};
+use pullgate::verify::{Settings, Verifications, Verifier};
 use registry::{Behaviour, FakeRegistry, TestPki};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -177,8 +177,10 @@ async fn run(a: Args) {
         .expect("settings")
         .with_per_registry(a.per_registry);
     let metrics = Arc::new(Metrics::new());
+    let verifications = Arc::new(Verifications::new());
     let verify_loop = VerifyLoop {
         store: store.clone(),
+        verifications: verifications.clone(),
         policy: policy.clone(),
         verifier: Arc::new(Verifier::new(settings)),
         source: Arc::new(MemSource { data }),
@@ -195,9 +197,11 @@ async fn run(a: Args) {
     let task = tokio::spawn(verify_loop.run());
     let verified = |store: &MemStore| {
         let view = store.view();
+        let table = verifications.snapshot();
         (0..a.secrets)
             .filter(|i| {
-                view.verification(&format!("team-{}", i % 100), &format!("regcred-{i}"))
+                table
+                    .verification(&view, &format!("team-{}", i % 100), &format!("regcred-{i}"))
                     .is_some()
             })
             .count()

@@ -4,6 +4,7 @@
 use crate::engine::index::{ClusterIndex, CredentialStatus};
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use crate::engine::{evaluate_pod, Decision, Finding, PodContext};
 use crate::manifests::{Document, Manifests, Problem};
 use crate::store::objects::index_documents;
@@ -139,9 +140,10 @@ pub fn check_verified(
     verified: &[VerifiedSecret],
 ) -> CheckReport {
     let (index, mut errors) = index_documents(docs, default_ns);
+    let mut table = VerificationTable::new();
     let mut report = CheckReport::default();
     for v in verified {
-        index.record_verification(&v.namespace, &v.name, v.verification.clone());
+        table.record(&index, &v.namespace, &v.name, v.verification.clone());
         report.credentials.extend(
             v.verdicts
                 .iter()
@@ -164,7 +166,7 @@ pub fn check_verified(
         match PodView::from_value(kind, &d.value) {
             Ok(view) => report
                 .results
-                .push(check_one(&view, policy, &index, default_ns, now)),
+                .push(check_one(&view, policy, &index, &table, default_ns, now)),
             Err(e) => errors.push(Problem {
                 file: d.source.clone(),
                 document: Some(d.index),
@@ -180,6 +182,7 @@ fn check_one(
     view: &PodView,
     policy: &Policy,
     index: &ClusterIndex,
+    verified: &VerificationTable,
     default_ns: &str,
     now: i64,
 ) -> CheckResult {
@@ -189,7 +192,7 @@ fn check_one(
         .as_deref()
         .filter(|n| !n.is_empty())
         .unwrap_or(default_ns);
-    let ctx = PodContext::creating(namespace, now);
+    let ctx = PodContext::creating(namespace, now).with_verified(Some(verified));
     let d = evaluate_pod(view, &ctx, policy, index);
     to_result(view, namespace, &d)
 }

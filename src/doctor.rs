@@ -6,6 +6,7 @@ use crate::engine::evaluate::Decision;
 use crate::engine::index::ClusterIndex;
 use crate::engine::podview::{PodView, WorkloadKind};
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use crate::engine::{evaluate_pod, Code, Finding, PodContext, Severity};
 use crate::manifests::Document;
 use crate::store::objects::{namespace_from_value, secret_from_value, service_account_from_value};
@@ -119,15 +120,14 @@ const CHECKS: [(&str, &[Code]); 8] = [
 /// the current pull failure. Once all containers have started, past pull failures are history.
 pub fn diagnose(
     view: &PodView,
-    namespace: &str,
+    ctx: &PodContext<'_>,
     index: &ClusterIndex,
     policy: &Policy,
     events: &[String],
     containers: &[ContainerReport],
-    now: i64,
 ) -> DoctorReport {
-    let ctx = PodContext::existing(namespace, now);
-    let d = evaluate_pod(view, &ctx, policy, index);
+    let (namespace, now) = (ctx.namespace, ctx.now);
+    let d = evaluate_pod(view, ctx, policy, index);
     let failures = pull_failures(events);
     let started = diagnosis::all_started(containers);
     let mut checks = vec![
@@ -140,7 +140,7 @@ pub fn diagnose(
     } else {
         let latest = failures.into_iter().next_back().map(|(_, f)| f);
         diagnosis::current_failure(containers, latest)
-            .map(|f| diagnosis::diagnose(view, namespace, policy, index, &f, now))
+            .map(|f| diagnosis::diagnose(view, namespace, policy, index, ctx.verified, &f, now))
     };
     DoctorReport {
         namespace: namespace.to_owned(),
@@ -274,6 +274,7 @@ pub async fn run(
 ) -> Result<DoctorReport, DoctorError> {
     let (value, view) = read_pod(&client, namespace, name).await?;
     let mut index = ClusterIndex::new();
+    let mut verified = VerificationTable::new();
     let values = read_namespace_secrets(&client, namespace, &view, &mut index).await;
     if let Some(verifier) = verifier {
         // The data is at hand: probe the namespace's secrets now, then drop it.
@@ -288,20 +289,20 @@ pub async fn run(
             .collect();
         for v in crate::verify::offline::verify_documents(&docs, policy, namespace, verifier).await
         {
-            index.record_verification(&v.namespace, &v.name, v.verification);
+            verified.record(&index, &v.namespace, &v.name, v.verification);
         }
     }
     read_elsewhere(&client, namespace, &mut index).await;
     let messages = read_pod_events(client, namespace, name).await;
     let containers = diagnosis::container_reports(&value);
+    let ctx = PodContext::existing(namespace, now).with_verified(Some(&verified));
     Ok(diagnose(
         &view,
-        namespace,
+        &ctx,
         &index,
         policy,
         &messages,
         &containers,
-        now,
     ))
 }
 
@@ -450,7 +451,14 @@ mod tests {
             "Failed: Failed to pull image \"registry.example.com:5000/a:1\": 401 Unauthorized"
                 .to_owned(),
         ];
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &events,
+            &[],
+        );
         assert!(r.has_problem());
         let classes = r
             .checks
@@ -494,7 +502,14 @@ mod tests {
                 .to_owned(),
             "BackOff: Back-off pulling image \"registry.example.com/a:1\"".to_owned(),
         ];
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &events,
+            &[],
+        );
         assert_eq!(
             r.checks[0].details.len(),
             2,
@@ -513,7 +528,9 @@ mod tests {
             "registry.example.com".to_owned(),
             crate::engine::index::CredentialStatus::Rejected,
         );
-        assert!(idx.record_verification(
+        let mut table = VerificationTable::new();
+        assert!(table.record(
+            &idx,
             "shop",
             "regcred",
             crate::engine::index::SecretVerification {
@@ -522,7 +539,8 @@ mod tests {
                 keys
             }
         ));
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &[], 0);
+        let ctx = PodContext::existing("shop", 0).with_verified(Some(&table));
+        let r = diagnose(&v, &ctx, &idx, &Policy::default(), &events, &[]);
         let fresh = r
             .checks
             .iter()
@@ -533,7 +551,14 @@ mod tests {
             r.diagnosis.map(|d| d.cause),
             Some(crate::engine::diagnosis::Cause::CredentialsRejected)
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &[],
+        );
         assert!(r.diagnosis.is_none());
     }
 
@@ -554,7 +579,14 @@ mod tests {
             &json!({"status": {"containerStatuses": [{"name": "c", "started": true,
             "state": {"running": {}}}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &running, 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &events,
+            &running,
+        );
         assert!(!r.has_problem(), "{}", render_text(&r));
         assert!(r.diagnosis.is_none());
         assert_eq!(
@@ -566,13 +598,27 @@ mod tests {
             &json!({"status": {"containerStatuses": [{"name": "c",
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &events, &waiting, 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &events,
+            &waiting,
+        );
         assert!(r.has_problem());
         assert_eq!(r.checks[0].details.len(), 3, "{:?}", r.checks[0]);
         assert!(r.checks[0].details[0].starts_with("container \"c\" waits: ImagePullBackOff"));
         assert!(r.diagnosis.is_some());
         // Events expired, the status still shows the wait: diagnosed from it.
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &waiting, 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &waiting,
+        );
         assert!(
             r.has_problem() && r.diagnosis.is_some(),
             "{}",
@@ -588,13 +634,27 @@ mod tests {
             json!({"metadata": {"name": "web"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
             "containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &[],
+        );
         assert!(!r.has_problem(), "{}", render_text(&r));
         let public = Policy::from_yaml("registries:\n  public: [docker.io]\n").unwrap();
         let v = view(
             json!({"metadata": {"name": "n"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &public, &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &public,
+            &[],
+            &[],
+        );
         assert!(r.checks.iter().any(|c| c.verdict == Verdict::NotApplicable));
         assert!(!r.has_problem());
     }
@@ -607,12 +667,26 @@ mod tests {
             json!({"metadata": {"name": "s", "annotations": {"kubernetes.io/config.mirror": "x"}},
             "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &[],
+        );
         assert_eq!(r.checks.last().map(|c| c.verdict), Some(Verdict::Problem));
         let v = view(
             json!({"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(&v, "shop", &idx, &Policy::default(), &[], &[], 0);
+        let r = diagnose(
+            &v,
+            &PodContext::existing("shop", 0),
+            &idx,
+            &Policy::default(),
+            &[],
+            &[],
+        );
         let sa = r
             .checks
             .iter()

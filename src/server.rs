@@ -12,6 +12,7 @@ use crate::metrics::{
 use crate::store::files::FileStore;
 use crate::store::Store;
 use crate::tls::{self, CertResolver, TlsError};
+use crate::verify::Verifications;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -125,6 +126,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Who uses which secret, as of the last completed background audit.
     pub audit_usage: SharedUsage,
+    /// Credential verification results, as the verify task last published them.
+    pub verifications: Arc<Verifications>,
 }
 
 impl AppState {
@@ -144,6 +147,7 @@ impl AppState {
             limiter: Semaphore::new(max_concurrent.max(1)),
             request_timeout,
             audit_usage: Default::default(),
+            verifications: Default::default(),
         }
     }
 }
@@ -280,9 +284,14 @@ async fn handle(endpoint: Endpoint, st: &AppState, headers: &HeaderMap, body: Bo
     };
     let now = jiff::Timestamp::now().as_second();
     let usage = st.audit_usage.current();
+    let verified = st.verifications.snapshot();
+    let observed = admission::Observed {
+        usage: usage.as_deref(),
+        verified: Some(&verified),
+    };
     let result = {
         let view = st.store.view();
-        admission::review_with_usage(endpoint, &bytes, &st.policy, &view, now, usage.as_deref())
+        admission::review_with_usage(endpoint, &bytes, &st.policy, &view, now, observed)
     };
     match result {
         Ok(outcome) => {
@@ -578,6 +587,8 @@ struct Background {
     tasks: JoinSet<()>,
     leaders: JoinSet<()>,
     terminating: watch::Receiver<bool>,
+    /// Where the verify task publishes its results, for admission, audit and attribution.
+    verifications: Arc<Verifications>,
 }
 
 impl Background {
@@ -606,6 +617,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         tasks: JoinSet::new(),
         leaders: JoinSet::new(),
         terminating,
+        verifications: Default::default(),
     };
     let audit_usage = SharedUsage::default();
     let store = start_store(&args, &policy, &metrics, &mut background, &audit_usage).await?;
@@ -617,6 +629,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         args.request_timeout,
     );
     state.audit_usage = audit_usage;
+    state.verifications = background.verifications.clone();
     let state = Arc::new(state);
     let listener = bind("listen", args.listen).await?;
     let metrics_listener = bind("metrics-listen", args.metrics_listen).await?;
@@ -824,6 +837,7 @@ async fn cluster_store(
             store.clone(),
             policy,
             metrics.clone(),
+            background.verifications.clone(),
         )
         .map_err(ServeError::Verify)?;
         background.tasks.spawn(verify);
@@ -832,11 +846,12 @@ async fn cluster_store(
     let identity = args.identity().to_owned();
     let policy = Arc::new(policy.clone());
     if policy.attribution.enabled {
-        let settings = crate::attribution::Settings::new(
+        let mut settings = crate::attribution::Settings::new(
             lease_namespace.clone(),
             identity.clone(),
             args.watch_namespaces.clone(),
         );
+        settings.verifications = background.verifications.clone();
         background.leaders.spawn(crate::attribution::run(
             client.clone(),
             store.clone(),
@@ -847,8 +862,9 @@ async fn cluster_store(
         ));
     }
     if policy.audit.enabled {
-        let settings =
+        let mut settings =
             crate::audit::background::Settings::new(lease_namespace.clone(), identity.clone());
+        settings.verifications = background.verifications.clone();
         background.leaders.spawn(crate::audit::background::run(
             client.clone(),
             store.clone(),

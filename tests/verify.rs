@@ -24,7 +24,7 @@ use pullgate::store::kube::{ClusterStore, Scope};
 use pullgate::store::Store;
 use pullgate::verify::kube::{KubeEvents, KubeSecrets};
 use pullgate::verify::service::{LoopConfig, VerifyLoop};
-use pullgate::verify::{Settings, Verdict, Verifier};
+use pullgate::verify::{Settings, Verdict, Verifications, Verifier};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -428,8 +428,16 @@ fn credential_lines(metrics: &Metrics, secret: &str) -> Vec<String> {
         .collect()
 }
 
-fn status_of(store: &ClusterStore, ns: &str, name: &str, key: &str) -> Option<CredentialStatus> {
-    store.view().credential_status(ns, name, key)
+fn status_of(
+    store: &ClusterStore,
+    verified: &Verifications,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Option<CredentialStatus> {
+    verified
+        .snapshot()
+        .credential_status(&store.view(), ns, name, key)
 }
 
 async fn events(fake: &support::fake_api::FakeApi, ns: &str) -> Vec<Event> {
@@ -478,8 +486,10 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
     yaml.push_str("  interval: 1h\n");
     let policy = Arc::new(policy(&yaml));
     let client = fake.client().await;
+    let verified = Arc::new(Verifications::new());
     let verify_loop = VerifyLoop {
         store: store.clone() as Arc<dyn Store>,
+        verifications: verified.clone(),
         policy: policy.clone(),
         verifier: Arc::new(Verifier::new(
             Settings::from_policy(&policy.verify).expect("settings"),
@@ -496,7 +506,7 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
 
     // The wrong password: rejected in the index, the metrics, an Event, and an admission finding.
     poll("the secret to be verified rejected", DEADLINE, || async {
-        (status_of(&store, "shop", "regcred", &key) == Some(CredentialStatus::Rejected))
+        (status_of(&store, &verified, "shop", "regcred", &key) == Some(CredentialStatus::Rejected))
             .then_some(())
     })
     .await;
@@ -523,8 +533,11 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
         operation: Operation::Create,
         now: 0,
         allow_inject: false,
+        verified: None,
     };
     let findings_json = {
+        let table = verified.snapshot();
+        let ctx = ctx.with_verified(Some(&table));
         let index = store.view();
         let d = evaluate_pod(&view, &ctx, &policy, &index);
         let rejected: Vec<_> = d
@@ -561,7 +574,7 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
         "the rotated secret to be verified valid",
         DEADLINE,
         || async {
-            (status_of(&store, "shop", "regcred", &key) == Some(CredentialStatus::Valid))
+            (status_of(&store, &verified, "shop", "regcred", &key) == Some(CredentialStatus::Valid))
                 .then_some(())
         },
     )
@@ -591,7 +604,7 @@ async fn cluster_mode_rotation_cache_metrics_events_findings_and_no_leaks() {
     }
     // The secret whose registry is unreachable is reported as such, never as rejected.
     poll("the unreachable registry's status", DEADLINE, || async {
-        status_of(&store, "shop", "other-registry", &down)
+        status_of(&store, &verified, "shop", "other-registry", &down)
             .filter(|s| *s == CredentialStatus::Unreachable)
     })
     .await;
@@ -838,6 +851,7 @@ async fn serve_cluster_starts_the_verifier_when_enabled() {
     fake.apply_secret("shop", "regcred", &[&key], WRONG);
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("policy.yaml");
+    let ca_out = dir.path().join("webhook-ca.pem");
     std::fs::write(
         &config,
         registry::verify_policy(
@@ -853,6 +867,8 @@ async fn serve_cluster_starts_the_verifier_when_enabled() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"))
         .args(["serve", "--cluster", "--self-signed"])
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--ca-out")
+        .arg(&ca_out)
         .arg("--kubeconfig")
         .arg(fake.kubeconfig_path())
         .arg("--config")
@@ -877,13 +893,18 @@ async fn serve_cluster_starts_the_verifier_when_enabled() {
     });
     let served = ServeChild { child, stdout };
     let served = &served;
-    let metrics_addr = poll("pullgate serve to start", DEADLINE, || async move {
+    let (listen, metrics_addr) = poll("pullgate serve to start", DEADLINE, || async move {
         served
             .lines()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["message"] == "pullgate serving")
-            .and_then(|v| v["metrics"].as_str().map(str::to_owned))
+            .and_then(|v| {
+                Some((
+                    v["listen"].as_str()?.to_owned(),
+                    v["metrics"].as_str()?.to_owned(),
+                ))
+            })
     })
     .await;
     let want = format!(
@@ -901,6 +922,20 @@ async fn serve_cluster_starts_the_verifier_when_enabled() {
     )
     .await;
     assert!(leaks(&metrics).is_empty());
+    // The admission path reads the verifier's results: a pod using the secret is warned.
+    let ca_pem = std::fs::read_to_string(&ca_out).expect("the webhook CA written at start");
+    let client = support::client::https_client(&ca_pem, false);
+    let mut pod = support::admission::pod("shop", "web", &[&format!("{key}/shop/web:1")]);
+    pod["spec"]["imagePullSecrets"] = json!([{"name": "regcred"}]);
+    let review = support::admission::create_review("u-verify", &pod);
+    let answer =
+        support::client::post_json(&client, &format!("https://{listen}/validate"), &review).await;
+    let warnings = answer.response()["warnings"].to_string();
+    assert!(
+        warnings.contains("rejected the credentials of secret"),
+        "{warnings}"
+    );
+    assert!(leaks(&warnings).is_empty());
     let output = served.lines().join("\n");
     assert!(
         output.contains("plain HTTP allowed") && output.contains("plain.example.test:5000"),

@@ -9,6 +9,7 @@ use crate::engine::index::ClusterIndex;
 use crate::engine::keyring::MatchTarget;
 use crate::engine::podview::{PodView, WorkloadKind, INJECT_ANNOTATION};
 use crate::engine::policy::{Policy, Registries, Validation};
+use crate::engine::verification::VerificationTable;
 use crate::engine::{
     evaluate_pod, evaluate_service_account, Code, Decision, Finding, Operation, PodContext,
     Severity,
@@ -351,18 +352,27 @@ pub fn review(
     index: &ClusterIndex,
     now: i64,
 ) -> Result<Outcome, ReviewError> {
-    review_with_usage(endpoint, body, policy, index, now, None)
+    review_with_usage(endpoint, body, policy, index, now, Observed::default())
 }
 
-/// Answer one AdmissionReview body, knowing who uses which secret as of the last completed audit
-/// (`None` before one completes: a Secret DELETE is then allowed without a word).
+/// What the cluster-mode tasks have learnt, for the decisions that read it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observed<'a> {
+    /// Who uses which secret, as of the last completed audit (`None` before one completes: a
+    /// Secret DELETE is then allowed without a word).
+    pub usage: Option<&'a UsageIndex>,
+    /// Credential verification results (`verify`); `None` when nothing was verified.
+    pub verified: Option<&'a VerificationTable>,
+}
+
+/// Answer one AdmissionReview body with what the cluster-mode tasks have learnt ([`Observed`]).
 pub fn review_with_usage(
     endpoint: Endpoint,
     body: &[u8],
     policy: &Policy,
     index: &ClusterIndex,
     now: i64,
-    usage: Option<&UsageIndex>,
+    observed: Observed<'_>,
 ) -> Result<Outcome, ReviewError> {
     // serde reads a JSON array into a struct by position: only objects are reviews.
     if !is_json_object(body) {
@@ -401,13 +411,21 @@ pub fn review_with_usage(
     let namespace = req.namespace.as_deref().unwrap_or("");
     let sub = req.sub_resource.as_deref().unwrap_or("");
     let answer = match (req.kind.group.as_str(), req.kind.kind.as_str()) {
-        ("", "Pod") => pod(endpoint, &req, sub, namespace, policy, index, now),
+        ("", "Pod") => pod(
+            endpoint,
+            &req,
+            namespace,
+            policy,
+            index,
+            now,
+            observed.verified,
+        ),
         ("", "ServiceAccount") if sub.is_empty() => {
             service_account(endpoint, &req, namespace, policy, index)
         }
         ("", "Secret") if sub.is_empty() && endpoint == Endpoint::Validate => {
             if req.operation == "DELETE" {
-                secret_delete(&req, namespace, policy, usage)
+                secret_delete(&req, namespace, policy, observed.usage)
             } else {
                 secret(&req, namespace, policy)
             }
@@ -415,7 +433,7 @@ pub fn review_with_usage(
         ("apps" | "batch" | "", k) if sub.is_empty() && endpoint == Endpoint::Validate => {
             match WorkloadKind::from_kind(k) {
                 Some(wk) if wk != WorkloadKind::Pod => {
-                    workload(wk, &req, namespace, policy, index, now)
+                    workload(wk, &req, namespace, policy, index, now, observed.verified)
                 }
                 _ => Answer::allow(),
             }
@@ -496,12 +514,13 @@ fn view_of(req: &RequestIn, kind: WorkloadKind) -> Result<Cow<'_, PodView>, Stri
 fn pod(
     endpoint: Endpoint,
     req: &RequestIn,
-    sub: &str,
     namespace: &str,
     policy: &Policy,
     index: &ClusterIndex,
     now: i64,
+    verified: Option<&VerificationTable>,
 ) -> Answer {
+    let sub = req.sub_resource.as_deref().unwrap_or("");
     let operation = match (req.operation.as_str(), sub) {
         ("CREATE", "") => Operation::Create,
         ("UPDATE", "" | "ephemeralcontainers") => Operation::Update,
@@ -519,7 +538,9 @@ fn pod(
         operation,
         now,
         allow_inject: endpoint == Endpoint::Mutate,
-    };
+        verified: None,
+    }
+    .with_verified(verified);
     let d = evaluate_pod(&view, &ctx, policy, index);
     match endpoint {
         Endpoint::Mutate => {
@@ -546,6 +567,7 @@ fn workload(
     policy: &Policy,
     index: &ClusterIndex,
     now: i64,
+    verified: Option<&VerificationTable>,
 ) -> Answer {
     if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
         return Answer::allow();
@@ -555,7 +577,7 @@ fn workload(
         Err(m) => return Answer::bad_object(m),
     };
     // Templates are checked as the pods their controller will create (which the mutating webhook may still fix).
-    let ctx = PodContext::creating(namespace, now);
+    let ctx = PodContext::creating(namespace, now).with_verified(verified);
     let d = evaluate_pod(&view, &ctx, policy, index);
     validation_answer(&d, false, &policy.registries)
 }
@@ -911,6 +933,43 @@ mod tests {
         assert!(out.is_ok_and(|o| !o.warning_codes.is_empty()));
     }
 
+    #[test]
+    fn verification_results_passed_in_reach_pods_and_workloads() {
+        use crate::engine::index::{CredentialStatus, SecretVerification};
+        let (policy, idx) = (Policy::default(), index());
+        let mut table = VerificationTable::new();
+        assert!(table.record(
+            &idx,
+            "shop",
+            "regcred",
+            SecretVerification {
+                resource_version: None,
+                verified_at: 1,
+                keys: BTreeMap::from([(
+                    "registry.example.com".to_owned(),
+                    CredentialStatus::Rejected
+                )]),
+            },
+        ));
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"imagePullSecrets":[{"name":"regcred"}],"containers":[{"name":"a","image":"registry.example.com/a:1"}]}}"#;
+        let template = r#"{"metadata":{"name":"d"},"spec":{"template":{"spec":{"imagePullSecrets":[{"name":"regcred"}],"containers":[{"name":"a","image":"registry.example.com/a:1"}]}}}}"#;
+        for (kind, object) in [(POD, pod), (DEPLOYMENT, template)] {
+            let codes = |verified| {
+                let observed = Observed {
+                    usage: None,
+                    verified,
+                };
+                let b = body(kind, object, false);
+                review_with_usage(Endpoint::Validate, &b, &policy, &idx, 0, observed)
+                    .map(|o| o.warning_codes)
+                    .unwrap()
+            };
+            let rejected = |c: &[Code]| c.contains(&Code::CredentialsRejected);
+            assert!(!rejected(&codes(None)), "{kind}");
+            assert!(rejected(&codes(Some(&table))), "{kind}");
+        }
+    }
+
     /// The request fields the one-pass reader reads by hand, as the derived `RequestIn` reads
     /// them (the test above compares the two orders, which share this field reading).
     #[test]
@@ -988,14 +1047,17 @@ mod tests {
     #[test]
     fn deleting_a_secret_in_use_warns_or_denies_from_the_last_audit() {
         let (policy, idx, usage) = (Policy::default(), index(), usage());
-        let run = |name: &str, policy: &Policy, usage| {
+        let run = |name: &str, policy: &Policy, usage: Option<&UsageIndex>| {
             review_with_usage(
                 Endpoint::Validate,
                 &secret_delete_body(name),
                 policy,
                 &idx,
                 0,
-                usage,
+                Observed {
+                    usage,
+                    verified: None,
+                },
             )
             .unwrap()
         };
@@ -1035,7 +1097,10 @@ mod tests {
             &protect,
             &idx,
             0,
-            Some(&usage),
+            Observed {
+                usage: Some(&usage),
+                verified: None,
+            },
         )
         .unwrap();
         assert!(o.allowed);

@@ -22,6 +22,7 @@ use crate::events::{event, EventSpec};
 use crate::leader::{self, Elector};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels};
 use crate::store::Store;
+use crate::verify::Verifications;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
@@ -62,6 +63,8 @@ pub struct Settings {
     pub announced_ttl: Duration,
     /// How long a restart counts as in flight for its workload.
     pub restart_window: Duration,
+    /// Credential verification results, as the verify task last published them.
+    pub verifications: Arc<Verifications>,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Settings {
             announced_capacity: 50_000,
             announced_ttl: Duration::from_secs(24 * 3_600),
             restart_window: Duration::from_secs(300),
+            verifications: Default::default(),
         }
     }
 }
@@ -87,6 +91,7 @@ struct Shared {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
     metrics: Arc<Metrics>,
+    verifications: Arc<Verifications>,
     /// Whether this instance holds the Lease; watchers run only while it does.
     leading: leadership::Sender<bool>,
     pending: Mutex<Pending>,
@@ -125,6 +130,7 @@ pub async fn run(
         writes,
         metrics,
         policy: policy.clone(),
+        verifications: settings.verifications.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(write_events(
@@ -269,12 +275,14 @@ impl Shared {
         }
         let failure = keyring_wait(&containers).unwrap_or(failure);
         let diagnosis = {
+            let verified = self.verifications.snapshot();
             let index = self.store.view();
             diagnose(
                 &view,
                 &namespace,
                 &self.policy,
                 &index,
+                Some(&verified),
                 &failure,
                 jiff::Timestamp::now().as_second(),
             )

@@ -15,6 +15,7 @@ use crate::engine::policy::{Policy, Reports};
 use crate::leader::{self, Elector};
 use crate::metrics::{AuditFindingLabels, KindLabels, Metrics, PassLabels};
 use crate::store::Store;
+use crate::verify::Verifications;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, PostParams};
 use kube::Client;
@@ -63,6 +64,8 @@ pub struct Settings {
     pub events_per_pass: usize,
     /// Causes remembered as announced.
     pub announced_capacity: usize,
+    /// Credential verification results, as the verify task last published them.
+    pub verifications: Arc<Verifications>,
 }
 
 impl Settings {
@@ -76,6 +79,7 @@ impl Settings {
             page_size: 500,
             events_per_pass: 100,
             announced_capacity: 50_000,
+            verifications: Default::default(),
         }
     }
 }
@@ -259,6 +263,7 @@ async fn pass(
         watch_namespaces: store.watched_namespaces(),
         page_size: settings.page_size,
         slim: true,
+        verified: Some(settings.verifications.snapshot_full()),
         ..Options::default()
     };
     let now = jiff::Timestamp::now();

@@ -9,6 +9,7 @@ use super::report::{AuditReport, Auditor};
 use super::verify;
 use crate::engine::podview::WorkloadKind;
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use crate::metrics::Metrics;
 use crate::store::kube::{ClusterStore, Scope};
 use crate::store::Store;
@@ -37,6 +38,8 @@ pub struct Options {
     pub sync_timeout: Duration,
     /// Results with their findings at warning or error only (see [`Auditor::slim`]).
     pub slim: bool,
+    /// Credential verification results the decisions read (see [`Auditor::with_verified`]).
+    pub verified: Option<Arc<VerificationTable>>,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
             page_size: 500,
             sync_timeout: Duration::from_secs(60),
             slim: false,
+            verified: None,
         }
     }
 }
@@ -205,8 +209,13 @@ pub async fn run(
         None => crate::store::namespace_names(&*store),
     };
     let source = KubeSecrets::new(client.clone());
-    let outcomes = verify::verify_secrets(&*store, &source, verifier, policy, &namespaces).await;
-    let (mut report, stats) = pass(&client, &*store, policy, options, now).await?;
+    let (outcomes, verified) =
+        verify::verify_secrets(&*store, &source, verifier, policy, &namespaces).await;
+    let options = Options {
+        verified: Some(Arc::new(verified)),
+        ..options.clone()
+    };
+    let (mut report, stats) = pass(&client, &*store, policy, &options, now).await?;
     report.notes.extend(verify::notes(&outcomes));
     Ok((report, stats))
 }
@@ -223,6 +232,9 @@ pub async fn pass(
     let mut auditor = Auditor::new(policy, now);
     if options.slim {
         auditor = auditor.slim();
+    }
+    if let Some(verified) = &options.verified {
+        auditor = auditor.with_verified(Arc::clone(verified));
     }
     let mut stats = Stats::default();
     let scopes = options.list_scopes();

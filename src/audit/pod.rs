@@ -5,6 +5,7 @@
 use crate::engine::index::ClusterIndex;
 use crate::engine::podview::PodView;
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use crate::engine::{evaluate_pod, Decision, PodContext};
 
 /// The decision for an existing pod as the kubelet would pull its images again: nothing is
@@ -16,9 +17,11 @@ pub fn existing_pod<'a>(
     namespace: &str,
     policy: &Policy,
     index: &'a ClusterIndex,
+    verified: Option<&VerificationTable>,
     now: i64,
 ) -> Decision<'a> {
-    evaluate_pod(view, &PodContext::existing(namespace, now), policy, index)
+    let ctx = PodContext::existing(namespace, now).with_verified(verified);
+    evaluate_pod(view, &ctx, policy, index)
 }
 
 /// Whether a pod in this `status.phase` will never pull an image again (it has terminated).
@@ -56,12 +59,12 @@ mod tests {
         ));
         let policy = Policy::default();
         let v = pod("regcred", "registry.example.com/shop/api:1");
-        let d = existing_pod(&v, "shop", &policy, &idx, 0);
+        let d = existing_pod(&v, "shop", &policy, &idx, None, 0);
         assert!(d.findings.iter().all(|f| f.code != Code::SecretNotFound));
         assert_eq!(d.images[0].matched_secrets, ["regcred"]);
         // The secret was deleted: no injection can save an existing pod.
         let v = pod("deleted", "registry.example.com/shop/api:1");
-        let d = existing_pod(&v, "shop", &policy, &idx, 0);
+        let d = existing_pod(&v, "shop", &policy, &idx, None, 0);
         assert!(d.injected.is_empty());
         assert!(
             d.errors().any(|f| f.code == Code::SecretNotFound),
@@ -70,7 +73,7 @@ mod tests {
         );
         // The registry moved to a port the named secret does not cover.
         let v = pod("regcred", "registry.example.com:5000/shop/api:1");
-        let d = existing_pod(&v, "shop", &policy, &idx, 0);
+        let d = existing_pod(&v, "shop", &policy, &idx, None, 0);
         assert!(d.errors().next().is_some(), "{:?}", d.findings);
     }
 

@@ -9,10 +9,12 @@ use crate::check::{to_result, CheckResult};
 use crate::engine::index::ClusterIndex;
 use crate::engine::podview::WorkloadKind;
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use crate::engine::{Code, Finding, Severity};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// Distinct causes kept per workload's pods; further ones are counted in `withProblems` only.
 pub const MAX_CAUSES: usize = 8;
@@ -384,6 +386,8 @@ pub struct Auditor<'p> {
     notes: Vec<String>,
     /// Keep of each result only what the background audit publishes (findings at warning or error).
     slim: bool,
+    /// Credential verification results the decisions read.
+    verified: Option<Arc<VerificationTable>>,
 }
 
 impl<'p> Auditor<'p> {
@@ -402,6 +406,7 @@ impl<'p> Auditor<'p> {
             unlisted_errors: 0,
             notes: Vec::new(),
             slim: false,
+            verified: None,
         }
     }
 
@@ -409,6 +414,12 @@ impl<'p> Auditor<'p> {
     /// secrets or info findings): what `serve`'s background audit publishes, in less memory.
     pub fn slim(mut self) -> Self {
         self.slim = true;
+        self
+    }
+
+    /// Decide with these credential verification results (`verify`, `audit --verify`).
+    pub fn with_verified(mut self, verified: Arc<VerificationTable>) -> Self {
+        self.verified = Some(verified);
         self
     }
 
@@ -442,7 +453,14 @@ impl<'p> Auditor<'p> {
             self.skipped += 1;
             return;
         }
-        let d = workload::next_pod(&o.view, &o.namespace, self.policy, index, self.now);
+        let d = workload::next_pod(
+            &o.view,
+            &o.namespace,
+            self.policy,
+            index,
+            self.verified.as_deref(),
+            self.now,
+        );
         let w = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         for s in &d.image_pull_secrets {
             self.usage.add(&o.namespace, s, Some(w), false);
@@ -470,7 +488,14 @@ impl<'p> Auditor<'p> {
             self.skipped += 1;
             return;
         }
-        let d = pod::existing_pod(&o.view, &o.namespace, self.policy, index, self.now);
+        let d = pod::existing_pod(
+            &o.view,
+            &o.namespace,
+            self.policy,
+            index,
+            self.verified.as_deref(),
+            self.now,
+        );
         let owner = o
             .controller
             .as_ref()

@@ -8,6 +8,7 @@ use crate::engine::index::{CredentialStatus, SecretVerification};
 use crate::engine::keyring::RegistryKey;
 use crate::engine::policy::Policy;
 use crate::engine::pullsecret::credentials_for;
+use crate::engine::verification::VerificationTable;
 use crate::store::Store;
 use crate::verify::service::{SecretSource, SourceError};
 use crate::verify::{targets, Verdict, Verifier};
@@ -45,14 +46,14 @@ enum Abort {
 }
 
 /// Probe the pull secrets of `namespaces` that the policy wants verified, reading each from
-/// `source`, and record the results in the store's index (where the engine reads them).
+/// `source`; the outcomes, and the results as the table the decisions read.
 pub async fn verify_secrets(
     store: &dyn Store,
     source: &dyn SecretSource,
     verifier: &Verifier,
     policy: &Policy,
     namespaces: &[String],
-) -> Vec<SecretOutcome> {
+) -> (Vec<SecretOutcome>, VerificationTable) {
     let jobs: Vec<Job> = {
         let index = store.view();
         targets(&index, namespaces, policy)
@@ -69,13 +70,15 @@ pub async fn verify_secrets(
         .buffer_unordered(CONCURRENT_SECRETS)
         .collect()
         .await;
+    let mut table = VerificationTable::new();
     let index = store.view();
     for (o, rv) in outcomes
         .iter()
         .filter_map(|(o, rv)| Some((o, rv.as_ref()?)))
     {
         if let Ok(verdicts) = &o.result {
-            index.record_verification(
+            table.record(
+                &index,
                 &o.namespace,
                 &o.name,
                 SecretVerification {
@@ -89,7 +92,7 @@ pub async fn verify_secrets(
             );
         }
     }
-    outcomes.into_iter().map(|(o, _)| o).collect()
+    (outcomes.into_iter().map(|(o, _)| o).collect(), table)
 }
 
 /// Probe every key of one secret, reading it afresh for each (only while its slot is held).

@@ -3,6 +3,7 @@
 use crate::engine::index::ClusterIndex;
 use crate::engine::podview::PodView;
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use crate::engine::{evaluate_pod, Decision, PodContext};
 
 /// The decision for the next pod a workload's controller creates from `view`'s template, made
@@ -13,9 +14,11 @@ pub fn next_pod<'a>(
     namespace: &str,
     policy: &Policy,
     index: &'a ClusterIndex,
+    verified: Option<&VerificationTable>,
     now: i64,
 ) -> Decision<'a> {
-    evaluate_pod(view, &PodContext::creating(namespace, now), policy, index)
+    let ctx = PodContext::creating(namespace, now).with_verified(verified);
+    evaluate_pod(view, &ctx, policy, index)
 }
 
 #[cfg(test)]
@@ -43,16 +46,16 @@ mod tests {
         let policy = Policy::default();
         // No secret named: the mutating webhook would inject regcred, so the next pod is fine.
         let view = deployment(json!([]));
-        let d = next_pod(&view, "shop", &policy, &idx, 0);
+        let d = next_pod(&view, "shop", &policy, &idx, None, 0);
         assert_eq!(d.injected, ["regcred"]);
         assert!(d.errors().next().is_none(), "{:?}", d.findings);
         // The template names a deleted secret: the webhook still injects the covering one.
         let gone = deployment(json!([{"name": "gone"}]));
-        let d = next_pod(&gone, "shop", &policy, &idx, 0);
+        let d = next_pod(&gone, "shop", &policy, &idx, None, 0);
         assert_eq!(d.injected, ["regcred"], "{:?}", d.findings);
         // Injection off by policy: nothing saves the next pod.
         let off = Policy::from_yaml("inject: false\n").unwrap();
-        let d = next_pod(&gone, "shop", &off, &idx, 0);
+        let d = next_pod(&gone, "shop", &off, &idx, None, 0);
         assert!(d.injected.is_empty());
         assert!(
             d.errors().any(|f| f.code == Code::SecretNotFound),
@@ -60,7 +63,7 @@ mod tests {
             d.findings
         );
         let view = deployment(json!([]));
-        let d = next_pod(&view, "shop", &off, &idx, 0);
+        let d = next_pod(&view, "shop", &off, &idx, None, 0);
         assert!(d.errors().next().is_some(), "{:?}", d.findings);
     }
 }

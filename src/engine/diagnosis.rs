@@ -8,6 +8,7 @@ use super::podview::PodView;
 use super::registry_class::RegistryClass;
 use crate::engine::index::ClusterIndex;
 use crate::engine::policy::Policy;
+use crate::engine::verification::VerificationTable;
 use serde::Serialize;
 use std::fmt;
 
@@ -385,16 +386,18 @@ const PRIORITY: [Code; 10] = [
     Code::CredentialsRejected,
 ];
 
-/// Name the cause of a pull failure of an existing pod in `namespace`, as of the index now.
+/// Name the cause of a pull failure of an existing pod in `namespace`, as of the index and the
+/// credential verification results (`verified`) now.
 pub fn diagnose(
     view: &PodView,
     namespace: &str,
     policy: &Policy,
     index: &ClusterIndex,
+    verified: Option<&VerificationTable>,
     failure: &PullFailure,
     now: i64,
 ) -> Diagnosis {
-    let existing = PodContext::existing(namespace, now);
+    let existing = PodContext::existing(namespace, now).with_verified(verified);
     let current = evaluate_pod(view, &existing, policy, index);
     if let Some(kind) = failure.keyring {
         return keyring_diagnosis(kind, &current, namespace, failure);
@@ -418,6 +421,7 @@ pub fn diagnose(
             namespace,
             &policy.with_every_registry_private(),
             index,
+            verified,
             failure,
             now,
         );
@@ -445,7 +449,7 @@ pub fn diagnose(
     let subject = image.or(finding.image.as_deref());
     let cause = cause_of(finding, &current, view, namespace, index);
     // Recreated through admission, would the pod be given what it lacks now?
-    let fresh_ctx = PodContext::creating(namespace, now);
+    let fresh_ctx = PodContext::creating(namespace, now).with_verified(verified);
     let fresh = evaluate_pod(view, &fresh_ctx, policy, index);
     let fixed = !fresh.injected.is_empty()
         && !fresh.static_pod
@@ -649,7 +653,15 @@ mod tests {
     }
 
     fn run(idx: &ClusterIndex, p: &PodView, policy: &Policy) -> Diagnosis {
-        diagnose(p, "shop", policy, idx, &failed(IMG, "401 Unauthorized"), 0)
+        diagnose(
+            p,
+            "shop",
+            policy,
+            idx,
+            None,
+            &failed(IMG, "401 Unauthorized"),
+            0,
+        )
     }
 
     #[test]
@@ -810,7 +822,7 @@ mod tests {
             let mut idx = ClusterIndex::new();
             idx.upsert_secret(malformed(auth));
             let f = pull_failure("Failed", &format!("Error: {text}")).unwrap();
-            let d = diagnose(&p, "shop", &policy, &idx, &f, 0);
+            let d = diagnose(&p, "shop", &policy, &idx, None, &f, 0);
             assert_eq!(d.cause, Cause::MalformedSecret, "{}", d.message);
             assert!(!d.fixed_by_recreation);
             assert_eq!(d.image, None, "the keyring fails for every image");
@@ -839,7 +851,7 @@ mod tests {
             "illegal base64 data at input byte 7",
         )
         .unwrap();
-        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), &f, 0);
+        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), None, &f, 0);
         assert_eq!(d.cause, Cause::MalformedSecret, "{}", d.message);
         assert!(
             d.message.contains("imagePullSecrets (mal)")
@@ -849,7 +861,7 @@ mod tests {
             d.message
         );
         let f = pull_failure("Failed", "Error: unexpected end of JSON input").unwrap();
-        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), &f, 0);
+        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), None, &f, 0);
         assert_eq!(d.cause, Cause::MalformedSecret);
         assert!(
             d.message.contains("not a valid docker config JSON"),
@@ -1092,7 +1104,7 @@ mod tests {
         let p =
             pod(json!({"containers": [{"name": "c", "image": "Registry.example.com/Shop/API"}]}));
         let f = failed("Registry.example.com/Shop/API", "InvalidImageName");
-        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), &f, 0);
+        let d = diagnose(&p, "shop", &policy, &ClusterIndex::new(), None, &f, 0);
         assert_eq!(d.cause, Cause::InvalidImageReference, "{}", d.message);
     }
 
@@ -1120,7 +1132,7 @@ mod tests {
             d.message
         );
         let tag = failed(IMG, "manifest unknown");
-        let d = diagnose(&p, "shop", &policy, &idx, &tag, 0);
+        let d = diagnose(&p, "shop", &policy, &idx, None, &tag, 0);
         assert_eq!(d.cause, Cause::CredentialsLookRight);
         assert!(
             d.message.contains("check the image name and tag"),
@@ -1138,7 +1150,9 @@ mod tests {
             "registry.example.com:5000".to_owned(),
             CredentialStatus::Rejected,
         );
-        assert!(idx.record_verification(
+        let mut table = VerificationTable::new();
+        assert!(table.record(
+            &idx,
             "shop",
             "regcred",
             SecretVerification {
@@ -1147,7 +1161,8 @@ mod tests {
                 keys
             }
         ));
-        let d = run(&idx, &p, &policy);
+        let failure = failed(IMG, "401 Unauthorized");
+        let d = diagnose(&p, "shop", &policy, &idx, Some(&table), &failure, 0);
         assert_eq!(d.cause, Cause::CredentialsRejected, "{}", d.message);
         assert!(!d.fixed_by_recreation);
     }
@@ -1170,7 +1185,7 @@ mod tests {
         assert_eq!(d.cause, Cause::CredentialsLookRight, "{}", d.message);
         assert_eq!(d.image.as_deref(), Some(IMG));
         let f = failed("quay.io/acme/side:1", "401");
-        let d = diagnose(&p, "shop", &Policy::default(), &idx, &f, 0);
+        let d = diagnose(&p, "shop", &Policy::default(), &idx, None, &f, 0);
         assert_eq!(d.cause, Cause::SecretMissing, "{}", d.message);
         assert_eq!(d.image.as_deref(), Some("quay.io/acme/side:1"));
     }

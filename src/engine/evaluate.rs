@@ -12,6 +12,7 @@ use super::podview::{ContainerKind, PodView, WorkloadKind};
 use super::policy::{Effective, Policy, Validation};
 use super::reference::ImageRef;
 use super::registry_class::{classify, RegistryClass};
+use super::verification::VerificationTable;
 use std::ops::Range;
 
 /// The admission operation being decided.
@@ -34,6 +35,8 @@ pub struct PodContext<'a> {
     pub now: i64,
     /// Whether this phase may inject (the mutating phase); validation sees the mutated object.
     pub allow_inject: bool,
+    /// Credential verification results (`verify`); `None` when nothing was verified.
+    pub verified: Option<&'a VerificationTable>,
 }
 
 impl<'a> PodContext<'a> {
@@ -44,6 +47,7 @@ impl<'a> PodContext<'a> {
             operation: Operation::Create,
             now,
             allow_inject: true,
+            verified: None,
         }
     }
 
@@ -54,6 +58,15 @@ impl<'a> PodContext<'a> {
             operation: Operation::Update,
             now,
             allow_inject: false,
+            verified: None,
+        }
+    }
+
+    /// The same context reading these verification results (an empty table counts as none).
+    pub fn with_verified(self, verified: Option<&'a VerificationTable>) -> Self {
+        PodContext {
+            verified: verified.filter(|t| !t.is_empty()),
+            ..self
         }
     }
 }
@@ -488,7 +501,7 @@ fn check_used_credentials<'a>(
     findings: &mut Vec<Finding>,
 ) {
     // Verification is opt-in: without any result recorded no credential can have been rejected.
-    let verified = secrets.index.has_verifications();
+    let verified = secrets.ctx.verified.filter(|t| !t.is_empty());
     let injected = !d.injected.is_empty();
     for ((img, target), found) in d.images.iter_mut().zip(targets).zip(lookups) {
         let (Some(r), Some(target)) = (img.reference.as_ref(), target.as_ref()) else {
@@ -512,8 +525,9 @@ fn check_used_credentials<'a>(
             ));
         }
         stale_credentials(img, r, secrets.ns, secrets.ctx.now, policy, findings);
-        if verified {
-            rejected_credentials(img, r, &usable.lookup(target), secrets, policy, findings);
+        if let Some(table) = verified {
+            let hits = usable.lookup(target);
+            rejected_credentials(img, r, &hits, secrets, table, policy, findings);
         }
     }
 }
@@ -868,6 +882,7 @@ fn rejected_credentials(
     r: &ImageRef,
     hits: &[(&RegistryKey, &str)],
     secrets: &PodSecrets<'_, '_>,
+    table: &VerificationTable,
     policy: &Policy,
     out: &mut Vec<Finding>,
 ) {
@@ -876,7 +891,7 @@ fn rejected_credentials(
     let rejected: Vec<&(&str, &str)> = tried
         .iter()
         .filter(|(name, key)| {
-            secrets.index.credential_status(namespace, name, key)
+            table.credential_status(secrets.index, namespace, name, key)
                 == Some(CredentialStatus::Rejected)
         })
         .collect();
@@ -964,6 +979,7 @@ pub fn evaluate_service_account<'a>(
         operation: Operation::Create,
         now: 0,
         allow_inject: false,
+        verified: None,
     };
     let source = Source::ServiceAccount(sa_name);
     for name in dedup(referenced.iter().copied()) {
@@ -1085,6 +1101,7 @@ mod tests {
             operation: Operation::Create,
             now: NOW,
             allow_inject,
+            verified: None,
         }
     }
 
@@ -1465,7 +1482,9 @@ mod tests {
         use crate::engine::index::SecretVerification;
         let verified = |idx: &ClusterIndex, name: &str, key: &str, status| {
             let rv = idx.namespace("shop").secrets[name].resource_version.clone();
-            assert!(idx.record_verification(
+            let mut t = VerificationTable::new();
+            assert!(t.record(
+                idx,
                 "shop",
                 name,
                 SecretVerification {
@@ -1474,17 +1493,22 @@ mod tests {
                     keys: BTreeMap::from([(key.to_owned(), status)]),
                 },
             ));
+            t
         };
         let idx = shop();
-        verified(
+        let t = verified(
             &idx,
             "regcred",
             "registry.example.com",
             CredentialStatus::Rejected,
         );
         let v = one("registry.example.com/shop/web:1", &["regcred"]);
-        // Warning by default: admitted even in deny mode.
+        // Without the results passed in, nothing is known about the credentials.
         let d = evaluate_pod(&v, &ctx(false), &deny(), &idx);
+        assert!(d.findings.is_empty(), "{:?}", d.findings);
+        let c = ctx(false).with_verified(Some(&t));
+        // Warning by default: admitted even in deny mode.
+        let d = evaluate_pod(&v, &c, &deny(), &idx);
         assert!(d.allowed && !d.would_deny);
         assert_eq!(codes(&d), [Code::CredentialsRejected]);
         assert_eq!(d.findings[0].severity, Severity::Warning);
@@ -1492,26 +1516,28 @@ mod tests {
         // verify.deny makes it an error.
         let mut p = deny();
         p.verify.deny = true;
-        let d = evaluate_pod(&v, &ctx(false), &p, &idx);
+        let d = evaluate_pod(&v, &c, &p, &idx);
         assert!(!d.allowed && d.would_deny);
         assert_eq!(d.findings[0].severity, Severity::Error);
         // Valid, unreachable or unknown credentials say nothing.
         for status in [CredentialStatus::Valid, CredentialStatus::Unreachable] {
             let idx = shop();
-            verified(&idx, "regcred", "registry.example.com", status);
-            assert!(evaluate_pod(&v, &ctx(false), &p, &idx).findings.is_empty());
+            let t = verified(&idx, "regcred", "registry.example.com", status);
+            let c = ctx(false).with_verified(Some(&t));
+            assert!(evaluate_pod(&v, &c, &p, &idx).findings.is_empty());
         }
         // A second, unrejected secret for the registry: the kubelet falls back, so a warning only.
         let mut idx = shop();
         idx.upsert_secret(pull_secret("shop", "spare", &["registry.example.com"], NOW));
-        verified(
+        let t = verified(
             &idx,
             "regcred",
             "registry.example.com",
             CredentialStatus::Rejected,
         );
         let v2 = one("registry.example.com/shop/web:1", &["regcred", "spare"]);
-        let d = evaluate_pod(&v2, &ctx(false), &p, &idx);
+        let c = ctx(false).with_verified(Some(&t));
+        let d = evaluate_pod(&v2, &c, &p, &idx);
         assert!(d.allowed, "{:?}", d.findings);
         let rejected: Vec<&Finding> = d
             .findings
@@ -1523,7 +1549,7 @@ mod tests {
         assert!(rejected[0].message.contains("falls back to \"spare\""));
         // A rotated secret (replaced in the index) drops the old verdict.
         let mut idx = shop();
-        verified(
+        let t = verified(
             &idx,
             "regcred",
             "registry.example.com",
@@ -1532,7 +1558,8 @@ mod tests {
         let mut rotated = pull_secret("shop", "regcred", &["registry.example.com"], NOW);
         rotated.resource_version = Some("2".into());
         idx.upsert_secret(rotated);
-        assert!(evaluate_pod(&v, &ctx(false), &p, &idx).findings.is_empty());
+        let c = ctx(false).with_verified(Some(&t));
+        assert!(evaluate_pod(&v, &c, &p, &idx).findings.is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::engine::pullsecret::{
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 /// Annotation on a ServiceAccount listing the pull secrets pullgate added (so only those are ever removed).
 pub const MANAGED_ANNOTATION: &str = "pullgate.io/managed-pull-secrets";
@@ -352,25 +352,6 @@ pub struct SecretVerification {
     pub keys: BTreeMap<String, CredentialStatus>,
 }
 
-/// Verification results by secret.
-///
-/// Behind its own lock (and not only the index's) because the cluster store hands out read
-/// views only: the verifier records through a read view, which also keeps a result from landing
-/// after its secret was replaced (replacement needs the index's write lock). Cloning copies.
-#[derive(Debug, Default)]
-struct Verifications(RwLock<HashMap<SecretRef, SecretVerification>>);
-
-impl Clone for Verifications {
-    fn clone(&self) -> Self {
-        let map = self
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        Verifications(RwLock::new(map))
-    }
-}
-
 /// The whole cluster's view, indexed for O(1) namespace lookups and cheap cross-namespace queries.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterIndex {
@@ -391,8 +372,6 @@ pub struct ClusterIndex {
     secrets: usize,
     other_secrets: usize,
     service_accounts: usize,
-    /// Credential verification results, kept only while their secret's resourceVersion is current.
-    verifications: Verifications,
     /// The ServiceAccount label keys kept ([`ClusterIndex::keeping_labels`]); all when `None`.
     kept_labels: Option<Arc<BTreeSet<String>>>,
 }
@@ -603,18 +582,7 @@ impl ClusterIndex {
         }
     }
 
-    /// Whether any credential verification result is recorded (none unless `verify` is on).
-    pub fn has_verifications(&self) -> bool {
-        !self
-            .verifications
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-    }
-
-    /// Add or replace a secret; a verification survives only a re-delivery at the same
-    /// resourceVersion. A secret of another type keeps only its name and type.
+    /// Add or replace a secret. A secret of another type keeps only its name and type.
     pub fn upsert_secret(&mut self, mut secret: SecretInfo) {
         if !secret.is_pull_type() {
             let other = OtherSecret {
@@ -624,27 +592,9 @@ impl ClusterIndex {
             self.upsert_other_secret(&secret.namespace, other);
             return;
         }
-        // Relists and resyncs re-deliver unchanged secrets: their verification still holds.
-        let sref = (secret.namespace.to_string(), secret.name.to_string());
-        let kept = self
-            .verifications
-            .0
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&sref)
-            .filter(|v| {
-                v.resource_version.is_some() && v.resource_version == secret.resource_version
-            });
         self.remove_secret(&secret.namespace, &secret.name);
         // One object per name: a secret recreated under a pull type replaces the other one.
         self.remove_other_secret(&secret.namespace, &secret.name);
-        if let Some(v) = kept {
-            self.verifications
-                .0
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(sref, v);
-        }
         let ns = self.namespace_entry(&secret.namespace).0;
         let name = self
             .by_name
@@ -693,11 +643,6 @@ impl ClusterIndex {
     pub fn remove_secret(&mut self, namespace: &str, name: &str) -> Option<SecretInfo> {
         let old = self.namespaces.get_mut(namespace)?.secrets.remove(name)?;
         self.secrets -= 1;
-        self.verifications
-            .0
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(namespace.to_owned(), name.to_owned()));
         if let Some(set) = self.by_name.get_mut(name) {
             set.remove(namespace);
             if set.is_empty() {
@@ -755,69 +700,6 @@ impl ClusterIndex {
         self.other_secrets -= 1;
         self.prune(namespace);
         Some(old)
-    }
-
-    /// Record a secret's verification if the index holds that secret at the verified
-    /// resourceVersion; returns whether it was recorded (a result for a replaced secret is not).
-    pub fn record_verification(
-        &self,
-        namespace: &str,
-        name: &str,
-        verification: SecretVerification,
-    ) -> bool {
-        let current = self
-            .namespace(namespace)
-            .secrets
-            .get(name)
-            .is_some_and(|s| s.resource_version == verification.resource_version);
-        if current {
-            self.verifications
-                .0
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert((namespace.to_owned(), name.to_owned()), verification);
-        }
-        current
-    }
-
-    /// The current verification of a secret, if any.
-    pub fn verification(&self, namespace: &str, name: &str) -> Option<SecretVerification> {
-        let rv = &self
-            .namespace(namespace)
-            .secrets
-            .get(name)?
-            .resource_version;
-        self.verifications
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .filter(|v| &v.resource_version == rv)
-            .cloned()
-    }
-
-    /// What the registry of `key` made of the secret's credential at its current resourceVersion.
-    pub fn credential_status(
-        &self,
-        namespace: &str,
-        name: &str,
-        key: &str,
-    ) -> Option<CredentialStatus> {
-        let rv = &self
-            .namespace(namespace)
-            .secrets
-            .get(name)?
-            .resource_version;
-        let map = self
-            .verifications
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let v = map.get(&(namespace.to_owned(), name.to_owned()))?;
-        if &v.resource_version != rv {
-            return None;
-        }
-        v.keys.get(key).copied()
     }
 
     /// Add or replace a ServiceAccount (with only the label keys this index keeps).
@@ -1108,53 +990,6 @@ pub(crate) mod tests {
             .map(|s| &*s.name)
             .collect();
         assert_eq!(names, ["new", "mid", "old"]);
-    }
-
-    #[test]
-    fn verifications_follow_their_secrets_resource_version() {
-        let with_rv = |rv: &str| {
-            let mut s = pull_secret("a", "regcred", &["r.io"], 1);
-            s.resource_version = Some(rv.to_owned());
-            s
-        };
-        let verified = |rv: &str| SecretVerification {
-            resource_version: Some(rv.to_owned()),
-            verified_at: 5,
-            keys: BTreeMap::from([("r.io".to_owned(), CredentialStatus::Rejected)]),
-        };
-        let mut idx = ClusterIndex::new();
-        assert!(
-            !idx.record_verification("a", "regcred", verified("1")),
-            "unknown secret"
-        );
-        idx.upsert_secret(with_rv("1"));
-        assert!(
-            !idx.record_verification("a", "regcred", verified("0")),
-            "stale result"
-        );
-        assert!(idx.record_verification("a", "regcred", verified("1")));
-        assert_eq!(
-            idx.credential_status("a", "regcred", "r.io"),
-            Some(CredentialStatus::Rejected)
-        );
-        assert_eq!(idx.credential_status("a", "regcred", "other.io"), None);
-        // A clone is a copy, not a shared view.
-        let copy = idx.clone();
-        // Re-delivered unchanged (a relist): kept.
-        idx.upsert_secret(with_rv("1"));
-        assert!(idx.verification("a", "regcred").is_some());
-        // Replaced (rotated): dropped at once.
-        idx.upsert_secret(with_rv("2"));
-        assert_eq!(idx.verification("a", "regcred"), None);
-        assert!(copy.verification("a", "regcred").is_some());
-        assert!(idx.record_verification("a", "regcred", verified("2")));
-        idx.remove_secret("a", "regcred");
-        idx.upsert_secret(with_rv("2"));
-        assert_eq!(
-            idx.verification("a", "regcred"),
-            None,
-            "removed with its secret"
-        );
     }
 
     fn key_strategy() -> impl proptest::strategy::Strategy<Value = String> {

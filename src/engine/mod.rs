@@ -11,6 +11,7 @@ pub mod policy;
 pub mod pullsecret;
 pub mod reference;
 pub mod registry_class;
+pub mod verification;
 
 pub use evaluate::{
     evaluate_pod, evaluate_service_account, Decision, ImageDetail, Operation, PodContext,

@@ -6,6 +6,7 @@ use super::service::{
     EventSink, FetchedSecret, LoopConfig, SecretData, SecretSource, SourceError, StatusEvent,
     VerifyLoop,
 };
+use super::table::Verifications;
 use crate::engine::index::CredentialStatus;
 use crate::engine::policy::Policy;
 use crate::metrics::Metrics;
@@ -136,6 +137,7 @@ pub fn cluster_task(
     store: Arc<dyn Store>,
     policy: &Policy,
     metrics: Arc<Metrics>,
+    verifications: Arc<Verifications>,
 ) -> Result<impl Future<Output = ()> + Send + 'static, VerifyError> {
     let settings = Settings::from_policy(&policy.verify)?;
     for pattern in settings.insecure_patterns() {
@@ -149,6 +151,7 @@ pub fn cluster_task(
     );
     let verify_loop = VerifyLoop {
         store,
+        verifications,
         policy: Arc::new(policy.clone()),
         verifier: Arc::new(Verifier::new(settings)),
         source: Arc::new(KubeSecrets::new(client.clone())),

@@ -11,7 +11,8 @@
 //!   against a `caFile`, accepting a self-signed registry certificate as containerd does.
 //! - [`schedule`] is the pure schedule (at once when new or rotated, then every interval, jittered).
 //! - [`service`] is the loop that plans over the store, reads each secret only when its
-//!   registry has a free slot, records results in the index, metrics and Events; [`kube`] binds it
+//!   registry has a free slot, records results in [`table`] (read by admission, audit and
+//!   attribution), metrics and Events; [`kube`] binds it
 //!   to the API server, [`offline`] serves `pullgate check --verify`.
 //!
 //! A registry whose `/v2/` needs no authentication does not check credentials at all, so such
@@ -25,10 +26,12 @@ pub mod offline;
 pub mod prober;
 pub mod schedule;
 pub mod service;
+pub mod table;
 pub mod tls;
 
 pub use flow::Verdict;
 pub use prober::{Settings, Verifier, VerifyError};
+pub use table::Verifications;
 
 use crate::engine::index::{ClusterIndex, SecretInfo};
 use crate::engine::keyring::{MatchTarget, RegistryKey};

@@ -55,7 +55,7 @@ pub struct Slot {
     retry_after: Option<Instant>,
     /// A probe is running.
     in_flight: bool,
-    /// The last result is recorded in the index.
+    /// The last result is recorded in the verification table.
     published: bool,
     /// A probe has completed at least once.
     probed: bool,
@@ -160,14 +160,14 @@ impl Schedule {
         }
     }
 
-    /// The last result of the secret is recorded in the index.
+    /// The last result of the secret is recorded in the verification table.
     pub fn mark_published(&mut self, secret: &SecretRef) {
         if let Some(slot) = self.slots.get_mut(secret) {
             slot.published = true;
         }
     }
 
-    /// Completed results not yet recorded in the index.
+    /// Completed results not yet recorded in the verification table.
     pub fn unpublished(&self) -> Vec<(SecretRef, Slot)> {
         self.slots
             .iter()

@@ -1,11 +1,12 @@
 //! The verification loop: every few seconds, plan over the store which secrets are due, probe
 //! them (reading each secret's data from its [`SecretSource`] only when its registry has a free
-//! slot), record results in the index for the engine, publish metrics, and report status
-//! changes as Events.
+//! slot), record results in the [`Verifications`] table the decisions read, publish metrics,
+//! and report status changes as Events.
 
 use super::flow::Verdict;
 use super::prober::Verifier;
 use super::schedule::{Change, Schedule};
+use super::table::Verifications;
 use super::targets;
 use crate::engine::index::{CredentialStatus, SecretRef, SecretVerification};
 use crate::engine::keyring::RegistryKey;
@@ -109,8 +110,10 @@ impl Default for LoopConfig {
 
 /// Everything the loop works with.
 pub struct VerifyLoop {
-    /// The index to plan over and record into.
+    /// The index to plan over.
     pub store: Arc<dyn Store>,
+    /// Where results are recorded, for the decisions that read them.
+    pub verifications: Arc<Verifications>,
     /// The policy (which keys, which namespaces).
     pub policy: Arc<Policy>,
     /// The prober.
@@ -226,10 +229,12 @@ impl VerifyLoop {
                 verified_at: jiff::Timestamp::now().as_second(),
                 keys: slot.statuses.clone(),
             };
-            if view.record_verification(&secret.0, &secret.1, v) {
+            if self.verifications.record(&view, &secret.0, &secret.1, v) {
                 schedule.mark_published(&secret);
             }
         }
+        // Results of deleted or replaced secrets are never read again.
+        self.verifications.retain_current(&view);
         drop(view);
         for (secret, slot) in schedule.retain(|r| live.contains(r)) {
             self.forget_metrics(&secret, slot.statuses.keys());
@@ -276,7 +281,8 @@ impl VerifyLoop {
             Instant::now(),
         );
         let verified_at = jiff::Timestamp::now().as_second();
-        let recorded = self.store.view().record_verification(
+        let recorded = self.verifications.record(
+            &self.store.view(),
             &secret.0,
             &secret.1,
             SecretVerification {
