@@ -108,16 +108,9 @@ fn check(args: pullgate::cli::CheckArgs) -> anyhow::Result<ExitCode> {
 /// `pullgate doctor`: exit 0 fine, 1 a problem (2, through `main`, when the pod is unreadable).
 fn doctor(args: pullgate::cli::DoctorArgs) -> anyhow::Result<ExitCode> {
     let policy = load_policy(args.config.as_deref())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = current_thread_runtime()?;
     let now = jiff::Timestamp::now().as_second();
-    let verifier = if args.verify {
-        Some(verifier(&policy)?)
-    } else {
-        None
-    };
+    let verifier = args.verify.then(|| verifier(&policy)).transpose()?;
     let report = rt.block_on(async {
         let client = pullgate::store::kube::client(args.kubeconfig.as_deref()).await?;
         let report = pullgate::doctor::run(
@@ -131,31 +124,16 @@ fn doctor(args: pullgate::cli::DoctorArgs) -> anyhow::Result<ExitCode> {
         .await?;
         anyhow::Ok(report)
     })?;
-    let text = match args.output {
-        OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
-        OutputFormat::Text => pullgate::doctor::render_text(&report),
-    };
-    emit(&text)?;
-    Ok(if report.has_problem() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let problem = report.has_problem();
+    report_out(&report, args.output, pullgate::doctor::render_text, problem)
 }
 
 /// `pullgate audit`: exit 0 nothing wrong, 1 any problem, 2 cluster unreadable.
 fn audit(args: pullgate::cli::AuditArgs) -> anyhow::Result<ExitCode> {
     let policy = load_policy(args.config.as_deref())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = current_thread_runtime()?;
     let now = jiff::Timestamp::now().as_second();
-    let verifier = if args.verify {
-        Some(verifier(&policy)?)
-    } else {
-        None
-    };
+    let verifier = args.verify.then(|| verifier(&policy)).transpose()?;
     let (report, _) = rt.block_on(async {
         let client = pullgate::store::kube::client(args.kubeconfig.as_deref())
             .await
@@ -176,12 +154,36 @@ fn audit(args: pullgate::cli::AuditArgs) -> anyhow::Result<ExitCode> {
             .await?;
         anyhow::Ok(done)
     })?;
-    let text = match args.output {
-        OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
-        OutputFormat::Text => pullgate::audit::report::render_text(&report),
+    let problem = report.has_problem();
+    report_out(
+        &report,
+        args.output,
+        pullgate::audit::report::render_text,
+        problem,
+    )
+}
+
+/// A single-threaded runtime for the one-shot cluster commands (`doctor`, `audit`).
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Print `report` as JSON or text; exit 1 when it has a problem, else 0.
+fn report_out<R: serde::Serialize>(
+    report: &R,
+    output: OutputFormat,
+    text: fn(&R) -> String,
+    problem: bool,
+) -> anyhow::Result<ExitCode> {
+    let out = match output {
+        OutputFormat::Json => serde_json::to_string_pretty(report)? + "\n",
+        OutputFormat::Text => text(report),
     };
-    emit(&text)?;
-    Ok(if report.has_problem() {
+    emit(&out)?;
+    Ok(if problem {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
