@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 /// Why `url.Parse` refuses a docker-config key; the kubelet then ignores the entry.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum KeyError {
     /// Go refuses ASCII control characters anywhere before a `#`.
     #[error("contains an ASCII control character")]

@@ -7,7 +7,7 @@ use crate::engine::pullsecret::{
     parse_pull_secret, PayloadError, PullSecretKeys, DOCKERCFG_TYPE, DOCKER_CONFIG_JSON_TYPE,
 };
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Annotation on a ServiceAccount listing the pull secrets pullgate added (so only those are ever removed).
@@ -26,8 +26,10 @@ pub struct SecretInfo {
     pub created: Option<i64>,
     /// resourceVersion, when read from an API server.
     pub resource_version: Option<String>,
-    /// Parsed registry keys, or why the payload is unusable (pull-secret types only).
-    pub payload: Result<PullSecretKeys, PayloadError>,
+    /// Parsed registry keys, or why the payload is unusable (pull-secret types only). In an
+    /// index, equal keys are one shared copy: secrets replicated across namespaces, or created
+    /// for the same registries, name the same few keys (see [`ClusterIndex::upsert_secret`]).
+    pub payload: Result<Arc<PullSecretKeys>, Box<PayloadError>>,
 }
 
 impl SecretInfo {
@@ -42,8 +44,10 @@ impl SecretInfo {
     ) -> Self {
         let payload = if is_pull_type(secret_type) {
             parse_pull_secret(secret_type, data)
+                .map(Arc::new)
+                .map_err(Box::new)
         } else {
-            Ok(PullSecretKeys::default())
+            Ok(Arc::default())
         };
         SecretInfo {
             namespace: Arc::from(namespace),
@@ -374,6 +378,9 @@ pub struct ClusterIndex {
     service_accounts: usize,
     /// The ServiceAccount label keys kept ([`ClusterIndex::keeping_labels`]); all when `None`.
     kept_labels: Option<Arc<BTreeSet<String>>>,
+    /// One copy of each distinct set of keys the indexed pull secrets hold, shared by them all:
+    /// ~0.3 KiB per secret otherwise, when most secrets name the same few registries.
+    payloads: HashSet<Arc<PullSecretKeys>>,
 }
 
 /// Which pull secret, if any, shows a registry host to be private ([`ClusterIndex::host_claim`]).
@@ -623,6 +630,14 @@ impl ClusterIndex {
         // The secret keeps the tables' copies of its names instead of its own.
         secret.namespace = Arc::clone(&held.0);
         secret.name = held.1;
+        if let Ok(keys) = &mut secret.payload {
+            match self.payloads.get(&**keys) {
+                Some(shared) => *keys = Arc::clone(shared),
+                None => {
+                    self.payloads.insert(Arc::clone(keys));
+                }
+            }
+        }
         self.namespace_entry(&secret.namespace)
             .1
             .secrets
@@ -669,6 +684,13 @@ impl ClusterIndex {
                         self.hostnames.remove(lower.as_slice());
                     }
                 }
+            }
+        }
+        // Forget keys no other secret holds: the table's copy and `old`'s are the last two. (A
+        // copy held outside the index only stops being shared with later secrets.)
+        if let Ok(keys) = &old.payload {
+            if Arc::strong_count(keys) <= 2 {
+                self.payloads.remove(&**keys);
             }
         }
         self.prune(namespace);
@@ -810,6 +832,48 @@ pub(crate) mod tests {
         let mut all = ClusterIndex::new();
         all.upsert_service_account("shop", sa());
         assert_eq!(all.namespace("shop").service_accounts["api"].labels, labels);
+    }
+
+    #[test]
+    fn equal_keys_are_one_shared_copy_until_no_secret_holds_them() {
+        let keys = |idx: &ClusterIndex, ns: &str, name: &str| match &idx.namespace(ns).secrets[name]
+            .payload
+        {
+            Ok(k) => Arc::clone(k),
+            Err(e) => panic!("{e}"),
+        };
+        let mut idx = ClusterIndex::new();
+        idx.upsert_secret(pull_secret("a", "regcred", &["registry.example.com"], 1));
+        idx.upsert_secret(pull_secret("b", "copy", &["registry.example.com"], 2));
+        idx.upsert_secret(pull_secret("c", "other", &["quay.io"], 3));
+        assert!(Arc::ptr_eq(
+            &keys(&idx, "a", "regcred"),
+            &keys(&idx, "b", "copy")
+        ));
+        assert!(!Arc::ptr_eq(
+            &keys(&idx, "a", "regcred"),
+            &keys(&idx, "c", "other")
+        ));
+        assert_eq!(idx.payloads.len(), 2);
+        // A replacement with the same keys, then removals: the table keeps only what is held.
+        idx.upsert_secret(pull_secret("a", "regcred", &["registry.example.com"], 4));
+        assert!(Arc::ptr_eq(
+            &keys(&idx, "a", "regcred"),
+            &keys(&idx, "b", "copy")
+        ));
+        idx.remove_secret("a", "regcred");
+        assert_eq!(idx.payloads.len(), 2);
+        idx.remove_secret("b", "copy");
+        assert_eq!(idx.payloads.len(), 1);
+        idx.upsert_secret(pull_secret("c", "other", &["ghcr.io"], 5));
+        assert_eq!(idx.payloads.len(), 1);
+        assert_eq!(
+            keys(&idx, "c", "other").entries[0]
+                .key
+                .as_ref()
+                .map(|k| k.as_str()),
+            Ok("ghcr.io")
+        );
     }
 
     #[test]

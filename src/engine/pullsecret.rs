@@ -28,7 +28,7 @@ pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
 pub const DOCKERCFG_KEY: &str = ".dockercfg";
 
 /// One registry entry of a payload: the key as written (not secret) and its normalisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyEntry {
     /// The key as written when it differs from the normalised key (or there is none): the
     /// index holds one entry per registry of every pull secret, and most are written normalised.
@@ -66,7 +66,7 @@ impl KeyEntry {
 }
 
 /// What a pull secret contributes, with all credential material already dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct PullSecretKeys {
     /// The registry entries in document order; a repeated key keeps its first place and its last value.
     pub entries: Vec<KeyEntry>,
