@@ -200,6 +200,31 @@ async fn audit_while_leading(
     }
 }
 
+/// Count the pass's listed objects per kind.
+fn record_objects(metrics: &Metrics, stats: &cluster::Stats) {
+    for (kind, n) in &stats.per_kind {
+        metrics
+            .audit_objects
+            .get_or_create(&KindLabels { kind })
+            .inc_by(*n);
+    }
+}
+
+/// Keep only the pass's usage index (the results go here), as the one the admission handler
+/// reads: the whole index after a full pass, merged into a copy after a namespace pass.
+fn keep_usage(
+    published: &mut Published,
+    usage: &SharedUsage,
+    namespace: Option<&str>,
+    report: AuditReport,
+) {
+    match namespace {
+        Some(ns) => Arc::make_mut(&mut published.usage).merge_namespace(ns, &report.usage),
+        None => published.usage = Arc::new(report.usage),
+    }
+    usage.set(Some(published.usage.clone()));
+}
+
 /// Write the pass's PolicyReports (one per namespace, in place) where `audit.reports` asks for
 /// them and the API server serves the CRD; a failure is logged, never fatal to the pass.
 async fn publish_reports(
@@ -281,28 +306,14 @@ async fn pass(
     } else {
         "full"
     };
-    for (kind, n) in &stats.per_kind {
-        metrics
-            .audit_objects
-            .get_or_create(&KindLabels { kind })
-            .inc_by(*n);
-    }
+    record_objects(metrics, &stats);
     let causes = workload_causes(&report);
     let summary = report.summary.clone();
     let found = finding_counts(&report);
     let watched = store.watched_namespaces();
     let where_ = (namespace.as_deref(), &watched[..]);
     publish_reports(client, policy, where_, &report, now.as_second()).await;
-    // The results go here; only the usage index is kept.
-    let AuditReport {
-        usage: report_usage,
-        ..
-    } = report;
-    match &namespace {
-        Some(ns) => Arc::make_mut(&mut published.usage).merge_namespace(ns, &report_usage),
-        None => published.usage = Arc::new(report_usage),
-    }
-    usage.set(Some(published.usage.clone()));
+    keep_usage(published, usage, namespace.as_deref(), report);
     let current: HashSet<Cause> = causes.iter().map(|(c, _)| c.clone()).collect();
     published.announced.resolve(namespace.as_deref(), &current);
     publish_counts(metrics, &mut published.counts, namespace.as_deref(), found);
