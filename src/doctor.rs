@@ -435,6 +435,24 @@ mod tests {
     use crate::engine::index::tests::pull_secret;
     use serde_json::json;
 
+    /// [`diagnose`] of an existing pod in `shop`, with no verification results.
+    fn diagnose_in_shop(
+        v: &PodView,
+        idx: &ClusterIndex,
+        policy: &Policy,
+        events: &[String],
+        containers: &[ContainerReport],
+    ) -> DoctorReport {
+        diagnose(
+            v,
+            &PodContext::existing("shop", 0),
+            idx,
+            policy,
+            events,
+            containers,
+        )
+    }
+
     fn view(v: serde_json::Value) -> PodView {
         PodView::from_value(WorkloadKind::Pod, &v).unwrap()
     }
@@ -451,14 +469,7 @@ mod tests {
             "Failed: Failed to pull image \"registry.example.com:5000/a:1\": 401 Unauthorized"
                 .to_owned(),
         ];
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &events,
-            &[],
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &events, &[]);
         assert!(r.has_problem());
         let classes = r
             .checks
@@ -502,14 +513,7 @@ mod tests {
                 .to_owned(),
             "BackOff: Back-off pulling image \"registry.example.com/a:1\"".to_owned(),
         ];
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &events,
-            &[],
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &events, &[]);
         assert_eq!(
             r.checks[0].details.len(),
             2,
@@ -551,14 +555,7 @@ mod tests {
             r.diagnosis.map(|d| d.cause),
             Some(crate::engine::diagnosis::Cause::CredentialsRejected)
         );
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &[],
-            &[],
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &[], &[]);
         assert!(r.diagnosis.is_none());
     }
 
@@ -579,14 +576,7 @@ mod tests {
             &json!({"status": {"containerStatuses": [{"name": "c", "started": true,
             "state": {"running": {}}}]}}),
         );
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &events,
-            &running,
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &events, &running);
         assert!(!r.has_problem(), "{}", render_text(&r));
         assert!(r.diagnosis.is_none());
         assert_eq!(
@@ -598,27 +588,13 @@ mod tests {
             &json!({"status": {"containerStatuses": [{"name": "c",
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}}),
         );
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &events,
-            &waiting,
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &events, &waiting);
         assert!(r.has_problem());
         assert_eq!(r.checks[0].details.len(), 3, "{:?}", r.checks[0]);
         assert!(r.checks[0].details[0].starts_with("container \"c\" waits: ImagePullBackOff"));
         assert!(r.diagnosis.is_some());
         // Events expired, the status still shows the wait: diagnosed from it.
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &[],
-            &waiting,
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &[], &waiting);
         assert!(
             r.has_problem() && r.diagnosis.is_some(),
             "{}",
@@ -634,27 +610,13 @@ mod tests {
             json!({"metadata": {"name": "web"}, "spec": {"imagePullSecrets": [{"name": "regcred"}],
             "containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &[],
-            &[],
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &[], &[]);
         assert!(!r.has_problem(), "{}", render_text(&r));
         let public = Policy::from_yaml("registries:\n  public: [docker.io]\n").unwrap();
         let v = view(
             json!({"metadata": {"name": "n"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
         );
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &public,
-            &[],
-            &[],
-        );
+        let r = diagnose_in_shop(&v, &idx, &public, &[], &[]);
         assert!(r.checks.iter().any(|c| c.verdict == Verdict::NotApplicable));
         assert!(!r.has_problem());
     }
@@ -667,26 +629,12 @@ mod tests {
             json!({"metadata": {"name": "s", "annotations": {"kubernetes.io/config.mirror": "x"}},
             "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &[],
-            &[],
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &[], &[]);
         assert_eq!(r.checks.last().map(|c| c.verdict), Some(Verdict::Problem));
         let v = view(
             json!({"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}}),
         );
-        let r = diagnose(
-            &v,
-            &PodContext::existing("shop", 0),
-            &idx,
-            &Policy::default(),
-            &[],
-            &[],
-        );
+        let r = diagnose_in_shop(&v, &idx, &Policy::default(), &[], &[]);
         let sa = r
             .checks
             .iter()
