@@ -257,11 +257,19 @@ fn write_table(out: &mut String, report: &CheckReport) {
             ]
         })
         .collect();
-    let header = ["KIND", "NAMESPACE", "NAME", "RESULT", "INJECTED"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    write_columns(
+        out,
+        ["KIND", "NAMESPACE", "NAME", "RESULT", "INJECTED"],
+        &rows,
+    );
+}
+
+/// `header` and `rows` in aligned columns, the last one unpadded (`check` and `audit` tables).
+pub fn write_columns(out: &mut String, header: [&str; 5], rows: &[[String; 5]]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
+            *w = (*w).max(c.chars().count());
         }
     }
     let line = |cells: [&str; 5]| {
@@ -276,12 +284,8 @@ fn write_table(out: &mut String, report: &CheckReport) {
         l
     };
     let _ = writeln!(out, "{}", line(header));
-    for row in &rows {
-        let _ = writeln!(
-            out,
-            "{}",
-            line([&row[0], &row[1], &row[2], &row[3], &row[4]])
-        );
+    for r in rows {
+        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
     }
 }
 

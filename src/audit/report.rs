@@ -650,30 +650,9 @@ fn problem_rows(report: &AuditReport) -> Vec<[String; 5]> {
 
 /// The rows under a header, in aligned columns; nothing when no row has a problem.
 fn write_problem_table(out: &mut String, rows: &[[String; 5]]) {
-    if rows.is_empty() {
-        return;
-    }
-    let header = ["WORKLOAD", "NAMESPACE", "VERDICT", "CAUSE", "FIX"];
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: [&str; 5]| {
-        let mut l = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i == 4 {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}  ");
-            }
-        }
-        l
-    };
-    let _ = writeln!(out, "{}", line(header));
-    for r in rows {
-        let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    if !rows.is_empty() {
+        let header = ["WORKLOAD", "NAMESPACE", "VERDICT", "CAUSE", "FIX"];
+        crate::check::write_columns(out, header, rows);
     }
 }
 
