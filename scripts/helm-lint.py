@@ -16,8 +16,8 @@ try:
     import helm_sdkpy
     import yaml
 except ImportError as e:
-    sys.exit(f"scripts/helm-lint.py needs {e.name}: "
-             "python3 -m pip install --ignore-requires-python helm-sdkpy pyyaml")
+    sys.exit(f"scripts/helm-lint.py needs {e.name}: the PyPI packages helm-sdkpy (pip's "
+             "--ignore-requires-python flag is needed) and pyyaml; .ci/run installs them")
 
 
 def overlay(base: dict, over: dict) -> dict:

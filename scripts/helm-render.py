@@ -16,8 +16,8 @@ CHART = Path(__file__).resolve().parent.parent / "charts" / "pullgate"
 try:
     import helm_sdkpy
 except ImportError:
-    sys.exit("scripts/helm-render.py needs helm-sdkpy: "
-             "python3 -m pip install --ignore-requires-python helm-sdkpy")
+    sys.exit("scripts/helm-render.py needs the PyPI package helm-sdkpy (pip's "
+             "--ignore-requires-python flag is needed); .ci/run installs it")
 
 
 def render(values: dict, kubeconfig: str) -> dict:

@@ -97,7 +97,7 @@ pub fn render(
         .map_err(|e| format!("{}: {e}", script.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "{} failed ({}):\n{}",
+            "{} failed ({}); the chart tests need python3 with helm-sdkpy ({install}):\n{}",
             script.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr)
