@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use support::fake_api::FakeApi;
 use support::fixtures;
-use support::workloads::{pod, pod_spec, workload};
+use support::workloads::{codes, pod, pod_spec, result, workload};
 
 const PLANTED: &str = "Audit-Planted-Pw-5mzq";
 
@@ -62,25 +62,6 @@ fn audit(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
 
 fn json_of(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
-}
-
-fn result<'a>(report: &'a Value, kind: &str, name: &str) -> &'a Value {
-    report["results"]
-        .as_array()
-        .and_then(|r| r.iter().find(|r| r["kind"] == kind && r["name"] == name))
-        .unwrap_or_else(|| panic!("no result for {kind} {name} in {report:#}"))
-}
-
-fn codes(r: &Value) -> Vec<String> {
-    r["findings"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .filter(|f| f["severity"] != "info")
-                .map(|f| f["code"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

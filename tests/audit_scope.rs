@@ -21,7 +21,7 @@ use std::sync::Arc;
 use support::fake_api::{FakeApi, LoggedRequest};
 use support::fixtures;
 use support::registry::{self, Auth, RealRegistry, TestPki};
-use support::workloads::{pod_spec, workload};
+use support::workloads::{codes, pod_spec, result, workload};
 
 const PLANTED: &str = "AuditVerify-Planted-Pw-8kqz";
 const WRONG: &str = "AuditVerify-Wrong-Pw-3vnd";
@@ -52,25 +52,6 @@ fn audit(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
         );
     }
     (out.status.code().unwrap_or(-1), stdout, stderr)
-}
-
-fn result<'a>(report: &'a Value, kind: &str, name: &str) -> &'a Value {
-    report["results"]
-        .as_array()
-        .and_then(|r| r.iter().find(|r| r["kind"] == kind && r["name"] == name))
-        .unwrap_or_else(|| panic!("no result for {kind} {name} in {report:#}"))
-}
-
-fn codes(r: &Value) -> Vec<String> {
-    r["findings"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .filter(|f| f["severity"] != "info")
-                .map(|f| f["code"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! Builders for Pods and workloads as their controllers write them: pod templates where each kind
-//! keeps them, and controller owner references, for `pullgate audit`'s tests and bench.
+//! Builders for Pods and workloads as their controllers write them (pod templates where each kind
+//! keeps them, controller owner references) for `pullgate audit`'s tests and bench, and readers of
+//! its JSON results.
 
 use serde_json::{json, Value};
 
@@ -60,4 +61,25 @@ pub fn pod(ns: &str, name: &str, spec: Value, owner: Option<&Value>) -> Value {
         p["metadata"]["ownerReferences"] = controller_ref(o);
     }
     p
+}
+
+/// The result for `kind`/`name` in the JSON of `pullgate audit` or `check`.
+pub fn result<'a>(report: &'a Value, kind: &str, name: &str) -> &'a Value {
+    report["results"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["kind"] == kind && r["name"] == name))
+        .unwrap_or_else(|| panic!("no result for {kind} {name} in {report:#}"))
+}
+
+/// The codes of a result's findings at warning or error.
+pub fn codes(r: &Value) -> Vec<String> {
+    r["findings"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter(|f| f["severity"] != "info")
+                .map(|f| f["code"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
