@@ -264,6 +264,22 @@ fn write_table(out: &mut String, report: &CheckReport) {
     );
 }
 
+/// One finding's line: severity, code, container and message (`check` and `audit` text).
+pub fn write_finding(out: &mut String, f: &Finding) {
+    let container = f
+        .container
+        .as_deref()
+        .map(|c| format!(" [{c}]"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  {:<7} {}{container}: {}",
+        f.severity.as_str(),
+        f.code,
+        f.message
+    );
+}
+
 /// `header` and `rows` in aligned columns, the last one unpadded (`check` and `audit` tables).
 pub fn write_columns(out: &mut String, header: [&str; 5], rows: &[[String; 5]]) {
     let mut widths = header.map(|h| h.chars().count());
@@ -294,18 +310,7 @@ fn write_findings(out: &mut String, report: &CheckReport) {
     for r in report.results.iter().filter(|r| !r.findings.is_empty()) {
         let _ = writeln!(out, "\n{} {}/{}:", r.kind, r.namespace, r.name);
         for f in &r.findings {
-            let container = f
-                .container
-                .as_deref()
-                .map(|c| format!(" [{c}]"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  {:<7} {}{container}: {}",
-                f.severity.as_str(),
-                f.code,
-                f.message
-            );
+            write_finding(out, f);
         }
     }
 }

@@ -673,18 +673,7 @@ fn write_problem_details(out: &mut String, r: &AuditResult) {
         .iter()
         .filter(|f| f.severity >= Severity::Warning)
     {
-        let container = f
-            .container
-            .as_deref()
-            .map(|c| format!(" [{c}]"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {:<7} {}{container}: {}",
-            f.severity.as_str(),
-            f.code,
-            f.message
-        );
+        crate::check::write_finding(out, f);
     }
     if r.result
         .findings
